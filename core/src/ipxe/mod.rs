@@ -1,0 +1,1 @@
+//! ipxe (placeholder: being written).

@@ -1,0 +1,1 @@
+//! scsi (placeholder: being written).

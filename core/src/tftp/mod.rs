@@ -1,0 +1,1 @@
+//! tftp (placeholder: being written).

@@ -1,0 +1,493 @@
+//! The TOML configuration file: one file describes the appliance, its boot
+//! files, its iSCSI targets and the machines it boots.
+//!
+//! Parsing errors come from `toml` and name the line and column; semantic
+//! errors (`validate`) name the table and key at fault.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: Server,
+    #[serde(default)]
+    pub dhcp: Dhcp,
+    #[serde(default)]
+    pub tftp: Tftp,
+    #[serde(default)]
+    pub boot: Boot,
+    #[serde(default)]
+    pub iscsi: Iscsi,
+    #[serde(default, rename = "target")]
+    pub targets: Vec<Target>,
+    #[serde(default, rename = "host")]
+    pub hosts: Vec<Host>,
+}
+
+/// `[server]`: where the appliance lives on the boot LAN.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// Our IPv4 address on the boot LAN: siaddr, option 54, TFTP and iSCSI portal.
+    pub address: Ipv4Addr,
+    /// The interface DHCP binds to (SO_BINDTODEVICE). Required when DHCP is on.
+    pub interface: Option<String>,
+    /// Where leases are persisted. Relative paths are relative to the config file.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("state")
+}
+
+/// How DHCP answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DhcpMode {
+    /// ProxyDHCP beside an existing DHCP server: boot information only, no addresses.
+    #[default]
+    Proxy,
+    /// The only DHCP server on the LAN: addresses from the pool plus boot information.
+    Full,
+    /// No DHCP at all (another server hands out our boot file).
+    Off,
+}
+
+/// `[dhcp]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dhcp {
+    #[serde(default)]
+    pub mode: DhcpMode,
+    /// First and last address of the dynamic pool (full mode).
+    pub pool_start: Option<Ipv4Addr>,
+    pub pool_end: Option<Ipv4Addr>,
+    #[serde(default = "default_netmask")]
+    pub netmask: Ipv4Addr,
+    pub router: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub dns: Vec<Ipv4Addr>,
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u32,
+    /// UDP port for DHCP server traffic (67); tests may move it.
+    #[serde(default = "default_dhcp_port")]
+    pub port: u16,
+    /// Also listen on 4011 for PXE boot-server requests (ProxyDHCP).
+    #[serde(default = "default_true")]
+    pub pxe_port: bool,
+}
+
+impl Default for Dhcp {
+    fn default() -> Self {
+        Dhcp {
+            mode: DhcpMode::default(),
+            pool_start: None,
+            pool_end: None,
+            netmask: default_netmask(),
+            router: None,
+            dns: Vec::new(),
+            lease_secs: default_lease_secs(),
+            port: default_dhcp_port(),
+            pxe_port: true,
+        }
+    }
+}
+
+fn default_netmask() -> Ipv4Addr {
+    Ipv4Addr::new(255, 255, 255, 0)
+}
+fn default_lease_secs() -> u32 {
+    3600
+}
+fn default_dhcp_port() -> u16 {
+    67
+}
+fn default_true() -> bool {
+    true
+}
+
+/// `[tftp]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tftp {
+    /// Directory served read-only; nothing outside it is ever reachable.
+    pub root: Option<PathBuf>,
+    #[serde(default = "default_tftp_listen")]
+    pub listen: SocketAddr,
+    /// Largest blksize granted; clients asking more get this (MTU 1500 - 32).
+    #[serde(default = "default_max_blksize")]
+    pub max_blksize: u16,
+    #[serde(default = "default_max_transfers")]
+    pub max_transfers: usize,
+}
+
+impl Default for Tftp {
+    fn default() -> Self {
+        Tftp {
+            root: None,
+            listen: default_tftp_listen(),
+            max_blksize: default_max_blksize(),
+            max_transfers: default_max_transfers(),
+        }
+    }
+}
+
+fn default_tftp_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 69))
+}
+fn default_max_blksize() -> u16 {
+    1468
+}
+fn default_max_transfers() -> usize {
+    64
+}
+
+/// `[boot]`: which file each kind of client gets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Boot {
+    /// Plain PXE, BIOS (option 93 = 0).
+    #[serde(default = "default_bios")]
+    pub bios: String,
+    /// Plain PXE, x86-64 UEFI (option 93 = 6, 7, 9).
+    #[serde(default = "default_uefi")]
+    pub uefi: String,
+    /// Plain PXE, arm64 UEFI (option 93 = 11; 10 = arm32).
+    #[serde(default = "default_arm64")]
+    pub arm64: String,
+    /// UEFI HTTP boot (option 93 = 16): a URL.
+    pub http: Option<String>,
+    /// What a client that already runs iPXE gets (a virtual file, generated).
+    #[serde(default = "default_script")]
+    pub script: String,
+    /// Option 17 handed to iPXE clients; must not be an absolute URI (iPXE would SAN-hook it).
+    pub root_path: Option<String>,
+    /// Default initiator IQN template: `%hostname%` and `%mac%` (hex-hyphen) are replaced.
+    #[serde(default = "default_initiator_template")]
+    pub initiator_iqn: String,
+}
+
+impl Default for Boot {
+    fn default() -> Self {
+        Boot {
+            bios: default_bios(),
+            uefi: default_uefi(),
+            arm64: default_arm64(),
+            http: None,
+            script: default_script(),
+            root_path: None,
+            initiator_iqn: default_initiator_template(),
+        }
+    }
+}
+
+fn default_bios() -> String {
+    "undionly.kpxe".into()
+}
+fn default_uefi() -> String {
+    "ipxe.efi".into()
+}
+fn default_arm64() -> String {
+    "ipxe-arm64.efi".into()
+}
+fn default_script() -> String {
+    "boot.ipxe".into()
+}
+fn default_initiator_template() -> String {
+    "iqn.2010-04.org.ipxe:%hostname%-%mac%".into()
+}
+
+/// `[iscsi]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Iscsi {
+    #[serde(default = "default_iscsi_listen")]
+    pub listen: SocketAddr,
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+}
+
+impl Default for Iscsi {
+    fn default() -> Self {
+        Iscsi {
+            listen: default_iscsi_listen(),
+            max_sessions: default_max_sessions(),
+        }
+    }
+}
+
+fn default_iscsi_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 3260))
+}
+fn default_max_sessions() -> usize {
+    16
+}
+
+/// `[[target]]`: an iSCSI target with its LUNs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub iqn: String,
+    /// Initiator names allowed to log in; empty means anyone.
+    #[serde(default)]
+    pub initiators: Vec<String>,
+    pub chap: Option<Chap>,
+    #[serde(default, rename = "lun")]
+    pub luns: Vec<Lun>,
+}
+
+/// CHAP secrets of a target; `mutual_*` makes the target prove itself too.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chap {
+    pub user: String,
+    pub secret: String,
+    pub mutual_user: Option<String>,
+    pub mutual_secret: Option<String>,
+}
+
+/// `[[target.lun]]`: a disk backed by an image file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lun {
+    #[serde(default)]
+    pub id: u64,
+    /// Image file; relative paths are relative to the config file.
+    pub image: PathBuf,
+    /// Create the image (sparse) with this size in bytes if it does not exist.
+    pub size: Option<u64>,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// What a host's script does once it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BootKind {
+    /// `sanboot iscsi:<server>::<port>:<lun>:<target>`.
+    #[default]
+    Sanboot,
+    /// Kernel + initrd with `iscsi_target= iscsi_address= iscsi_initiatorname= ip=dhcp`.
+    Kernel,
+    /// `chain <url>`.
+    Chain,
+}
+
+/// `[[host]]`: one machine, keyed by MAC.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    /// MAC address in any of `aa:bb:..`, `aa-bb-..`, case-insensitive.
+    pub mac: String,
+    pub hostname: Option<String>,
+    /// Fixed address (full DHCP mode).
+    pub ip: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub boot: BootKind,
+    /// Target IQN this host boots from (sanboot and kernel kinds).
+    pub target: Option<String>,
+    #[serde(default)]
+    pub lun: u64,
+    /// Overrides `[boot].initiator_iqn` for this host.
+    pub initiator_iqn: Option<String>,
+    /// Leave the SAN device attached for the OS (iPXE keep-san).
+    #[serde(default)]
+    pub keep_san: bool,
+    /// Chain kind: the URL to chain to (`${mac:hexhyp}` and other iPXE settings allowed).
+    pub chain: Option<String>,
+    /// Kernel kind: kernel and initrd paths or URLs, and extra command line.
+    pub kernel: Option<String>,
+    pub initrd: Option<String>,
+    #[serde(default)]
+    pub cmdline: String,
+}
+
+impl Config {
+    /// Reads, parses and validates the file at `path`; relative paths inside
+    /// it are resolved against its directory.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let mut config: Config =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        config
+            .validate()
+            .with_context(|| format!("{}: invalid configuration", path.display()))?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        abs(&mut self.server.state_dir);
+        if let Some(root) = self.tftp.root.as_mut() {
+            abs(root);
+        }
+        for target in &mut self.targets {
+            for lun in &mut target.luns {
+                abs(&mut lun.image);
+            }
+        }
+    }
+
+    /// Checks the rules the types cannot hold. Each error names its table.
+    pub fn validate(&self) -> Result<()> {
+        if self.dhcp.mode != DhcpMode::Off && self.server.interface.is_none() {
+            bail!("[server] interface: required when [dhcp] mode is not \"off\"");
+        }
+        if self.dhcp.mode == DhcpMode::Full {
+            match (self.dhcp.pool_start, self.dhcp.pool_end) {
+                (Some(a), Some(b)) if u32::from(a) <= u32::from(b) => {}
+                (Some(_), Some(_)) => bail!("[dhcp] pool_start is after pool_end"),
+                _ => bail!("[dhcp] pool_start and pool_end: required in full mode"),
+            }
+        }
+        if let Some(rp) = &self.boot.root_path {
+            if rp.contains("://") {
+                bail!(
+                    "[boot] root_path = {rp:?}: an absolute URI makes iPXE try to SAN-boot it \
+                     before loading its script; give a path without a scheme"
+                );
+            }
+        }
+        let mut seen_iqns = std::collections::HashSet::new();
+        for t in &self.targets {
+            if !seen_iqns.insert(t.iqn.to_ascii_lowercase()) {
+                bail!("[[target]] iqn = {:?}: defined twice", t.iqn);
+            }
+            let mut ids = std::collections::HashSet::new();
+            for l in &t.luns {
+                if !ids.insert(l.id) {
+                    bail!("[[target]] {}: lun {} defined twice", t.iqn, l.id);
+                }
+            }
+        }
+        let mut macs = std::collections::HashSet::new();
+        for h in &self.hosts {
+            let mac = parse_mac(&h.mac)
+                .with_context(|| format!("[[host]] mac = {:?}: not a MAC address", h.mac))?;
+            if !macs.insert(mac) {
+                bail!("[[host]] mac = {:?}: defined twice", h.mac);
+            }
+            match h.boot {
+                BootKind::Sanboot | BootKind::Kernel => {
+                    let Some(target) = &h.target else {
+                        bail!("[[host]] {}: boot = sanboot/kernel needs `target`", h.mac);
+                    };
+                    let Some(t) = self.target(target) else {
+                        bail!("[[host]] {}: target {:?} is not defined", h.mac, target);
+                    };
+                    if !t.luns.iter().any(|l| l.id == h.lun) {
+                        bail!("[[host]] {}: target {} has no lun {}", h.mac, target, h.lun);
+                    }
+                    if h.boot == BootKind::Kernel && h.kernel.is_none() {
+                        bail!("[[host]] {}: boot = kernel needs `kernel`", h.mac);
+                    }
+                }
+                BootKind::Chain => {
+                    if h.chain.is_none() {
+                        bail!("[[host]] {}: boot = chain needs `chain`", h.mac);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The target with this IQN (IQNs compare case-insensitively).
+    pub fn target(&self, iqn: &str) -> Option<&Target> {
+        self.targets
+            .iter()
+            .find(|t| t.iqn.eq_ignore_ascii_case(iqn))
+    }
+
+    /// The host with this MAC.
+    pub fn host(&self, mac: [u8; 6]) -> Option<&Host> {
+        self.hosts
+            .iter()
+            .find(|h| parse_mac(&h.mac).is_ok_and(|m| m == mac))
+    }
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff` or `aa-bb-cc-dd-ee-ff`, any case.
+pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split([':', '-']);
+    for byte in mac.iter_mut() {
+        let part = parts.next().context("too few octets")?;
+        if part.len() != 2 {
+            bail!("octet {part:?} is not two hex digits");
+        }
+        *byte = u8::from_str_radix(part, 16).with_context(|| format!("octet {part:?}"))?;
+    }
+    if parts.next().is_some() {
+        bail!("too many octets");
+    }
+    Ok(mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [server]
+        address = "192.0.2.1"
+        interface = "br0"
+    "#;
+
+    #[test]
+    fn minimal_config_gets_proxy_defaults() {
+        let c: Config = toml::from_str(MINIMAL).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.dhcp.mode, DhcpMode::Proxy);
+        assert_eq!(c.boot.bios, "undionly.kpxe");
+        assert_eq!(c.iscsi.listen.port(), 3260);
+    }
+
+    #[test]
+    fn parse_error_names_the_line() {
+        let text = format!("{MINIMAL}\n[dhcp]\nmode = \"fool\"\n");
+        let err = toml::from_str::<Config>(&text).unwrap_err().to_string();
+        assert!(err.contains("line 7"), "{err}");
+    }
+
+    #[test]
+    fn host_must_name_a_defined_target_and_lun() {
+        let text = format!(
+            "{MINIMAL}\n[[target]]\niqn = \"iqn.2024-01.test:a\"\n[[target.lun]]\nid = 0\nimage = \"a.img\"\n\
+             [[host]]\nmac = \"52:54:00:00:00:01\"\ntarget = \"iqn.2024-01.test:a\"\nlun = 1\n"
+        );
+        let c: Config = toml::from_str(&text).unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("has no lun 1"), "{err}");
+    }
+
+    #[test]
+    fn absolute_root_path_is_refused() {
+        let text = format!("{MINIMAL}\n[boot]\nroot_path = \"tftp://192.0.2.1\"\n");
+        let c: Config = toml::from_str(&text).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("root_path"));
+    }
+
+    #[test]
+    fn mac_forms() {
+        let want = [0x52, 0x54, 0x00, 0xe2, 0xe0, 0x01];
+        assert_eq!(parse_mac("52:54:00:E2:E0:01").unwrap(), want);
+        assert_eq!(parse_mac("52-54-00-e2-e0-01").unwrap(), want);
+        assert!(parse_mac("52:54:00:e2:e0").is_err());
+        assert!(parse_mac("52:54:00:e2:e0:01:02").is_err());
+        assert!(parse_mac("5:54:00:e2:e0:01").is_err());
+    }
+}

@@ -1,0 +1,132 @@
+//! `sanboot`: the netboot + iSCSI appliance on Linux.
+//!
+//! Thin by design: sockets, files, config, CLI and logging live here; every
+//! protocol decision is made by `sanboot-core`.
+
+mod config;
+mod dhcp;
+mod iscsi;
+mod script;
+mod tftp;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(
+    name = "sanboot",
+    version,
+    about = "Network boot and iSCSI disks for diskless machines"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the appliance: DHCP/ProxyDHCP, TFTP, iPXE scripts and the iSCSI target.
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and report problems a boot would hit.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print the iPXE script a machine with this MAC would get.
+    Script {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        mac: String,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::Check { config } => check(config),
+        Command::Script { config, mac } => print_script(config, &mac),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sanboot: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SANBOOT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn check(path: PathBuf) -> Result<()> {
+    let config = config::Config::load(&path)?;
+    let warnings = script::check_warnings(&config);
+    for w in &warnings {
+        println!("warning: {w}");
+    }
+    println!(
+        "{}: ok ({} hosts, {} targets, {} warnings)",
+        path.display(),
+        config.hosts.len(),
+        config.targets.len(),
+        warnings.len()
+    );
+    Ok(())
+}
+
+fn print_script(path: PathBuf, mac: &str) -> Result<()> {
+    let config = config::Config::load(&path)?;
+    let mac = config::parse_mac(mac)?;
+    print!("{}", script::render_for_mac(&config, mac)?);
+    Ok(())
+}
+
+fn serve(path: PathBuf) -> Result<()> {
+    let config = Arc::new(config::Config::load(&path)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(dhcp::run(config.clone(), stop_rx.clone()));
+        tasks.spawn(tftp::run(config.clone(), stop_rx.clone()));
+        tasks.spawn(iscsi::run(config.clone(), stop_rx.clone()));
+        tracing::info!(config = %path.display(), "sanboot serving");
+
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let outcome = tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); Ok(()) }
+            _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); Ok(()) }
+            Some(done) = tasks.join_next() => match done {
+                Ok(Ok(())) => Err(anyhow::anyhow!("a service stopped unexpectedly")),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(e.into()),
+            },
+        };
+        let _ = stop_tx.send(true);
+        // Services finish their in-flight work (lease file, disk flushes) on stop.
+        while let Some(done) = tasks.join_next().await {
+            if let Ok(Err(e)) = done {
+                tracing::warn!("while stopping: {e:#}");
+            }
+        }
+        outcome
+    })
+}
