@@ -15,3 +15,12 @@ pub fn render_for_mac(config: &Config, mac: [u8; 6]) -> Result<String> {
     let _ = (config, mac);
     anyhow::bail!("not written yet")
 }
+
+/// A file TFTP serves from memory instead of from its root: the seed chain
+/// (`boot.ipxe`, `default.ipxe`) and each host's `<mac-hexhyp>.ipxe`.
+/// `path` is the request as the client sent it, already normalised by TFTP
+/// (no leading `/`, `\` turned into `/`). `None` means "not a virtual file".
+pub fn virtual_file(config: &Config, path: &str) -> Option<Vec<u8>> {
+    let _ = (config, path);
+    None
+}
