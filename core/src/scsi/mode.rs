@@ -1,0 +1,1 @@
+//! MODE SENSE / MODE SELECT: caching and control pages.
