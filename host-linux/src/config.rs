@@ -171,6 +171,10 @@ pub struct Boot {
     /// Default initiator IQN template: `%hostname%` and `%mac%` (hex-hyphen) are replaced.
     #[serde(default = "default_initiator_template")]
     pub initiator_iqn: String,
+    /// Serve `script` as one file holding every host (picked by `${mac:hexhyp}`)
+    /// instead of the chain `script` -> `default.ipxe` -> `<mac>.ipxe`.
+    #[serde(default)]
+    pub direct: bool,
 }
 
 impl Default for Boot {
@@ -183,6 +187,7 @@ impl Default for Boot {
             script: default_script(),
             root_path: None,
             initiator_iqn: default_initiator_template(),
+            direct: false,
         }
     }
 }
