@@ -2,10 +2,13 @@
 
 use anyhow::{bail, Result};
 
+mod bench;
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("bench") => bench::run(args.get(1..).unwrap_or_default()),
         _ => bail!("usage: cargo xtask <ci|e2e|bench|fuzz|firmware|demo>"),
     }
 }
