@@ -944,4 +944,4 @@ impl Repr {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

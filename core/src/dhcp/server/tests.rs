@@ -1,0 +1,479 @@
+//! Server behaviour, driven with packets cut from the peer captures.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use super::*;
+use crate::dhcp::leases::LeaseState;
+use crate::dhcp::wire::tests::{
+    EDK2_DISCOVER, EDK2_REQUEST, IPXE_BIOS_DISCOVER, IPXE_BIOS_REQUEST, IPXE_EFI_DISCOVER,
+    UNDIONLY_DISCOVER,
+};
+
+const SERVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xe2, 0xe0, 0x01];
+const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68);
+
+const DNS: [Ipv4Addr; 1] = [Ipv4Addr::new(192, 0, 2, 53)];
+
+fn full_config() -> Config<'static> {
+    let mut c = Config::new(Mode::Full, SERVER);
+    // The captured REQUEST asks for .129, the first address of this pool.
+    c.pool = Some((Ipv4Addr::new(192, 0, 2, 129), Ipv4Addr::new(192, 0, 2, 150)));
+    c.router = Some(SERVER);
+    c.dns = &DNS;
+    c.lease_secs = 600;
+    c.boot.root_path = Some("/scripts");
+    c
+}
+
+fn t(ms: u64) -> Instant {
+    Instant(ms)
+}
+
+/// Feeds one packet; returns the reply's metadata and parsed content.
+fn exchange<const N: usize>(
+    s: &mut Server<'_, N>,
+    now: u64,
+    src: SocketAddrV4,
+    port: u16,
+    bytes: &[u8],
+) -> Option<(Transmit<'static>, Repr)> {
+    s.handle_packet(t(now), src, port, bytes);
+    let mut buf = [0xa5u8; 1500];
+    let tx = s.poll_transmit(t(now), &mut buf)?;
+    assert!(
+        s.poll_transmit(t(now), &mut buf).is_none(),
+        "one input, one reply"
+    );
+    let r = Repr::parse(&Packet::new_checked(&buf[..tx.len]).unwrap()).unwrap();
+    // Owned copies of the 'static strings the test config uses.
+    let tx = Transmit {
+        file: tx.file.map(leak),
+        ..tx
+    };
+    Some((tx, r))
+}
+
+fn leak(s: &str) -> &'static str {
+    match s {
+        "boot.ipxe" => "boot.ipxe",
+        "undionly.kpxe" => "undionly.kpxe",
+        "ipxe.efi" => "ipxe.efi",
+        "special.efi" => "special.efi",
+        "http://192.0.2.1/ipxe.efi" => "http://192.0.2.1/ipxe.efi",
+        _ => "?",
+    }
+}
+
+fn modified(bytes: &[u8], f: impl FnOnce(&mut Repr)) -> heapless::Vec<u8, 1500> {
+    let mut r = Repr::parse(&Packet::new_checked(bytes).unwrap()).unwrap();
+    f(&mut r);
+    let mut out = heapless::Vec::new();
+    out.resize(r.buffer_len(), 0).unwrap();
+    r.emit(&mut out).unwrap();
+    out
+}
+
+fn plain_discover(mac: [u8; 6], xid: u32) -> heapless::Vec<u8, 1500> {
+    let mut r = Repr::new(Op::Request, xid, mac);
+    r.message_type = Some(MessageType::Discover);
+    for c in [1, 3, 6] {
+        r.params.insert(c);
+    }
+    let mut out = heapless::Vec::new();
+    out.resize(r.buffer_len(), 0).unwrap();
+    r.emit(&mut out).unwrap();
+    out
+}
+
+fn request_for(mac: [u8; 6], xid: u32, ip: Ipv4Addr) -> heapless::Vec<u8, 1500> {
+    let mut r = Repr::new(Op::Request, xid, mac);
+    r.message_type = Some(MessageType::Request);
+    r.server_id = Some(SERVER);
+    r.requested_ip = Some(ip);
+    let mut out = heapless::Vec::new();
+    out.resize(r.buffer_len(), 0).unwrap();
+    r.emit(&mut out).unwrap();
+    out
+}
+
+fn mac(n: u8) -> [u8; 6] {
+    [2, 0, 0, 0, 0, n]
+}
+
+#[test]
+fn full_dora_with_captured_ipxe() {
+    let mut s = Server::<64>::new(full_config()).unwrap();
+    let (tx, offer) = exchange(&mut s, 0, CLIENT, 67, IPXE_BIOS_DISCOVER).unwrap();
+    assert_eq!(offer.message_type, Some(MessageType::Offer));
+    assert_eq!(offer.yiaddr, Ipv4Addr::new(192, 0, 2, 129));
+    let discover = Repr::parse(&Packet::new_checked(IPXE_BIOS_DISCOVER).unwrap()).unwrap();
+    assert_eq!(offer.xid, discover.xid, "xid echoed");
+    assert_eq!(
+        offer.siaddr, SERVER,
+        "iPXE needs siaddr to find the TFTP server"
+    );
+    assert_eq!(&offer.file[..], b"boot.ipxe");
+    assert_eq!(&offer.bootfile[..], b"boot.ipxe\0");
+    assert_eq!(offer.ipxe, Some(IpxeEncap { no_pxedhcp: true }));
+    assert_eq!(&offer.root_path[..], b"/scripts");
+    assert_eq!(offer.server_id, Some(SERVER));
+    assert_eq!(offer.lease_time, Some(600));
+    assert_eq!(offer.subnet_mask, Some(Ipv4Addr::new(255, 255, 255, 0)));
+    assert_eq!(offer.router, Some(SERVER));
+    assert_eq!(tx.dst, SocketAddrV4::new(Ipv4Addr::BROADCAST, 68));
+    assert!(tx.broadcast);
+    assert_eq!(tx.src_port, 67);
+    assert_eq!((tx.client, tx.file), (ClientKind::Ipxe, Some("boot.ipxe")));
+
+    let g = s.generation();
+    let (tx, ack) = exchange(&mut s, 1000, CLIENT, 67, IPXE_BIOS_REQUEST).unwrap();
+    assert_eq!(ack.message_type, Some(MessageType::Ack));
+    assert_eq!(ack.yiaddr, Ipv4Addr::new(192, 0, 2, 129));
+    assert_eq!(&ack.file[..], b"boot.ipxe");
+    assert_eq!(tx.message, MessageType::Ack);
+    assert_ne!(s.generation(), g, "an ACK must be persisted");
+    let leases: heapless::Vec<Lease, 4> = s.leases(t(1000)).collect();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].mac, MAC);
+    assert_eq!(leases[0].expires, t(601_000));
+    assert_eq!(s.stats().offers, 1);
+    assert_eq!(s.stats().acks, 1);
+}
+
+#[test]
+fn proxy_offer_to_plain_pxe_bios_gets_undionly() {
+    let mut s = Server::<4>::new(Config::new(Mode::Proxy, SERVER)).unwrap();
+    let pxe_bios = modified(IPXE_BIOS_DISCOVER, |r| {
+        r.user_class.clear();
+        r.ipxe = None;
+    });
+    let (tx, o) = exchange(&mut s, 0, CLIENT, 67, &pxe_bios).unwrap();
+    assert_eq!(
+        o.yiaddr,
+        Ipv4Addr::UNSPECIFIED,
+        "a proxy never gives addresses"
+    );
+    assert_eq!(o.siaddr, SERVER);
+    assert_eq!(&o.file[..], b"undionly.kpxe");
+    assert_eq!(&o.bootfile[..], b"undionly.kpxe\0");
+    assert_eq!(&o.vendor_class[..], b"PXEClient");
+    assert_eq!(o.server_id, Some(SERVER));
+    assert_eq!(o.uuid.len(), 17, "option 97 echoed");
+    assert_eq!(o.lease_time, None);
+    assert_eq!(o.ipxe, None);
+    assert!(tx.proxy && tx.broadcast);
+    assert_eq!(s.stats().proxy_offers, 1);
+    assert_eq!(s.lease_table().len(), 0);
+}
+
+#[test]
+fn proxy_offer_and_4011_ack_to_edk2_uefi() {
+    let mut s = Server::<4>::new(Config::new(Mode::Proxy, SERVER)).unwrap();
+    let (tx, o) = exchange(&mut s, 0, CLIENT, 67, EDK2_DISCOVER).unwrap();
+    assert_eq!(&o.file[..], b"ipxe.efi");
+    assert_eq!(o.yiaddr, Ipv4Addr::UNSPECIFIED);
+    assert!(o.broadcast, "EDK2 asked for broadcast");
+    assert_eq!(tx.dst.ip(), &Ipv4Addr::BROADCAST);
+    assert_eq!(tx.client, ClientKind::Pxe { arch: 7 });
+    let edk2_uuid = Repr::parse(&Packet::new_checked(EDK2_DISCOVER).unwrap())
+        .unwrap()
+        .uuid;
+    assert_eq!(o.uuid, edk2_uuid);
+
+    // Its REQUEST to the DHCP server on 67 is not the proxy's business...
+    assert!(exchange(&mut s, 10, CLIENT, 67, EDK2_REQUEST).is_none());
+    // ...but a REQUEST on 4011 gets the boot file, back to where it came from.
+    let from = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 129), 68);
+    let (tx, a) = exchange(&mut s, 20, from, PXE_PORT, EDK2_REQUEST).unwrap();
+    assert_eq!(a.message_type, Some(MessageType::Ack));
+    assert_eq!(&a.file[..], b"ipxe.efi");
+    assert_eq!(a.yiaddr, Ipv4Addr::UNSPECIFIED);
+    assert_eq!(&a.vendor_class[..], b"PXEClient");
+    assert_eq!((tx.dst, tx.src_port), (from, PXE_PORT));
+    assert_eq!(s.stats().proxy_acks, 1);
+}
+
+#[test]
+fn ipxe_gets_the_script_in_proxy_mode_too() {
+    let mut c = Config::new(Mode::Proxy, SERVER);
+    c.boot.root_path = Some("/scripts");
+    let mut s = Server::<4>::new(c).unwrap();
+    for d in [IPXE_BIOS_DISCOVER, IPXE_EFI_DISCOVER, UNDIONLY_DISCOVER] {
+        let (_, o) = exchange(&mut s, 0, CLIENT, 67, d).unwrap();
+        assert_eq!(&o.file[..], b"boot.ipxe");
+        assert_eq!(o.ipxe, Some(IpxeEncap { no_pxedhcp: true }));
+        assert_eq!(&o.root_path[..], b"/scripts");
+    }
+    // Option 175 alone (no 77) is enough to be recognised as iPXE.
+    let only175 = modified(IPXE_EFI_DISCOVER, |r| r.user_class.clear());
+    let (_, o) = exchange(&mut s, 0, CLIENT, 67, &only175).unwrap();
+    assert_eq!(&o.file[..], b"boot.ipxe");
+    // RFC 3004 form of 77 without 175.
+    let rfc3004 = modified(IPXE_EFI_DISCOVER, |r| {
+        r.ipxe = None;
+        r.user_class.clear();
+        r.user_class.extend_from_slice(b"\x04iPXE").unwrap();
+    });
+    let (tx, o) = exchange(&mut s, 0, CLIENT, 67, &rfc3004).unwrap();
+    assert_eq!(&o.file[..], b"boot.ipxe");
+    assert_eq!(tx.client, ClientKind::Ipxe);
+}
+
+#[test]
+fn plain_client_is_ignored_by_the_proxy() {
+    let mut s = Server::<4>::new(Config::new(Mode::Proxy, SERVER)).unwrap();
+    assert!(exchange(&mut s, 0, CLIENT, 67, &plain_discover(mac(1), 1)).is_none());
+    assert_eq!(s.stats().ignored, 1);
+    // In full mode the same client gets an address and no boot file.
+    let mut s = Server::<4>::new(full_config()).unwrap();
+    let (tx, o) = exchange(&mut s, 0, CLIENT, 67, &plain_discover(mac(1), 1)).unwrap();
+    assert_eq!(o.yiaddr, Ipv4Addr::new(192, 0, 2, 129));
+    assert!(o.file.is_empty() && o.bootfile.is_empty());
+    assert_eq!(tx.file, None);
+}
+
+#[test]
+fn http_boot_client_gets_the_url_and_httpclient() {
+    let mut c = full_config();
+    c.boot.http = Some("http://192.0.2.1/ipxe.efi");
+    let mut s = Server::<4>::new(c).unwrap();
+    let http = modified(EDK2_DISCOVER, |r| {
+        r.client_arch = Some(16);
+        r.vendor_class.clear();
+        r.vendor_class
+            .extend_from_slice(b"HTTPClient:Arch:00016:UNDI:003001")
+            .unwrap();
+    });
+    let (_, o) = exchange(&mut s, 0, CLIENT, 67, &http).unwrap();
+    assert_eq!(&o.bootfile[..], b"http://192.0.2.1/ipxe.efi\0");
+    assert_eq!(&o.vendor_class[..], b"HTTPClient");
+}
+
+#[test]
+fn pool_exhaustion_is_refused_and_counted() {
+    let mut c = full_config();
+    c.pool = Some((Ipv4Addr::new(192, 0, 2, 100), Ipv4Addr::new(192, 0, 2, 101)));
+    let mut s = Server::<8>::new(c).unwrap();
+    let a = exchange(&mut s, 0, CLIENT, 67, &plain_discover(mac(1), 1))
+        .unwrap()
+        .1
+        .yiaddr;
+    let b = exchange(&mut s, 0, CLIENT, 67, &plain_discover(mac(2), 2))
+        .unwrap()
+        .1
+        .yiaddr;
+    assert_ne!(a, b);
+    assert!(exchange(&mut s, 0, CLIENT, 67, &plain_discover(mac(3), 3)).is_none());
+    assert_eq!(s.stats().pool_exhausted, 1);
+    // The offers are only held briefly: after the hold the third client is served.
+    let (_, o) = exchange(&mut s, 11_000, CLIENT, 67, &plain_discover(mac(3), 4)).unwrap();
+    assert!(o.yiaddr == a || o.yiaddr == b);
+}
+
+#[test]
+fn reservation_is_honoured() {
+    let hosts = [
+        Host {
+            ip: Some(Ipv4Addr::new(192, 0, 2, 50)),
+            hostname: Some("station1"),
+            ..Host::new(MAC)
+        },
+        Host {
+            boot_file: Some("special.efi"),
+            ..Host::new([0x52, 0x54, 0, 0xe2, 0xe0, 0x02])
+        },
+    ];
+    let mut c = full_config();
+    c.hosts = &hosts;
+    let mut s = Server::<8>::new(c).unwrap();
+    let (_, o) = exchange(&mut s, 0, CLIENT, 67, IPXE_BIOS_DISCOVER).unwrap();
+    assert_eq!(o.yiaddr, Ipv4Addr::new(192, 0, 2, 50));
+    assert_eq!(&o.hostname[..], b"station1");
+    let req = request_for(MAC, 9, Ipv4Addr::new(192, 0, 2, 50));
+    let (_, a) = exchange(&mut s, 1, CLIENT, 67, &req).unwrap();
+    assert_eq!(a.message_type, Some(MessageType::Ack));
+    // Another client asking for the reserved address is refused.
+    let (_, n) = exchange(
+        &mut s,
+        2,
+        CLIENT,
+        67,
+        &request_for(mac(9), 10, Ipv4Addr::new(192, 0, 2, 50)),
+    )
+    .unwrap();
+    assert_eq!(n.message_type, Some(MessageType::Nak));
+    // Per-host boot file override for a PXE client.
+    let other = modified(EDK2_DISCOVER, |r| {
+        r.chaddr = [0x52, 0x54, 0, 0xe2, 0xe0, 0x02]
+    });
+    let (tx, o) = exchange(&mut s, 3, CLIENT, 67, &other).unwrap();
+    assert_eq!(&o.file[..], b"special.efi");
+    assert_eq!(tx.choice, Some(BootChoice::Host));
+    // Unsorted hosts are a configuration error, not a silent miss.
+    let mut c = full_config();
+    let rev = [hosts[1], hosts[0]];
+    c.hosts = &rev;
+    assert_eq!(Server::<8>::new(c).err(), Some(ConfigError::HostsNotSorted));
+}
+
+#[test]
+fn lease_expiry_frees_the_address() {
+    let mut c = full_config();
+    c.pool = Some((Ipv4Addr::new(192, 0, 2, 100), Ipv4Addr::new(192, 0, 2, 100)));
+    c.lease_secs = 60;
+    let mut s = Server::<8>::new(c).unwrap();
+    let ip = Ipv4Addr::new(192, 0, 2, 100);
+    exchange(&mut s, 0, CLIENT, 67, &plain_discover(mac(1), 1)).unwrap();
+    let (_, a) = exchange(&mut s, 10, CLIENT, 67, &request_for(mac(1), 1, ip)).unwrap();
+    assert_eq!(a.message_type, Some(MessageType::Ack));
+    assert!(exchange(&mut s, 30_000, CLIENT, 67, &plain_discover(mac(2), 2)).is_none());
+    assert_eq!(s.poll_timeout(), Some(t(60_010)));
+    s.handle_timeout(t(60_010));
+    assert_eq!(s.leases(t(60_010)).count(), 0);
+    let (_, o) = exchange(&mut s, 60_011, CLIENT, 67, &plain_discover(mac(2), 3)).unwrap();
+    assert_eq!(o.yiaddr, ip);
+}
+
+#[test]
+fn leases_load_back_after_restart() {
+    let mut s = Server::<8>::new(full_config()).unwrap();
+    let lease = Lease {
+        mac: mac(7),
+        ip: Ipv4Addr::new(192, 0, 2, 140),
+        expires: t(500_000),
+        state: LeaseState::Bound,
+    };
+    s.load_lease(t(0), lease).unwrap();
+    let (_, o) = exchange(&mut s, 1, CLIENT, 67, &plain_discover(mac(7), 1)).unwrap();
+    assert_eq!(o.yiaddr, lease.ip);
+    let (_, o) = exchange(&mut s, 1, CLIENT, 67, &plain_discover(mac(8), 2)).unwrap();
+    assert_ne!(o.yiaddr, lease.ip);
+}
+
+#[test]
+fn request_for_another_server_or_address_is_handled() {
+    let mut s = Server::<8>::new(full_config()).unwrap();
+    let (_, o) = exchange(&mut s, 0, CLIENT, 67, &plain_discover(mac(1), 1)).unwrap();
+    let other = modified(&request_for(mac(1), 1, o.yiaddr), |r| {
+        r.server_id = Some(Ipv4Addr::new(192, 0, 2, 2))
+    });
+    assert!(exchange(&mut s, 1, CLIENT, 67, &other).is_none());
+    assert_eq!(s.lease_table().len(), 0, "the offer was given back");
+    // INIT-REBOOT with an address outside our pool: NAK, broadcast.
+    let foreign = modified(&request_for(mac(1), 2, Ipv4Addr::new(10, 9, 9, 9)), |r| {
+        r.server_id = None
+    });
+    let (tx, n) = exchange(&mut s, 2, CLIENT, 67, &foreign).unwrap();
+    assert_eq!(n.message_type, Some(MessageType::Nak));
+    assert_eq!(n.yiaddr, Ipv4Addr::UNSPECIFIED);
+    assert!(tx.broadcast);
+    // RENEWING: unicast back to ciaddr.
+    let ip = Ipv4Addr::new(192, 0, 2, 133);
+    exchange(&mut s, 3, CLIENT, 67, &request_for(mac(2), 3, ip)).unwrap();
+    let renew = modified(&request_for(mac(2), 4, ip), |r| {
+        r.server_id = None;
+        r.requested_ip = None;
+        r.ciaddr = ip;
+    });
+    let (tx, a) = exchange(&mut s, 4, SocketAddrV4::new(ip, 68), 67, &renew).unwrap();
+    assert_eq!(a.message_type, Some(MessageType::Ack));
+    assert_eq!(tx.dst, SocketAddrV4::new(ip, 68));
+    assert!(!tx.broadcast);
+}
+
+#[test]
+fn relayed_requests_go_back_to_the_relay() {
+    let mut s = Server::<8>::new(full_config()).unwrap();
+    let relay = Ipv4Addr::new(192, 0, 2, 254);
+    let d = modified(&plain_discover(mac(1), 1), |r| r.giaddr = relay);
+    let (tx, o) = exchange(&mut s, 0, SocketAddrV4::new(relay, 67), 67, &d).unwrap();
+    assert_eq!(tx.dst, SocketAddrV4::new(relay, 67));
+    assert_eq!(o.giaddr, relay);
+}
+
+#[test]
+fn release_and_decline() {
+    let mut s = Server::<8>::new(full_config()).unwrap();
+    let ip = Ipv4Addr::new(192, 0, 2, 129);
+    exchange(&mut s, 0, CLIENT, 67, &request_for(mac(1), 1, ip)).unwrap();
+    let rel = modified(&request_for(mac(1), 2, ip), |r| {
+        r.message_type = Some(MessageType::Release);
+        r.requested_ip = None;
+        r.ciaddr = ip;
+    });
+    assert!(exchange(&mut s, 1, CLIENT, 67, &rel).is_none());
+    assert_eq!(s.stats().releases, 1);
+    assert_eq!(s.leases(t(1)).count(), 0);
+    exchange(&mut s, 2, CLIENT, 67, &request_for(mac(1), 3, ip)).unwrap();
+    let dec = modified(&request_for(mac(1), 4, ip), |r| {
+        r.message_type = Some(MessageType::Decline)
+    });
+    assert!(exchange(&mut s, 3, CLIENT, 67, &dec).is_none());
+    assert_eq!(s.stats().declines, 1);
+    let (_, o) = exchange(&mut s, 4, CLIENT, 67, &plain_discover(mac(1), 5)).unwrap();
+    assert_ne!(o.yiaddr, ip, "a declined address is not offered again");
+}
+
+#[test]
+fn reply_respects_max_message_size() {
+    let mut c = full_config();
+    let dns = [Ipv4Addr::new(192, 0, 2, 53); 4];
+    c.dns = &dns;
+    let name: &'static str = Box::leak("x".repeat(100).into_boxed_str());
+    let root: &'static str = Box::leak("r".repeat(200).into_boxed_str());
+    c.boot.script = name;
+    c.boot.root_path = Some(root);
+    let mut s = Server::<8>::new(c).unwrap();
+    let small = modified(IPXE_BIOS_DISCOVER, |r| r.max_size = Some(576));
+    s.handle_packet(t(0), CLIENT, 67, &small);
+    let mut buf = [0u8; 1500];
+    let tx = s.poll_transmit(t(0), &mut buf).unwrap();
+    assert!(tx.len <= 576 - 28, "{} bytes", tx.len);
+    let r = Repr::parse(&Packet::new_checked(&buf[..tx.len]).unwrap()).unwrap();
+    assert_eq!(r.file.len(), 100, "the boot file survives trimming");
+    assert_eq!(r.root_path.len(), 200);
+    assert!(r.dns.is_empty());
+    // With iPXE's own limit (1472) nothing is trimmed.
+    s.handle_packet(t(0), CLIENT, 67, IPXE_BIOS_DISCOVER);
+    let tx = s.poll_transmit(t(0), &mut buf).unwrap();
+    let r = Repr::parse(&Packet::new_checked(&buf[..tx.len]).unwrap()).unwrap();
+    assert_eq!(r.bootfile.len(), 101);
+    assert_eq!(r.dns.len(), 4);
+}
+
+extern crate std;
+use std::boxed::Box;
+use std::string::ToString;
+use std::vec::Vec as StdVec;
+
+#[test]
+fn garbage_is_dropped_and_the_machine_keeps_working() {
+    let mut s = Server::<8>::new(full_config()).unwrap();
+    let mut junk: StdVec<StdVec<u8>> = StdVec::new();
+    junk.push(StdVec::new());
+    junk.push(std::vec![0xff; 239]);
+    junk.push(std::vec![0x01; 600]);
+    let mut reply = IPXE_BIOS_DISCOVER.to_vec();
+    reply[0] = 2; // BOOTREPLY
+    junk.push(reply);
+    let mut token_ring = IPXE_BIOS_DISCOVER.to_vec();
+    token_ring[1] = 6;
+    junk.push(token_ring);
+    let mut cut = IPXE_BIOS_DISCOVER.to_vec();
+    cut.truncate(300);
+    junk.push(cut);
+    let bootp = modified(IPXE_BIOS_DISCOVER, |r| r.message_type = None).to_vec();
+    junk.push(bootp);
+    for j in &junk {
+        assert!(exchange(&mut s, 0, CLIENT, 67, j).is_none());
+    }
+    let st = *s.stats();
+    assert_eq!(st.received, junk.len() as u64);
+    assert_eq!(st.malformed, 4);
+    assert_eq!(st.not_request, 1);
+    assert_eq!(st.not_ethernet, 1);
+    assert_eq!(st.no_message_type, 1);
+    let (_, o) = exchange(&mut s, 1, CLIENT, 67, IPXE_BIOS_DISCOVER).unwrap();
+    assert_eq!(o.message_type, Some(MessageType::Offer));
+    let _ = "".to_string();
+}
