@@ -1,18 +1,42 @@
-//! `cargo xtask <ci|e2e|bench|fuzz|firmware|demo>`: every workflow is one command.
+//! `cargo xtask <ci|e2e|fuzz|demo|bench>`: every workflow is one command.
+
+mod bench;
+mod ci;
+mod demo;
+mod fuzz;
+mod util;
 
 use anyhow::{bail, Result};
 
-mod bench;
+const USAGE: &str = "\
+usage: cargo xtask <command> [args]
+
+  ci [--fuzz-seconds N] [--no-fuzz]   fmt, clippy, docs, embedded builds, all tests, short fuzz runs
+  e2e [bios|chain|uefi|proxy|full|iscsi|NAME...]
+                                      end-to-end QEMU tests (root); no name = all of them
+  fuzz [TARGET] [--seconds N]         run fuzz targets (all when no TARGET), N seconds each
+  demo [bios|uefi] [--timeout S]      namespace lab: sanboot serves, a QEMU station boots, console shown
+  bench <what> [args]                 benchmarks against peer software";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("ci") => ci(),
-        Some("bench") => bench::run(args.get(1..).unwrap_or_default()),
-        _ => bail!("usage: cargo xtask <ci|e2e|bench|fuzz|firmware|demo>"),
+    let (cmd, rest) = match args.split_first() {
+        Some((c, r)) => (c.as_str(), r),
+        None => {
+            println!("{USAGE}");
+            return Ok(());
+        }
+    };
+    match cmd {
+        "ci" => ci::run(rest),
+        "e2e" => ci::e2e(rest),
+        "fuzz" => fuzz::run(rest),
+        "demo" => demo::run(rest),
+        "bench" => bench::run(rest),
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command {other:?}\n{USAGE}"),
     }
-}
-
-fn ci() -> Result<()> {
-    bail!("being written")
 }

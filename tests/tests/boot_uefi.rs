@@ -1,0 +1,44 @@
+//! UEFI: OVMF's own PXE client (EDK2, client arch 7, not iPXE) gets
+//! `ipxe.efi` from sanboot (full DHCP + TFTP); that iPXE then gets the
+//! script and follows the seed chain to the station's final file.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use sanboot_tests::sanboot::{self, DhcpMode};
+use sanboot_tests::{peers, Boot, Lab, Sanboot, Station};
+
+#[test]
+#[ignore = "waiting for DHCP (arch 7 -> ipxe.efi), TFTP and the seed scripts in sanboot"]
+fn uefi_pxe_gets_ipxe_efi_then_its_per_mac_script() -> Result<()> {
+    sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
+    let _one = sanboot_tests::one_station_at_a_time();
+    let lab = Lab::new("boot_uefi")?;
+    let root = sanboot::tftp_root(&lab)?;
+    sanboot_tests::write_done_script(&root)?;
+    let _ra = peers::router_advertisements(&lab)?;
+    let config = sanboot::config(&lab, DhcpMode::Full, &sanboot_tests::chain_host());
+    let sanboot = Sanboot::start(&lab, &config)?;
+    let mut station = Station::start(&lab, Boot::UefiPxe)?;
+
+    // OVMF's firmware phase alone takes 4-14 s under TCG; median boot 16 s.
+    let took = station
+        .wait_for(sanboot_tests::DONE_MARKER, Duration::from_secs(180))
+        .with_context(|| format!("sanboot log (last 40 lines):\n{}", sanboot.log_tail(40)))?;
+    sanboot_tests::record_timing("boot_uefi edk2-pxe", took);
+
+    let console = station.console();
+    anyhow::ensure!(
+        console.contains("iPXE initialising devices"),
+        "ipxe.efi never started; console:\n{}",
+        sanboot_tests::process::tail(&console, 40)
+    );
+    sanboot.wait_log_line(&["tftp", "ipxe.efi"], Duration::from_secs(5))?;
+    sanboot_tests::assert_pool_address(&console)?;
+    sanboot_tests::assert_seed_chain(&console)?;
+    sanboot.wait_log_line(
+        &["tftp", &format!("done-{}", sanboot_tests::STATION_MAC_HYP)],
+        Duration::from_secs(5),
+    )?;
+    Ok(())
+}
