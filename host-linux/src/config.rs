@@ -293,6 +293,8 @@ pub struct Host {
     pub hostname: Option<String>,
     /// Fixed address (full DHCP mode).
     pub ip: Option<Ipv4Addr>,
+    /// Replaces the `[boot]` PXE file (every architecture) this host's ROM gets.
+    pub boot_file: Option<String>,
     #[serde(default)]
     pub boot: BootKind,
     /// Target IQN this host boots from (sanboot and kernel kinds).
