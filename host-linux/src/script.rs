@@ -353,7 +353,10 @@ fn check_hosts(config: &Config, w: &mut Vec<String>) {
     for host in &config.hosts {
         let name = host.hostname.as_deref().unwrap_or(&host.mac);
         if let Err(e) = render_host(config, host) {
-            w.push(format!("[[host]] {name} ({}): {e}", host.mac));
+            match &host.hostname {
+                Some(hostname) => w.push(format!("[[host]] {hostname} ({}): {e}", host.mac)),
+                None => w.push(format!("[[host]] {}: {e}", host.mac)),
+            }
             continue;
         }
         if host.boot == BootKind::Chain {
