@@ -129,56 +129,73 @@ pub fn bench(opts: &Opts) -> Result<()> {
         "note",
     ]);
     let mut best: Vec<(Server, Option<f64>, Option<u32>)> = Vec::new();
-    for &server in &servers {
-        let mut points: Vec<Point> = Vec::new();
-        let measure = |rate: u32| -> Result<Point> {
-            sys::check_stop()?;
-            let dir = sys::fresh_dir(&work.join(format!("{}-{rate}", server.name())))?;
-            let p =
-                point(server, sanboot.as_deref(), &net, &dir, rate, period).unwrap_or_else(|e| {
-                    Point {
-                        rate,
-                        error: Some(format!("{e:#}")),
-                        ..Point::default()
-                    }
-                });
-            sys::check_stop()?;
-            eprintln!(
-                "bench dhcp: {} @ {rate}/s: {:.0} ACK/s, loss {:.2} %, srv CPU {:.0} % {}",
-                server.name(),
-                p.ack_per_s,
-                p.loss_pct,
-                p.srv_cpu_pct,
-                p.error.as_deref().unwrap_or("")
-            );
-            Ok(p)
-        };
-        for &rate in &rates {
-            let p = measure(rate)?;
+    let measure = |server: Server, rate: u32| -> Result<Point> {
+        sys::check_stop()?;
+        let dir = sys::fresh_dir(&work.join(format!("{}-{rate}", server.name())))?;
+        let p =
+            point(server, sanboot.as_deref(), &net, &dir, rate, period).unwrap_or_else(|e| Point {
+                rate,
+                error: Some(format!("{e:#}")),
+                ..Point::default()
+            });
+        sys::check_stop()?;
+        eprintln!(
+            "bench dhcp: {} @ {rate}/s: {:.0} ACK/s, loss {:.2} %, srv CPU {:.0} %, PSI {:.0} % {}",
+            server.name(),
+            p.ack_per_s,
+            p.loss_pct,
+            p.srv_cpu_pct,
+            p.psi_pct,
+            p.error.as_deref().unwrap_or("")
+        );
+        Ok(p)
+    };
+    // Rates climb in rounds, every server once per round, so that a change
+    // in the machine's background load hits all servers alike.
+    let mut points: Vec<Vec<Point>> = vec![Vec::new(); servers.len()];
+    let mut climbing: Vec<bool> = vec![true; servers.len()];
+    for &rate in &rates {
+        for (i, &server) in servers.iter().enumerate() {
+            if !climbing.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            let p = measure(server, rate)?;
             let bad = p.error.is_some() || p.loss_pct >= STOP_LOSS_PCT;
-            points.push(p);
+            if let Some(v) = points.get_mut(i) {
+                v.push(p);
+            }
             if bad {
-                break;
+                if let Some(c) = climbing.get_mut(i) {
+                    *c = false;
+                }
             }
         }
-        // The first rate was already too much: halve down to find a sustained one.
-        if points
+    }
+    // Servers for which the first rate was already too much: halve down to
+    // find a sustained one.
+    for (i, &server) in servers.iter().enumerate() {
+        let Some(pts) = points.get_mut(i) else {
+            continue;
+        };
+        if !pts
             .first()
             .is_some_and(|p| p.error.is_none() && p.loss_pct >= SUSTAINED_LOSS_PCT)
         {
-            let mut rate = rates.first().copied().unwrap_or(LOWEST_RATE) / 2;
-            while rate >= LOWEST_RATE {
-                let p = measure(rate)?;
-                let ok = p.error.is_none() && p.loss_pct < SUSTAINED_LOSS_PCT;
-                let failed = p.error.is_some();
-                points.push(p);
-                if ok || failed {
-                    break;
-                }
-                rate /= 2;
-            }
-            points.sort_by_key(|p| p.rate);
+            continue;
         }
+        let mut rate = rates.first().copied().unwrap_or(LOWEST_RATE) / 2;
+        while rate >= LOWEST_RATE {
+            let p = measure(server, rate)?;
+            let stop = p.error.is_some() || p.loss_pct < SUSTAINED_LOSS_PCT;
+            pts.push(p);
+            if stop {
+                break;
+            }
+            rate /= 2;
+        }
+        pts.sort_by_key(|p| p.rate);
+    }
+    for (&server, points) in servers.iter().zip(&points) {
         let sustained = points
             .iter()
             .filter(|p| p.error.is_none() && p.loss_pct < SUSTAINED_LOSS_PCT)
@@ -188,7 +205,7 @@ pub fn bench(opts: &Opts) -> Result<()> {
             sustained.map(|p| p.ack_per_s),
             sustained.map(|p| p.rate),
         ));
-        for p in &points {
+        for p in points {
             let note = match (&p.error, p.client_bound) {
                 (Some(e), _) => e.chars().take(160).collect(),
                 (None, true) => "perfdhcp could not send the offered rate (client-bound)".into(),

@@ -156,6 +156,11 @@ impl Netns {
         Ok(ns)
     }
 
+    /// One more address on an interface inside one of our namespaces.
+    pub fn add_addr(&self, ns: &str, ifc: &str, cidr: &str) -> Result<()> {
+        ip(&["-n", ns, "addr", "add", cidr, "dev", ifc]).map(|_| ())
+    }
+
     /// One namespace with only its loopback up (the iSCSI bench).
     pub fn lone(name: &str) -> Result<Netns> {
         Self::refuse_existing(&[name])?;
@@ -345,34 +350,6 @@ fn clk_tck() -> f64 {
     })
 }
 
-/// Busy and total jiffies of one CPU, from /proc/stat (includes softirq work,
-/// and children of forking servers that per-process accounting misses).
-pub fn cpu_jiffies(cpu: u32) -> (u64, u64) {
-    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
-    let key = format!("cpu{cpu}");
-    for line in stat.lines() {
-        let mut it = line.split_whitespace();
-        if it.next() != Some(key.as_str()) {
-            continue;
-        }
-        let v: Vec<u64> = it.filter_map(|x| x.parse().ok()).collect();
-        let g = |i: usize| v.get(i).copied().unwrap_or(0);
-        // user nice system idle iowait irq softirq steal
-        let busy = g(0) + g(1) + g(2) + g(5) + g(6) + g(7);
-        return (busy, busy + g(3) + g(4));
-    }
-    (0, 0)
-}
-
-/// Busy percent of a CPU between two `cpu_jiffies` samples.
-pub fn busy_pct(a: (u64, u64), b: (u64, u64)) -> f64 {
-    let total = b.1.saturating_sub(a.1);
-    if total == 0 {
-        return 0.0;
-    }
-    b.0.saturating_sub(a.0) as f64 / total as f64 * 100.0
-}
-
 /// CPU pressure "some" total in µs: its growth over wall time is the share of
 /// time some task waited for a CPU (other tenants on this shared machine).
 pub fn psi_us() -> u64 {
@@ -389,7 +366,6 @@ pub fn psi_us() -> u64 {
 pub struct Sample {
     at: Instant,
     psi: u64,
-    srv_cpu: (u64, u64),
     pid_cpu: f64,
     pid: Option<u32>,
 }
@@ -399,13 +375,12 @@ impl Sample {
         Sample {
             at: Instant::now(),
             psi: psi_us(),
-            srv_cpu: cpu_jiffies(SRV_CPU),
             pid_cpu: pid.map(proc_cpu_secs).unwrap_or(0.0),
             pid,
         }
     }
 
-    /// (wall seconds, PSI %, server-CPU busy %, process CPU seconds)
+    /// Wall seconds, PSI % and process CPU seconds between two samples.
     pub fn since(&self, start: &Sample) -> Delta {
         let wall = self.at.duration_since(start.at).as_secs_f64();
         let psi = if wall > 0.0 {
@@ -416,7 +391,6 @@ impl Sample {
         Delta {
             wall,
             psi_pct: psi,
-            srv_cpu_busy_pct: busy_pct(start.srv_cpu, self.srv_cpu),
             proc_cpu_s: if self.pid.is_some() {
                 (self.pid_cpu - start.pid_cpu).max(0.0)
             } else {
@@ -430,21 +404,25 @@ impl Sample {
 pub struct Delta {
     pub wall: f64,
     pub psi_pct: f64,
-    pub srv_cpu_busy_pct: f64,
     pub proc_cpu_s: f64,
 }
 
 /// Is something listening on this UDP (or TCP) port inside `ns`?
 pub fn listening(ns: &str, tcp: bool, port: u16) -> bool {
+    listening_on(ns, tcp, &format!(":{port}"))
+}
+
+/// Is something listening on a local address ending in `suffix` (":69",
+/// "198.18.0.12:69") inside `ns`?
+pub fn listening_on(ns: &str, tcp: bool, suffix: &str) -> bool {
     let flags = if tcp { "-Htln" } else { "-Huln" };
     let Ok(out) = run(ns_command(ns, None, "ss").arg(flags)) else {
         return false;
     };
-    let suffix = format!(":{port}");
     out.lines().any(|l| {
         l.split_whitespace()
             .nth(3)
-            .is_some_and(|local| local.ends_with(&suffix))
+            .is_some_and(|local| local.ends_with(suffix))
     })
 }
 
@@ -566,8 +544,15 @@ pub fn machine_line() -> String {
         .map(|n| n.get())
         .unwrap_or(0);
     let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let commit = run(Command::new("git")
+        .arg("-C")
+        .arg(root())
+        .args(["describe", "--always", "--dirty"]))
+    .unwrap_or_default();
     format!(
-        "host: {cpus} CPUs, kernel {}, loadavg {}",
+        "sanboot commit {}; host: {cpus} CPUs, kernel {}, loadavg {} (PSI % column = share of time some task waited for a CPU: \
+         other tenants' load; compare servers within one run)",
+        commit.trim(),
         kernel.trim(),
         load.split_whitespace()
             .take(3)

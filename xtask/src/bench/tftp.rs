@@ -37,6 +37,18 @@ impl Server {
             Server::Sanboot => "sanboot",
         }
     }
+    /// Each server has its own address on the server side of the veth, so
+    /// that all run at once and every test visits them in turn (background
+    /// load then hits all alike). sanboot keeps the primary address.
+    fn addr(self) -> &'static str {
+        match self {
+            Server::Hpa => "198.18.0.11",
+            Server::Dnsmasq => "198.18.0.12",
+            Server::Atftpd => "198.18.0.13",
+            Server::Sanboot => SRV_IP,
+        }
+    }
+
     fn key(self) -> &'static str {
         match self {
             Server::Hpa => "hpa",
@@ -85,9 +97,9 @@ pub fn bench(opts: &Opts) -> Result<()> {
     let work = dir.join("tftp-run");
     let net = Netns::veth_pair()?;
     report.add(&format!(
-        "## TFTP throughput ({})\n\nserver in `{SRV_NS}` on {SRV_IP}:69 pinned to CPU {SRV_CPU}, our client (xtask tftp-client, one poll loop) in `{CLI_NS}` on CPU {CLI_CPU}; \
+        "## TFTP throughput ({})\n\nservers in `{SRV_NS}` (sanboot on {SRV_IP}:69, peers on 198.18.0.11-13), all running, pinned to CPU {SRV_CPU}, visited in turn per test, our client (xtask tftp-client, one poll loop) in `{CLI_NS}` on CPU {CLI_CPU}; \
          veth MTU 1500; every download compared byte for byte with the original; MiB/s = bytes / wall time of the transfers; \
-         srv CPU = busy % of CPU {SRV_CPU} (incl. softirq); {} rep(s), median.\n{}\n",
+         srv CPU = the server process's utime+stime (+ reaped children) over the run (tftpd-hpa's per-transfer children are not counted); {} rep(s), median.\n{}\n",
         sys::timestamp(),
         opts.reps,
         sys::machine_line()
@@ -106,84 +118,100 @@ pub fn bench(opts: &Opts) -> Result<()> {
         "PSI %",
         "note",
     ]);
-    // Per server: [w1, w8, w64, parallel] MiB/s and the windows granted.
+    let mut running: Vec<(Server, Proc, PathBuf)> = Vec::new();
     let mut results: Vec<(Server, Vec<Option<f64>>, Vec<u64>)> = Vec::new();
     for &server in &servers {
         sys::check_stop()?;
         let run_dir = sys::fresh_dir(&work.join(server.key()))?;
-        let mut srv = match start_server(
+        if server.addr() != SRV_IP {
+            net.add_addr(SRV_NS, sys::SRV_IF, &format!("{}/16", server.addr()))?;
+        }
+        match start_server(
             server,
             &root,
             &run_dir,
             sanboot.as_deref(),
             atftpd.as_deref(),
         ) {
-            Ok(p) => p,
+            Ok(p) => running.push((server, p, run_dir)),
             Err(e) => {
-                detail.row(vec![
-                    server.name().into(),
-                    "start".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    format!("{e:#}").chars().take(200).collect(),
-                ]);
+                let mut row = vec![server.name().to_string(), "start".into()];
+                row.extend(std::iter::repeat_n("-".to_string(), 8));
+                row.push(format!("{e:#}").chars().take(200).collect());
+                detail.row(row);
                 results.push((server, vec![None; 4], vec![0; 3]));
-                net.kill_leftovers(SRV_NS);
-                continue;
             }
-        };
-        let mut speeds = Vec::new();
-        let mut granted = Vec::new();
-        let tests: Vec<(String, (&str, usize), u16, usize)> = WINDOWS
-            .iter()
-            .map(|&w| (format!("64 MiB w={w}"), BIG, w, 1))
-            .chain(std::iter::once((
-                format!("{} x 4 MiB", opts.parallel),
-                SMALL,
-                1u16,
-                opts.parallel,
-            )))
-            .collect();
-        for (label, (file, _), w, count) in tests {
-            let mut runs = Vec::new();
-            for _ in 0..opts.reps {
+        }
+    }
+    let tests: Vec<(String, (&str, usize), u16, usize)> = WINDOWS
+        .iter()
+        .map(|&w| (format!("64 MiB w={w}"), BIG, w, 1))
+        .chain(std::iter::once((
+            format!("{} x 4 MiB", opts.parallel),
+            SMALL,
+            1u16,
+            opts.parallel,
+        )))
+        .collect();
+    // runs[server][test]
+    let mut runs: Vec<Vec<Vec<Run>>> = vec![vec![Vec::new(); tests.len()]; running.len()];
+    for (ti, (label, (file, _), w, count)) in tests.iter().enumerate() {
+        for _ in 0..opts.reps {
+            for (si, (server, srv, run_dir)) in running.iter_mut().enumerate() {
                 sys::check_stop()?;
-                if srv.exited().is_some() {
-                    break;
-                }
-                let r = client_run(&exe, &run_dir, &root, file, w, count, srv.pid())
+                let r = if let Some(st) = srv.exited() {
+                    Run {
+                        error: format!("server exited ({st}): {}", srv.log_tail()),
+                        ..Run::default()
+                    }
+                } else {
+                    client_run(
+                        &exe,
+                        run_dir,
+                        &root,
+                        server.addr(),
+                        file,
+                        *w,
+                        *count,
+                        srv.pid(),
+                    )
                     .unwrap_or_else(|e| Run {
                         error: format!("{e:#}"),
                         ..Run::default()
-                    });
+                    })
+                };
                 eprintln!(
-                    "bench tftp: {} {label}: {:.1} MiB/s ok {}/{} (granted blksize {} w {}) srv CPU {:.0} % {}",
-                    server.name(), r.mibs, r.ok, r.ok + r.failed, r.blksize, r.window, r.srv_cpu_pct, r.error
+                    "bench tftp: {} {label}: {:.1} MiB/s ok {}/{} (granted blksize {} w {}) srv CPU {:.0} %, PSI {:.0} % {}",
+                    server.name(),
+                    r.mibs,
+                    r.ok,
+                    r.ok + r.failed,
+                    r.blksize,
+                    r.window,
+                    r.srv_cpu_pct,
+                    r.psi_pct,
+                    r.error
                 );
-                runs.push(r);
+                if let Some(v) = runs.get_mut(si).and_then(|v| v.get_mut(ti)) {
+                    v.push(r);
+                }
             }
-            if let Some(st) = srv.exited() {
-                runs.push(Run {
-                    error: format!("server exited ({st}): {}", srv.log_tail()),
-                    ..Run::default()
-                });
-            }
+        }
+    }
+    for ((server, srv, _), per_test) in running.iter_mut().zip(&runs) {
+        srv.stop();
+        let mut speeds = Vec::new();
+        let mut granted = Vec::new();
+        for ((label, _, w, count), runs) in tests.iter().zip(per_test) {
             let good: Vec<&Run> = runs.iter().filter(|r| r.failed == 0 && r.ok > 0).collect();
             let med = median(good.iter().map(|r| r.mibs).collect());
-            let rep = good.get(good.len() / 2).copied().or(runs.last());
-            if let Some(r) = rep {
+            if let Some(r) = good.get(good.len() / 2).copied().or(runs.last()) {
                 let ok_n = format!(
                     "{}/{}",
                     runs.iter().map(|r| r.ok).sum::<u64>(),
-                    runs.iter().map(|r| r.ok + r.failed).sum::<u64>()
+                    runs.iter().map(|r| r.ok + r.failed).sum::<u64>().max(1)
                 );
-                let note = if count == 1 && w > 1 && r.window == 1 && r.ok > 0 {
+                let note = if *count == 1 && *w > 1 && r.window == 1 && r.ok > 0 {
                     "windowsize not negotiated".to_string()
                 } else {
                     runs.iter()
@@ -201,20 +229,24 @@ pub fn bench(opts: &Opts) -> Result<()> {
                     ok_n,
                     sys::f(r.wall_s, 2),
                     format!("{}/{}", sys::f(r.med_s, 2), sys::f(r.max_s, 2)),
-                    sys::f(r.srv_cpu_pct, 0),
+                    if *server == Server::Hpa {
+                        "- (forks)".into()
+                    } else {
+                        sys::f(r.srv_cpu_pct, 0)
+                    },
                     sys::f(r.psi_pct, 1),
                     note.chars().take(200).collect(),
                 ]);
-                if count == 1 {
+                if *count == 1 {
                     granted.push(r.window);
                 }
             }
             speeds.push(med);
         }
-        srv.stop();
-        net.kill_leftovers(SRV_NS);
-        results.push((server, speeds, granted));
+        results.push((*server, speeds, granted));
     }
+    drop(running);
+    results.sort_by_key(|r| servers.iter().position(|s| *s == r.0));
     drop(net);
 
     let mut summary = Table::new(&[
@@ -367,8 +399,15 @@ fn start_server(
     let cmd = match server {
         Server::Hpa => {
             let mut c = sys::ns_command(SRV_NS, Some(SRV_CPU), "in.tftpd");
-            c.args(["-L", "-a", &format!("{SRV_IP}:69"), "-s", "-u", "nobody"])
-                .arg(root);
+            c.args([
+                "-L",
+                "-a",
+                &format!("{}:69", server.addr()),
+                "-s",
+                "-u",
+                "nobody",
+            ])
+            .arg(root);
             c
         }
         Server::Dnsmasq => {
@@ -381,7 +420,7 @@ fn start_server(
             ]);
             c.arg(format!("--tftp-root={}", root.display()));
             c.args([
-                &format!("--listen-address={SRV_IP}"),
+                &format!("--listen-address={}", server.addr()),
                 "--bind-interfaces",
                 "--tftp-max=1000",
             ]);
@@ -398,7 +437,7 @@ fn start_server(
                 "--daemon",
                 "--no-fork",
                 "--bind-address",
-                SRV_IP,
+                server.addr(),
                 "--port",
                 "69",
                 "--user",
@@ -436,16 +475,18 @@ fn start_server(
     };
     let mut p = Proc::spawn(server.name(), cmd, &dir.join("server.log"))?;
     p.wait_ready(Duration::from_secs(15), || {
-        sys::listening(SRV_NS, false, 69)
+        sys::listening_on(SRV_NS, false, &format!("{}:69", server.addr()))
     })?;
     sys::sleep(Duration::from_millis(300))?;
     Ok(p)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn client_run(
     exe: &Path,
     dir: &Path,
     root: &Path,
+    addr: &str,
     file: &str,
     window: u16,
     count: usize,
@@ -456,7 +497,7 @@ fn client_run(
         "bench",
         "tftp-client",
         "--server",
-        &format!("{SRV_IP}:69"),
+        &format!("{addr}:69"),
         "--file",
         file,
     ]);
@@ -492,7 +533,7 @@ fn client_run(
         max_s: num("xfer_max_s"),
         window: num("window") as u64,
         blksize: num("blksize") as u64,
-        srv_cpu_pct: d.srv_cpu_busy_pct,
+        srv_cpu_pct: d.proc_cpu_s / d.wall * 100.0,
         psi_pct: d.psi_pct,
         error: kv("error").unwrap_or("-").replace('_', " "),
     })

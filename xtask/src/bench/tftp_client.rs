@@ -171,7 +171,9 @@ impl Transfer {
 
     fn on_packet(&mut self, pkt: &[u8], from: SocketAddr, a: &Args) {
         match self.peer {
-            None if from.ip() == a.server.ip() => self.peer = Some(from),
+            // Lock onto the first reply: a server may answer from another
+            // of its addresses than the one asked (the port is the TID).
+            None => self.peer = Some(from),
             Some(p) if p == from => {}
             // Someone else's packet (or a stray server process): not ours.
             _ => return,
