@@ -45,6 +45,8 @@ impl core::fmt::Display for PathError {
     }
 }
 
+impl core::error::Error for PathError {}
+
 /// Normalises a requested filename into at most `N` bytes; see the module docs.
 pub fn normalize<const N: usize>(raw: &[u8]) -> Result<heapless::String<N>, PathError> {
     if raw.contains(&0) {
