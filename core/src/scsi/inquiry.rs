@@ -121,7 +121,7 @@ impl<const N: usize, const R: usize> Lun<N, R> {
 
     fn block_limits(&self, w: &mut Writer<'_>) {
         let thin = self.cfg.thin_provisioning;
-        w.u8(0x00); // WSNZ = 0: WRITE SAME with 0 blocks means "to the end"
+        w.u8(0x01); // WSNZ: WRITE SAME with 0 blocks is refused, never "to the end"
         w.u8(crate::scsi::lun::MAX_COMPARE_AND_WRITE_BLOCKS);
         w.u16(1); // OPTIMAL TRANSFER LENGTH GRANULARITY
         w.u32(self.cfg.max_transfer_blocks);

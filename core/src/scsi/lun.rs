@@ -3,7 +3,7 @@
 use super::cdb::{opcode as op, Bytes, Writer};
 use super::pr::Reservations;
 use super::sense::{asc, Sense, SenseKey};
-use super::{Io, IoError, IoResult, LunConfig, Nexus, Response, Status, Step};
+use super::{Io, IoError, IoResult, LunConfig, Nexus, Response, Step};
 
 /// MAXIMUM COMPARE AND WRITE LENGTH (VPD B0h) in blocks.
 pub(crate) const MAX_COMPARE_AND_WRITE_BLOCKS: u8 = 255;
@@ -27,7 +27,6 @@ pub(crate) const fn bad_cdb(byte: u16, bit: Option<u8>) -> Fail {
 }
 
 /// INVALID FIELD IN PARAMETER LIST pointing at byte `byte`.
-#[allow(dead_code)]
 pub(crate) const fn bad_param(byte: u16) -> Fail {
     Fail::Check(Sense::illegal(
         asc::INVALID_FIELD_IN_PARAMETER_LIST,
@@ -167,7 +166,6 @@ impl<const N: usize, const R: usize> Lun<N, R> {
         }
     }
 
-    #[allow(dead_code)]
     pub(crate) fn raise(&mut self, index: u16, bit: u16) {
         if let Some(slot) = self.ua.get_mut(usize::from(index)) {
             *slot |= bit;
@@ -349,13 +347,15 @@ impl<const N: usize, const R: usize> Lun<N, R> {
         let Some(&opc) = cdb.0.first() else {
             return Err(illegal(asc::INVALID_COMMAND_OPERATION_CODE));
         };
-        let _ = expected_len;
         // INQUIRY, REPORT LUNS and REQUEST SENSE neither report nor clear
         // unit attentions (SAM-5 §5.14); REQUEST SENSE returns them as data.
         if !matches!(opc, op::INQUIRY | op::REPORT_LUNS | op::REQUEST_SENSE) {
             if let Some(s) = self.take_ua(nexus.index) {
                 return Err(Fail::Check(s));
             }
+        }
+        if !self.opcode_supported(opc) {
+            return Err(illegal(asc::INVALID_COMMAND_OPERATION_CODE));
         }
         self.check_reservations(nexus, cdb)?;
         match opc {
@@ -368,6 +368,10 @@ impl<const N: usize, const R: usize> Lun<N, R> {
                 op::SAI_GET_LBA_STATUS => self.get_lba_status(cdb, buf),
                 _ => Err(bad_cdb(1, Some(4))),
             },
+            op::MAINTENANCE_IN => match cdb.u8(1) & 0x1f {
+                op::MI_REPORT_SUPPORTED_OPCODES => self.report_supported_opcodes(cdb, buf),
+                _ => Err(bad_cdb(1, Some(4))),
+            },
             op::READ_6 | op::READ_10 | op::READ_12 | op::READ_16 => self.read(cdb),
             op::WRITE_6 | op::WRITE_10 | op::WRITE_12 | op::WRITE_16 => self.write(cdb, false),
             op::WRITE_AND_VERIFY_10 | op::WRITE_AND_VERIFY_12 | op::WRITE_AND_VERIFY_16 => {
@@ -376,7 +380,14 @@ impl<const N: usize, const R: usize> Lun<N, R> {
             op::VERIFY_10 | op::VERIFY_12 | op::VERIFY_16 => self.verify(cdb),
             op::SYNCHRONIZE_CACHE_10 | op::SYNCHRONIZE_CACHE_16 => self.sync_cache(cdb),
             op::PRE_FETCH_10 | op::PRE_FETCH_16 => self.prefetch(cdb),
-            op::START_STOP_UNIT => Ok(done(0)),
+            op::WRITE_SAME_10 | op::WRITE_SAME_16 => self.write_same(cdb, expected_len),
+            op::UNMAP => self.unmap(cdb),
+            op::COMPARE_AND_WRITE => self.compare_and_write(cdb, expected_len),
+            op::MODE_SENSE_6 | op::MODE_SENSE_10 => self.mode_sense(cdb, buf),
+            op::MODE_SELECT_6 | op::MODE_SELECT_10 => self.mode_select(cdb),
+            op::PERSISTENT_RESERVE_IN => self.persistent_reserve_in(cdb, buf),
+            op::PERSISTENT_RESERVE_OUT => self.persistent_reserve_out(cdb),
+            op::START_STOP_UNIT => self.start_stop_unit(cdb),
             op::PREVENT_ALLOW_MEDIUM_REMOVAL => Ok(done(0)),
             op::RESERVE_6 | op::RESERVE_10 => self.reserve_spc2(nexus, cdb),
             op::RELEASE_6 | op::RELEASE_10 => self.release_spc2(nexus, cdb),
@@ -391,8 +402,13 @@ impl<const N: usize, const R: usize> Lun<N, R> {
         data: &[u8],
         buf: &mut [u8],
     ) -> CmdResult {
-        let _ = (nexus, cdb, data, buf);
-        Err(illegal(asc::INVALID_COMMAND_OPERATION_CODE))
+        let _ = buf;
+        match cdb.u8(0) {
+            op::MODE_SELECT_6 | op::MODE_SELECT_10 => self.mode_select_data(nexus, cdb, data),
+            op::PERSISTENT_RESERVE_OUT => self.persistent_reserve_out_data(nexus, cdb, data),
+            op::UNMAP if self.cfg.thin_provisioning => self.unmap_data(data),
+            _ => Err(illegal(asc::INVALID_COMMAND_OPERATION_CODE)),
+        }
     }
 
     /// SPC-2 and persistent reservation access checks.
@@ -415,7 +431,138 @@ impl<const N: usize, const R: usize> Lun<N, R> {
                 }
             }
         }
-        Ok(())
+        self.pr.check(nexus, cdb)
+    }
+
+    fn start_stop_unit(&self, cdb: Bytes<'_>) -> CmdResult {
+        // A disk that is always spinning: power conditions and START are
+        // accepted; there is no medium to eject.
+        if cdb.bit(4, 1) && !cdb.bit(4, 0) && cdb.u8(4) >> 4 == 0 {
+            return Err(bad_cdb(4, Some(1)));
+        }
+        Ok(done(0))
+    }
+
+    fn write_same(&self, cdb: Bytes<'_>, expected_len: u32) -> CmdResult {
+        let sixteen = cdb.u8(0) == op::WRITE_SAME_16;
+        let flags = cdb.u8(1);
+        let (lba, blocks, len_byte) = if sixteen {
+            (cdb.u64(2), u64::from(cdb.u32(10)), 10)
+        } else {
+            (u64::from(cdb.u32(2)), u64::from(cdb.u16(7)), 7)
+        };
+        if flags >> 5 != 0 {
+            return Err(bad_cdb(1, Some(7)));
+        }
+        if flags & 0x10 != 0 {
+            // ANCHOR: ANC_SUP is 0
+            return Err(bad_cdb(1, Some(4)));
+        }
+        if flags & 0x06 != 0 {
+            // PBDATA / LBDATA (obsolete)
+            return Err(bad_cdb(1, Some(2)));
+        }
+        let unmap = flags & 0x08 != 0;
+        let ndob = sixteen && flags & 0x01 != 0;
+        if unmap && !self.cfg.thin_provisioning {
+            return Err(bad_cdb(1, Some(3)));
+        }
+        self.write_protect()?;
+        self.check_range(lba, blocks)?;
+        if blocks == 0 {
+            // WSNZ = 1
+            return Err(bad_cdb(len_byte, None));
+        }
+        let max = self.cfg.max_write_same_blocks;
+        if max != 0 && blocks > max {
+            return Err(bad_cdb(len_byte, None));
+        }
+        let data_out_len = if ndob { 0 } else { self.cfg.block_size };
+        if expected_len != data_out_len {
+            // The Data-Out must be exactly one block (or nothing with NDOB).
+            return Err(bad_cdb(len_byte, None));
+        }
+        let (offset, _) = self.bytes_of(lba, 1)?;
+        Ok(Step::Io(Io::WriteSame {
+            offset,
+            blocks,
+            data_out_len,
+            unmap,
+        }))
+    }
+
+    fn unmap(&self, cdb: Bytes<'_>) -> CmdResult {
+        if cdb.bit(1, 0) {
+            // ANCHOR
+            return Err(bad_cdb(1, Some(0)));
+        }
+        self.write_protect()?;
+        let len = u32::from(cdb.u16(7));
+        match len {
+            0 => Ok(done(0)),
+            1..=7 => Err(illegal(asc::PARAMETER_LIST_LENGTH_ERROR)),
+            _ => Ok(Step::DataOut { len }),
+        }
+    }
+
+    fn unmap_data(&self, data: &[u8]) -> CmdResult {
+        if data.len() < 8 {
+            return Err(illegal(asc::PARAMETER_LIST_LENGTH_ERROR));
+        }
+        let p = Bytes(data);
+        let desc_len = usize::from(p.u16(2)).min(data.len().saturating_sub(8));
+        let count = desc_len / 16;
+        let max_desc = self
+            .cfg
+            .max_unmap_descriptors
+            .min(LunConfig::MAX_UNMAP_DESCRIPTORS) as usize;
+        if count > max_desc {
+            return Err(bad_param(2));
+        }
+        let mut any = false;
+        for i in 0..count {
+            let at = 8usize.saturating_add(i.saturating_mul(16));
+            let lba = p.u64(at);
+            let n = u64::from(p.u32(at.saturating_add(8)));
+            self.check_range(lba, n)?;
+            if n > u64::from(self.cfg.max_unmap_blocks) {
+                return Err(bad_param(
+                    u16::try_from(at.saturating_add(8)).unwrap_or(u16::MAX),
+                ));
+            }
+            any |= n != 0;
+        }
+        if any {
+            Ok(Step::Io(Io::Unmap))
+        } else {
+            Ok(done(0))
+        }
+    }
+
+    fn compare_and_write(&self, cdb: Bytes<'_>, expected_len: u32) -> CmdResult {
+        if cdb.u8(1) >> 5 != 0 {
+            return Err(bad_cdb(1, Some(7)));
+        }
+        let lba = cdb.u64(2);
+        let blocks = u64::from(cdb.u8(13));
+        self.write_protect()?;
+        self.check_range(lba, blocks)?;
+        if blocks == 0 {
+            return Ok(done(0));
+        }
+        if blocks > u64::from(MAX_COMPARE_AND_WRITE_BLOCKS) {
+            return Err(bad_cdb(13, None));
+        }
+        let (offset, len) = self.bytes_of(lba, blocks)?;
+        if Some(expected_len) != len.checked_mul(2) {
+            // The Data-Out must hold exactly the verify and write halves.
+            return Err(bad_cdb(13, None));
+        }
+        Ok(Step::Io(Io::CompareAndWrite {
+            offset,
+            len,
+            fua: cdb.bit(1, 3),
+        }))
     }
 
     fn request_sense(&mut self, nexus: &Nexus<'_>, cdb: Bytes<'_>, buf: &mut [u8]) -> CmdResult {
@@ -579,12 +726,9 @@ impl<const N: usize, const R: usize> Lun<N, R> {
             (cdb.u64(2), u64::from(cdb.u32(10)))
         };
         self.check_range(lba, blocks)?;
-        // Nothing is cached on our side; the range would fit in any cache.
-        Ok(Step::Done(Response {
-            status: Status::ConditionMet,
-            data_len: 0,
-            sense: None,
-        }))
+        // We keep no cache of our own, so the blocks are never "known to
+        // fit": GOOD rather than CONDITION MET (SBC-3 §5.9).
+        Ok(done(0))
     }
 
     fn reserve_spc2(&mut self, nexus: &Nexus<'_>, cdb: Bytes<'_>) -> CmdResult {
