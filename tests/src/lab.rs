@@ -150,6 +150,27 @@ impl Lab {
         Ok(r)
     }
 
+    /// With `SANBOOT_E2E_PCAP=1` in the environment: tshark capturing the
+    /// bridge into `<dir>/capture.pcap` until dropped. Otherwise `None`.
+    pub fn capture(&self) -> Result<Option<Process>> {
+        if std::env::var_os("SANBOOT_E2E_PCAP").is_none_or(|v| v == "0") {
+            return Ok(None);
+        }
+        crate::require(&["tshark"])?;
+        let pcap = self.path("capture.pcap").display().to_string();
+        let argv = ["tshark", "-q", "-i", BRIDGE, "-F", "pcap", "-w", &pcap];
+        let tshark = self.spawn("tshark", &argv, Stop::Term)?;
+        // Packets sent before tshark says "Capturing on" are lost.
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !tshark.log().contains("Capturing on") {
+            if std::time::Instant::now() >= end {
+                bail!("tshark did not start:\n{}", tshark.log_tail(10));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok(Some(tshark))
+    }
+
     /// Starts `argv` inside the lab namespace; output goes to `<dir>/<name>.log`.
     pub fn spawn<S: AsRef<OsStr>>(&self, name: &str, argv: &[S], stop: Stop) -> Result<Process> {
         self.spawn_in(&self.ns.clone(), name, argv, stop)

@@ -16,6 +16,7 @@ fn bios_ipxe_boots_its_per_mac_script_from_full_dhcp() -> Result<()> {
     sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
     let _one = sanboot_tests::one_station_at_a_time();
     let lab = Lab::new("boot_full_dhcp")?;
+    let _pcap = lab.capture()?;
     let root = sanboot::tftp_root(&lab)?;
     sanboot_tests::write_done_script(&root)?;
     let _ra = peers::router_advertisements(&lab)?;

@@ -15,6 +15,7 @@ fn bios_ipxe_boots_its_per_mac_script_via_proxy_dhcp_beside_a_router() -> Result
     sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
     let _one = sanboot_tests::one_station_at_a_time();
     let mut lab = Lab::new("boot_proxy_dhcp")?;
+    let _pcap = lab.capture()?;
     let router_ns = lab.add_router(sanboot_tests::ROUTER)?;
     let router = peers::plain_dhcp(&lab, &router_ns)?;
     let root = sanboot::tftp_root(&lab)?;

@@ -14,6 +14,7 @@ fn uefi_pxe_gets_ipxe_efi_then_its_per_mac_script() -> Result<()> {
     sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
     let _one = sanboot_tests::one_station_at_a_time();
     let lab = Lab::new("boot_uefi")?;
+    let _pcap = lab.capture()?;
     let root = sanboot::tftp_root(&lab)?;
     sanboot_tests::write_done_script(&root)?;
     let _ra = peers::router_advertisements(&lab)?;

@@ -12,6 +12,7 @@ fn bios_station_boots_the_test_disk_from_dnsmasq_and_tgt() -> Result<()> {
     sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
     let _one = one_station_at_a_time();
     let lab = Lab::new("harness_peers")?;
+    let _pcap = lab.capture()?;
     let disk = disk::build(lab.dir(), 16, false)?;
     let root = sanboot::tftp_root(&lab)?;
     std::fs::write(
@@ -39,6 +40,7 @@ fn uefi_station_boots_the_hybrid_disk_from_dnsmasq_and_tgt() -> Result<()> {
     sanboot_tests::require(&["mkfs.vfat", "mcopy", "/usr/share/OVMF/OVMF_CODE_4M.fd"])?;
     let _one = one_station_at_a_time();
     let lab = Lab::new("harness_peers_uefi")?;
+    let _pcap = lab.capture()?;
     let disk = disk::build(lab.dir(), 16, true)?;
     let root = sanboot::tftp_root(&lab)?;
     std::fs::write(

@@ -21,6 +21,7 @@ fn bios_rom_sanboots_the_test_disk() -> Result<()> {
     sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
     let _one = sanboot_tests::one_station_at_a_time();
     let lab = Lab::new("iscsi_bios_rom")?;
+    let _pcap = lab.capture()?;
     let disk = disk::build(lab.dir(), 16, false)?;
     sanboot::tftp_root(&lab)?;
     let _ra = peers::router_advertisements(&lab)?;
@@ -52,6 +53,7 @@ fn bios_undionly_chain_sanboots_the_test_disk() -> Result<()> {
     sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
     let _one = sanboot_tests::one_station_at_a_time();
     let lab = Lab::new("iscsi_bios_chain")?;
+    let _pcap = lab.capture()?;
     let disk = disk::build(lab.dir(), 16, false)?;
     let root = sanboot::tftp_root(&lab)?;
     // QEMU's BIOS NIC ROM is already iPXE, so sanboot rightly gives it the
@@ -110,6 +112,7 @@ fn uefi_pxe_sanboots_the_hybrid_disk() -> Result<()> {
     sanboot_tests::require(&["mkfs.vfat", "mmd", "mcopy"])?;
     let _one = sanboot_tests::one_station_at_a_time();
     let lab = Lab::new("iscsi_uefi")?;
+    let _pcap = lab.capture()?;
     let disk = disk::build(lab.dir(), 16, true)?;
     sanboot::tftp_root(&lab)?;
     let _ra = peers::router_advertisements(&lab)?;

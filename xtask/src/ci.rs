@@ -117,6 +117,7 @@ pub fn run(args: &[String]) -> Result<()> {
     });
     step(o, "cargo test --workspace (unit, integration, e2e)", || {
         let mut cmd = cargo_step(&["test", "--workspace"]);
+        quiet_error_backtraces(&mut cmd);
         if let Some(bin) = &sanboot_bin {
             cmd.env("SANBOOT_BIN", bin);
         }
@@ -161,6 +162,14 @@ pub fn run(args: &[String]) -> Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// A failing e2e test's error already holds the serial console and the
+/// logs; a captured backtrace per error (RUST_BACKTRACE=1) would bury them.
+fn quiet_error_backtraces(cmd: &mut Command) {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        cmd.env("RUST_LIB_BACKTRACE", "0");
+    }
 }
 
 /// Test files and filters for `cargo xtask e2e NAME`.
@@ -215,6 +224,7 @@ pub fn e2e(args: &[String]) -> Result<()> {
             cmd.arg(filter);
         }
         cmd.args(["--include-ignored", "--nocapture"]);
+        quiet_error_backtraces(&mut cmd);
         cmd.env("SANBOOT_BIN", &bin);
         if util::run(&mut cmd).is_err() {
             failed.push(format!("{file} {filter}"));

@@ -48,6 +48,8 @@ pub fn run(args: &[String]) -> Result<()> {
     }
 
     let lab = Lab::new("demo")?;
+
+    let _pcap = lab.capture()?;
     let disk = disk::build(lab.dir(), 16, uefi)?;
     sanboot::tftp_root(&lab)?;
     let _ra = peers::router_advertisements(&lab)?;
