@@ -185,8 +185,6 @@ fn script_dir(config: &Config) -> String {
 /// `default.ipxe` and `<mac>.ipxe` are found under the root path directory
 /// and at the top; names compare case-insensitively. An unknown MAC is
 /// `None`, so the client gets "file not found" and `default.ipxe` explains.
-// Called by the TFTP service (host-linux/src/tftp.rs) once it serves files.
-#[allow(dead_code)]
 pub fn virtual_file(config: &Config, path: &str) -> Option<Vec<u8>> {
     let path = path.trim_start_matches('/');
     if path.eq_ignore_ascii_case(config.boot.script.trim_start_matches('/')) {
