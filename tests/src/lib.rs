@@ -166,25 +166,31 @@ pub fn sanboot_host(image: &std::path::Path) -> String {
     )
 }
 
-/// Fails unless the console shows the station fetching the seed chain from
-/// sanboot: `default.ipxe`, its per-MAC script and the final `done-…` file,
-/// all over TFTP from 192.0.2.1.
+/// The files of the seed chain after `boot.ipxe`, in the order the station
+/// fetches them: `default.ipxe`, its per-MAC script, the final `done-…`.
+pub fn seed_chain_files() -> Vec<String> {
+    vec![
+        "default.ipxe".into(),
+        format!("{STATION_MAC_HYP}.ipxe"),
+        format!("done-{STATION_MAC_HYP}"),
+    ]
+}
+
+/// Fails unless iPXE reports each file of [`seed_chain_files`] fetched
+/// (`<url>... ok` on its console), in order.
 pub fn assert_seed_chain(console: &str) -> Result<()> {
-    let fetches: Vec<String> = ["default.ipxe", &format!("{STATION_MAC_HYP}.ipxe")]
-        .iter()
-        .map(|f| format!("/{f}"))
-        .chain([format!("tftp://{SERVER}/done-{STATION_MAC_HYP}")])
-        .collect();
-    let lines: Vec<&str> = console
+    let fetched: Vec<&str> = console
         .lines()
-        .filter(|l| l.contains(&format!("tftp://{SERVER}/")))
+        .filter(|l| l.trim_end().ends_with("... ok"))
         .collect();
-    for f in &fetches {
-        if !lines.iter().any(|l| l.contains(f.as_str())) {
-            bail!(
-                "the console shows no TFTP fetch of {f:?}; its TFTP lines:\n{}",
-                lines.join("\n")
-            );
+    let mut rest = fetched.as_slice();
+    for f in seed_chain_files() {
+        match rest.iter().position(|l| l.contains(f.as_str())) {
+            Some(i) => rest = rest.get(i + 1..).unwrap_or_default(),
+            None => bail!(
+                "the console shows no fetch of {f:?} (in order); its fetches:\n{}",
+                fetched.join("\n")
+            ),
         }
     }
     Ok(())

@@ -19,11 +19,13 @@ pub enum DhcpMode {
     Proxy,
 }
 
-/// The `sanboot` binary: `$SANBOOT_BIN` (set by `cargo xtask`), otherwise
+/// The `sanboot` binary: `$SANBOOT_BIN` (set by `cargo xtask`; relative to
+/// the workspace root), otherwise
 /// built once with `cargo build -p sanboot-linux`.
 pub fn binary() -> Result<PathBuf> {
     if let Some(bin) = std::env::var_os("SANBOOT_BIN") {
-        return Ok(PathBuf::from(bin));
+        // Relative to the workspace root (test binaries run in tests/).
+        return Ok(crate::workspace_root().join(bin));
     }
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BUILT
@@ -138,6 +140,35 @@ impl Sanboot {
     /// `Some(status)` if sanboot has exited.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.process.exited()
+    }
+
+    /// The paths of the TFTP read requests sanboot logged (the word after
+    /// `RRQ`), in order.
+    pub fn tftp_requests(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter_map(|l| {
+                let mut words = l.split_whitespace();
+                words.find(|w| *w == "RRQ")?;
+                words.next().map(str::to_string)
+            })
+            .collect()
+    }
+
+    /// Fails unless sanboot logged TFTP read requests for `files`, in this
+    /// order (other requests may come between).
+    pub fn assert_tftp_requests(&self, files: &[String]) -> Result<()> {
+        let requests = self.tftp_requests();
+        let mut rest = requests.as_slice();
+        for f in files {
+            match rest.iter().position(|r| r.ends_with(f.as_str())) {
+                Some(i) => rest = rest.get(i + 1..).unwrap_or_default(),
+                None => {
+                    bail!("sanboot logged no TFTP RRQ for {f:?} (in order); it logged {requests:?}")
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Waits up to `timeout` for a log line containing every one of `words`

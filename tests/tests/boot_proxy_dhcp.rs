@@ -10,7 +10,7 @@ use sanboot_tests::sanboot::{self, DhcpMode};
 use sanboot_tests::{peers, Boot, Lab, Sanboot, Station};
 
 #[test]
-#[ignore = "waiting for ProxyDHCP, TFTP and the seed scripts in sanboot"]
+
 fn bios_ipxe_boots_its_per_mac_script_via_proxy_dhcp_beside_a_router() -> Result<()> {
     sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
     let _one = sanboot_tests::one_station_at_a_time();
@@ -45,10 +45,12 @@ fn bios_ipxe_boots_its_per_mac_script_via_proxy_dhcp_beside_a_router() -> Result
         router.log_tail(20)
     );
     sanboot_tests::assert_seed_chain(&console)?;
-    let line = sanboot.wait_log_line(
-        &["tftp", &format!("done-{}", sanboot_tests::STATION_MAC_HYP)],
-        Duration::from_secs(5),
-    )?;
-    println!("station got {address} from the router; sanboot logged: {line}");
+    let mut files = vec!["boot.ipxe".to_string()];
+    files.extend(sanboot_tests::seed_chain_files());
+    sanboot.assert_tftp_requests(&files)?;
+    println!(
+        "station got {address} from the router; sanboot served {:?}",
+        sanboot.tftp_requests()
+    );
     Ok(())
 }
