@@ -47,7 +47,9 @@ fn check_io(io: &Io, size: u64, bs: u64) {
             assert!(data_out_len == len || u64::from(data_out_len) == bs);
             offset + u64::from(len)
         }
-        Io::CompareAndWrite { offset, len, .. } => offset + u64::from(len),
+        Io::CompareAndWrite { offset, len, .. } | Io::OrWrite { offset, len, .. } => {
+            offset + u64::from(len)
+        }
         Io::WriteSame { offset, blocks, .. } => offset + blocks * bs,
         Io::Flush | Io::Unmap | Io::LbaStatus { .. } => 0,
     };
@@ -135,7 +137,12 @@ fuzz_target!(|data: &[u8]| {
                                 }
                             }
                             let r = lun.complete(&io, result_for(&io, lo), &mut buf);
-                            assert!(r.data_len as usize <= buf.len());
+                            match io {
+                                Io::Read { len, .. } if r.status == Status::Good => {
+                                    assert_eq!(r.data_len, len)
+                                }
+                                _ => assert!(r.data_len as usize <= buf.len()),
+                            }
                             break;
                         }
                     }

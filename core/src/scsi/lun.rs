@@ -383,6 +383,8 @@ impl<const N: usize, const R: usize> Lun<N, R> {
             op::WRITE_SAME_10 | op::WRITE_SAME_16 => self.write_same(cdb, expected_len),
             op::UNMAP => self.unmap(cdb),
             op::COMPARE_AND_WRITE => self.compare_and_write(cdb, expected_len),
+            op::ORWRITE_16 => self.orwrite(cdb),
+            op::READ_DEFECT_DATA_10 | op::READ_DEFECT_DATA_12 => self.read_defect_data(cdb, buf),
             op::MODE_SENSE_6 | op::MODE_SENSE_10 => self.mode_sense(cdb, buf),
             op::MODE_SELECT_6 | op::MODE_SELECT_10 => self.mode_select(cdb),
             op::PERSISTENT_RESERVE_IN => self.persistent_reserve_in(cdb, buf),
@@ -536,6 +538,45 @@ impl<const N: usize, const R: usize> Lun<N, R> {
             Ok(Step::Io(Io::Unmap))
         } else {
             Ok(done(0))
+        }
+    }
+
+    fn orwrite(&self, cdb: Bytes<'_>) -> CmdResult {
+        let rw = RwCdb::parse(cdb);
+        if rw.protect != 0 {
+            return Err(bad_cdb(1, Some(7)));
+        }
+        self.write_protect()?;
+        self.check_range(rw.lba, rw.blocks)?;
+        self.check_transfer(rw.blocks, rw.len_byte)?;
+        if rw.blocks == 0 {
+            return Ok(done(0));
+        }
+        let (offset, len) = self.bytes_of(rw.lba, rw.blocks)?;
+        Ok(Step::Io(Io::OrWrite {
+            offset,
+            len,
+            fua: rw.fua,
+        }))
+    }
+
+    /// READ DEFECT DATA (10)/(12): a virtual disk has no defects; the
+    /// header echoes the requested lists and format with a zero length.
+    fn read_defect_data(&self, cdb: Bytes<'_>, buf: &mut [u8]) -> CmdResult {
+        let mut w = Writer::new(buf);
+        if cdb.u8(0) == op::READ_DEFECT_DATA_10 {
+            let req = cdb.u8(2) & 0x1f;
+            w.u8(0);
+            w.u8(req);
+            w.u16(0);
+            Ok(done(w.data_len(u32::from(cdb.u16(7)))))
+        } else {
+            let req = cdb.u8(1) & 0x1f;
+            w.u8(0);
+            w.u8(req);
+            w.u16(0);
+            w.u32(0);
+            Ok(done(w.data_len(cdb.u32(6))))
         }
     }
 

@@ -109,8 +109,10 @@ impl Status {
 pub struct Response {
     /// SCSI status.
     pub status: Status,
-    /// Bytes of the caller's `data_in` buffer to send as Data-In (already
-    /// cut to the CDB's ALLOCATION LENGTH and to the buffer size).
+    /// Data-In length. For commands answered by the layer: bytes of the
+    /// caller's `data_in` buffer (already cut to the CDB's ALLOCATION LENGTH
+    /// and to the buffer size). After [`Io::Read`]: the bytes read from
+    /// storage (`len`).
     pub data_len: u32,
     /// Sense data when `status` is CHECK CONDITION.
     pub sense: Option<Sense>,
@@ -205,6 +207,18 @@ pub enum Io {
         /// Byte offset.
         offset: u64,
         /// Bytes compared, and bytes written.
+        len: u32,
+        /// Force Unit Access.
+        fua: bool,
+    },
+    /// ORWRITE(16): collect `len` bytes of Data-Out; atomically with
+    /// respect to other commands, read `len` bytes at `offset`, OR the
+    /// Data-Out into them and write the result back (durable first when
+    /// `fua`).
+    OrWrite {
+        /// Byte offset.
+        offset: u64,
+        /// Byte count.
         len: u32,
         /// Force Unit Access.
         fua: bool,

@@ -106,6 +106,7 @@ static WRITE_12: [u8; 12] = with_op(RW12, op::WRITE_12, 0xf8);
 static WAV_12: [u8; 12] = with_op(RW12, op::WRITE_AND_VERIFY_12, 0xf2);
 static VERIFY_12: [u8; 12] = with_op(RW12, op::VERIFY_12, 0xf6);
 static READ_16: [u8; 16] = with_op(RW16, op::READ_16, 0xf8);
+static ORWRITE_16: [u8; 16] = with_op(RW16, op::ORWRITE_16, 0xfa);
 static WRITE_16: [u8; 16] = with_op(RW16, op::WRITE_16, 0xf8);
 static WAV_16: [u8; 16] = with_op(RW16, op::WRITE_AND_VERIFY_16, 0xf2);
 static VERIFY_16: [u8; 16] = with_op(RW16, op::VERIFY_16, 0xf6);
@@ -175,6 +176,10 @@ static COMMANDS: &[Cmd] = &[
     c(op::VERIFY_10, &VERIFY_10),
     c(op::PRE_FETCH_10, &PRE_FETCH_10),
     c(op::SYNCHRONIZE_CACHE_10, &SYNC_10),
+    c(
+        op::READ_DEFECT_DATA_10,
+        &[op::READ_DEFECT_DATA_10, 0, 0x1f, 0, 0, 0, 0, 0xff, 0xff, 0],
+    ),
     c(op::WRITE_SAME_10, &WS_10),
     Cmd {
         opcode: op::UNMAP,
@@ -205,6 +210,7 @@ static COMMANDS: &[Cmd] = &[
     s(op::PERSISTENT_RESERVE_OUT, 0x06, &PROUT),
     c(op::READ_16, &READ_16),
     c(op::COMPARE_AND_WRITE, &CAW),
+    c(op::ORWRITE_16, &ORWRITE_16),
     c(op::WRITE_16, &WRITE_16),
     c(op::WRITE_AND_VERIFY_16, &WAV_16),
     c(op::VERIFY_16, &VERIFY_16),
@@ -260,6 +266,23 @@ static COMMANDS: &[Cmd] = &[
     c(op::WRITE_12, &WRITE_12),
     c(op::WRITE_AND_VERIFY_12, &WAV_12),
     c(op::VERIFY_12, &VERIFY_12),
+    c(
+        op::READ_DEFECT_DATA_12,
+        &[
+            op::READ_DEFECT_DATA_12,
+            0x1f,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0,
+            0,
+        ],
+    ),
 ];
 
 /// Opcodes whose byte 1 carries a service action.

@@ -176,6 +176,13 @@ impl Host {
                 self.disk[o..o + l].copy_from_slice(&out[l..2 * l]);
                 (IoResult::Ok, vec![])
             }
+            Io::OrWrite { offset, len, .. } => {
+                let (o, l) = (offset as usize, len as usize);
+                for (d, s) in self.disk[o..o + l].iter_mut().zip(&out[..l]) {
+                    *d |= *s;
+                }
+                (IoResult::Ok, vec![])
+            }
             Io::WriteSame {
                 offset,
                 blocks,
@@ -1119,4 +1126,34 @@ fn nexus_index_beyond_capacity_is_served() {
         lun.command(&n, &[0; 6], 0, &mut buf),
         Step::Done(Response::good(0))
     );
+}
+
+#[test]
+fn orwrite_ors_into_the_medium() {
+    let mut h = Host::disk(64);
+    assert!(h.run(&n1(), &write10(62, 2), &[0; 1024]).good());
+    let mut cdb = [0u8; 16];
+    cdb[0] = 0x8b;
+    cdb[9] = 62;
+    cdb[13] = 2;
+    assert!(h.run(&n1(), &cdb, &[0xa5; 1024]).good());
+    assert!(h.run(&n1(), &cdb, &[0x5a; 1024]).good());
+    assert_eq!(h.run(&n1(), &read10(62, 2), &[]).data, vec![0xff; 1024]);
+    // Beyond the end, zero blocks, ORPROTECT.
+    cdb[13] = 3;
+    assert_eq!(h.run(&n1(), &cdb, &[0; 1536]).sense(), (5, 0x21, 0));
+    cdb[13] = 0;
+    assert!(h.run(&n1(), &cdb, &[]).good());
+    cdb[13] = 1;
+    cdb[1] = 0x20;
+    assert_eq!(h.run(&n1(), &cdb, &[0; 512]).sense(), (5, 0x24, 0));
+}
+
+#[test]
+fn read_defect_data_is_empty() {
+    let mut h = Host::disk(64);
+    let out = h.run(&n1(), &[0x37, 0, 0x18 | 5, 0, 0, 0, 0, 0, 32, 0], &[]);
+    assert_eq!(out.data, [0, 0x1d, 0, 0]);
+    let out = h.run(&n1(), &[0xb7, 0x05, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0], &[]);
+    assert_eq!(out.data, [0, 0x05, 0, 0, 0, 0, 0, 0]);
 }
