@@ -1,1 +1,112 @@
-//! iscsi (placeholder: being written).
+//! iSCSI target (RFC 7143, error recovery level 0) as a sans-I/O machine.
+//!
+//! # Layers
+//!
+//! - [`pdu`]: the wire format: a zero-copy [`pdu::Bhs`] view over the 48-byte
+//!   Basic Header Segment and one `Repr` per opcode; [`pdu::pdu_len`] gives a
+//!   PDU's full length (AHS, padding, digests).
+//! - [`text`]: `key=value` text (login, Text Request), numbers and binary values.
+//! - [`crc32c`]: software CRC32C for header/data digests, replaceable by a
+//!   hardware one through [`Connection::set_crc32c`].
+//! - [`login`], [`params`], [`chap`]: the login phase and key negotiation.
+//! - [`session`]: the target-wide [`SessionTable`] (TSIH, limits, reinstatement).
+//! - [`Connection`]: one TCP connection from accept to close.
+//! - [`backend`]: what the connection needs from the host: the SCSI layer
+//!   ([`Backend::scsi_command`]) and storage ([`StorageRequest`]).
+//!
+//! # Configuration (no allocation)
+//!
+//! The host owns its configuration and lends it per call as [`Targets`]:
+//! a slice of [`TargetConfig`] (name, allowed initiator names, CHAP
+//! credentials for one-way and mutual CHAP, LUN numbers), the portal address
+//! reported by SendTargets (`"192.0.2.1:3260"`) and the portal group tag.
+//! Limits we negotiate with ([`TargetLimits`]) are given to
+//! [`Connection::new`] together with a random seed for CHAP challenges.
+//!
+//! # Host loop
+//!
+//! ```text
+//! let mut conn = Connection::<32, 1024>::new(now, token, limits, seed);
+//! loop {
+//!     // 1. input: feed whole PDUs; 0 = need more bytes
+//!     while let n @ 1.. = conn.handle_input(now, &rx[start..end], &targets, &mut backend) {
+//!         start += n;
+//!     }
+//!     // 2. events
+//!     while let Some(ev) = conn.poll_event() {
+//!         match ev {
+//!             Event::SessionRequest(req) => match sessions.admit(conn.initiator_name(), &req, token) {
+//!                 Ok(adm) => { if let Some(old) = adm.reinstated { /* close that connection */ }
+//!                              conn.session_admitted(&adm) }
+//!                 Err(status) => conn.session_refused(status),
+//!             },
+//!             Event::LoggedIn { .. } => {}
+//!             Event::Close => { /* after sending what is queued: close TCP, sessions.release(token) */ }
+//!         }
+//!     }
+//!     // 3. storage: start each request; complete it now or later, any order
+//!     while let Some(req) = conn.poll_storage() {
+//!         // Read/Write/Flush/Unmap/WriteSame -> conn.complete_storage(now, req.io(), result, &mut backend)
+//!         // Release -> free buffers kept for that io
+//!     }
+//!     // 4. output: one PDU per call into the tx buffer
+//!     while let Some(n) = conn.poll_transmit(now, &mut tx, &mut backend) { send(&tx[..n]) }
+//!     // 5. time
+//!     if let Some(t) = conn.poll_timeout() { /* wake at t, then conn.handle_timeout(t) */ }
+//! }
+//! ```
+//!
+//! Repeat 2–4 after every `complete_storage` too. The receive buffer must
+//! hold [`Connection::max_pdu_len`] bytes; the transmit buffer should hold
+//! 56 bytes plus the initiator's MaxRecvDataSegmentLength (iPXE: 8192).
+//!
+//! # Storage contract
+//!
+//! - Write payload reaches the host through [`Backend::write_data`] straight
+//!   from the receive buffer (no copy in the core), in order, before the
+//!   [`StorageRequest::Write`] that commits it (durably if `fua`).
+//! - A [`StorageRequest::Read`] is completed when the data is available; the
+//!   connection then pulls it with [`Backend::read_data`] directly into the
+//!   transmit buffer, one Data-In PDU at a time. A synchronous host can
+//!   complete reads at once and `pread` inside `read_data`.
+//! - [`StorageRequest::Release`] says the task is over (done, aborted, or the
+//!   connection closed): free buffers kept for that [`IoId`].
+//! - Completions may arrive in any order; a completion for an aborted task
+//!   is accepted and ignored.
+//!
+//! # What is sent to iPXE
+//!
+//! GOOD status rides in the last Data-In (S bit); any other status comes in
+//! its own SCSI Response. The target never sends NOP-In pings or
+//! Asynchronous Messages, and sends Reject only for malformed PDUs.
+
+pub mod backend;
+pub mod chap;
+pub mod config;
+pub mod connection;
+pub mod crc32c;
+pub mod login;
+pub mod params;
+pub mod pdu;
+pub mod session;
+mod task;
+pub mod text;
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::too_many_arguments
+)]
+mod tests;
+
+pub use backend::{
+    Backend, IoId, Plan, ReadChunk, Resume, ScsiRequest, StorageError, StorageRequest, TmfOutcome,
+    WriteChunk,
+};
+pub use config::{ChapCredentials, TargetConfig, TargetLimits, Targets};
+pub use connection::{Connection, Event, Stats};
+pub use login::{LoginStatus, SessionRequest};
+pub use params::SessionParams;
+pub use session::{Admission, SessionTable};

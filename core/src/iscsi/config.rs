@@ -1,0 +1,108 @@
+//! Target configuration as the core sees it: borrowed slices, no allocation.
+//!
+//! The host keeps the owned configuration (e.g. parsed TOML) and builds these
+//! views over it; the core never stores them beyond one call.
+
+/// CHAP credentials: a user name and its secret (RFC 1994 / RFC 7143 §12.1.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChapCredentials<'a> {
+    /// CHAP_N.
+    pub user: &'a str,
+    /// The shared secret.
+    pub secret: &'a [u8],
+}
+
+/// One iSCSI target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TargetConfig<'a> {
+    /// TargetName (an IQN).
+    pub name: &'a str,
+    /// Initiator names allowed to log in; empty means any initiator.
+    pub initiators: &'a [&'a str],
+    /// Credentials an initiator must prove (one-way CHAP). `None`: AuthMethod=None.
+    pub chap: Option<ChapCredentials<'a>>,
+    /// The target's own credentials, sent when the initiator asks for mutual CHAP.
+    pub mutual_chap: Option<ChapCredentials<'a>>,
+    /// LUN numbers of this target (flat LUN numbers, as in REPORT LUNS).
+    pub luns: &'a [u64],
+}
+
+impl TargetConfig<'_> {
+    /// Is `initiator` on the allow-list (or is the list empty)?
+    pub fn allows(&self, initiator: &str) -> bool {
+        self.initiators.is_empty()
+            || self
+                .initiators
+                .iter()
+                .any(|i| i.eq_ignore_ascii_case(initiator))
+    }
+
+    /// Does this target have LUN `lun`?
+    pub fn has_lun(&self, lun: u64) -> bool {
+        self.luns.contains(&lun)
+    }
+}
+
+/// What a connection needs to know about the server's targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Targets<'a> {
+    /// All targets served on this portal.
+    pub targets: &'a [TargetConfig<'a>],
+    /// TargetAddress value for SendTargets, `<ip>:<port>` (IPv6 in brackets).
+    pub portal: &'a str,
+    /// TargetPortalGroupTag of this portal (sent in the first login response).
+    pub portal_group_tag: u16,
+}
+
+impl<'a> Targets<'a> {
+    /// Look a target up by name (iSCSI names compare case-insensitively, RFC 3722).
+    pub fn find(&self, name: &str) -> Option<(usize, &TargetConfig<'a>)> {
+        self.targets
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.name.eq_ignore_ascii_case(name))
+    }
+}
+
+/// Limits and preferences of this target (the values it offers in login).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TargetLimits {
+    /// Our MaxRecvDataSegmentLength: the largest data segment we accept. It is
+    /// also capped by the connection's receive capacity.
+    pub max_recv_data_segment_length: u32,
+    /// MaxBurstLength we offer (the negotiated value is the minimum).
+    pub max_burst_length: u32,
+    /// FirstBurstLength we offer.
+    pub first_burst_length: u32,
+    /// MaxOutstandingR2T we offer.
+    pub max_outstanding_r2t: u16,
+    /// ImmediateData we offer (AND function).
+    pub immediate_data: bool,
+    /// InitialR2T we offer (OR function).
+    pub initial_r2t: bool,
+    /// DefaultTime2Wait we offer (max function).
+    pub default_time2wait: u16,
+    /// DefaultTime2Retain we offer (min function).
+    pub default_time2retain: u16,
+    /// A login that has not reached full feature phase by then is dropped (ms).
+    pub login_timeout_ms: u64,
+    /// Offer CRC32C digests when the initiator lists them.
+    pub allow_digests: bool,
+}
+
+impl Default for TargetLimits {
+    fn default() -> Self {
+        TargetLimits {
+            max_recv_data_segment_length: 262_144,
+            max_burst_length: 1_048_576,
+            first_burst_length: 262_144,
+            max_outstanding_r2t: 8,
+            immediate_data: true,
+            initial_r2t: false,
+            default_time2wait: 2,
+            default_time2retain: 0,
+            login_timeout_ms: 15_000,
+            allow_digests: true,
+        }
+    }
+}

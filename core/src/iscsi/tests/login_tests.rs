@@ -1,0 +1,1 @@
+//! Login: CHAP, discovery, failures, reinstatement.

@@ -1,0 +1,1 @@
+//! Data transfer: R2T, immediate data, residuals, DataSN, CmdSN window.
