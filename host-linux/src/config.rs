@@ -445,6 +445,7 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
