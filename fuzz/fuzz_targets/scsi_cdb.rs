@@ -51,6 +51,7 @@ fn check_io(io: &Io, size: u64, bs: u64) {
             offset + u64::from(len)
         }
         Io::WriteSame { offset, blocks, .. } => offset + blocks * bs,
+        Io::Copy { src, dst, len, .. } => src.max(dst) + u64::from(len),
         Io::Flush | Io::Unmap | Io::LbaStatus { .. } => 0,
     };
     assert!(end <= size, "{io:?} beyond {size}");

@@ -95,6 +95,8 @@ pub struct Lun<const N: usize = 16, const R: usize = 8> {
     /// Control mode page SWP: software write protect.
     pub(crate) swp: bool,
     pub(crate) stats: LunStats,
+    /// Last EXTENDED COPY status per nexus slot (RECEIVE COPY RESULTS).
+    pub(crate) copies: [Option<super::xcopy::CopyRecord>; N],
 }
 
 impl<const N: usize, const R: usize> Lun<N, R> {
@@ -109,6 +111,7 @@ impl<const N: usize, const R: usize> Lun<N, R> {
             d_sense: false,
             swp: false,
             stats: LunStats::default(),
+            copies: [None; N],
         }
     }
 
@@ -153,6 +156,9 @@ impl<const N: usize, const R: usize> Lun<N, R> {
         }
         if let Some(slot) = self.ua.get_mut(usize::from(index)) {
             *slot = ua::POWER_ON;
+        }
+        if let Some(slot) = self.copies.get_mut(usize::from(index)) {
+            *slot = None;
         }
     }
 
@@ -264,6 +270,9 @@ impl<const N: usize, const R: usize> Lun<N, R> {
     ) -> CmdResult<Response> {
         match (io, result) {
             (_, IoResult::Error(e)) => {
+                if let Io::Copy { nexus, list_id, .. } = io {
+                    self.record_copy(*nexus, *list_id, false, 0);
+                }
                 let (key, code) = match e {
                     IoError::Read => (SenseKey::MediumError, asc::UNRECOVERED_READ_ERROR),
                     IoError::Write => (SenseKey::MediumError, asc::WRITE_ERROR),
@@ -276,6 +285,18 @@ impl<const N: usize, const R: usize> Lun<N, R> {
                 Err(Fail::Check(Sense::new(key, code)))
             }
             (Io::Read { len, .. }, IoResult::Ok) => Ok(Response::good(*len)),
+            (
+                Io::Copy {
+                    len,
+                    nexus,
+                    list_id,
+                    ..
+                },
+                IoResult::Ok,
+            ) => {
+                self.record_copy(*nexus, *list_id, true, u64::from(*len));
+                Ok(Response::good(0))
+            }
             (Io::Verify { .. } | Io::CompareAndWrite { .. }, IoResult::Miscompare { offset }) => {
                 let mut s = Sense::new(SenseKey::Miscompare, asc::MISCOMPARE_DURING_VERIFY);
                 s.information = Some(offset);
@@ -384,6 +405,8 @@ impl<const N: usize, const R: usize> Lun<N, R> {
             op::UNMAP => self.unmap(cdb),
             op::COMPARE_AND_WRITE => self.compare_and_write(cdb, expected_len),
             op::ORWRITE_16 => self.orwrite(cdb),
+            op::EXTENDED_COPY => self.extended_copy(cdb),
+            op::RECEIVE_COPY_RESULTS => self.receive_copy_results(nexus, cdb, buf),
             op::READ_DEFECT_DATA_10 | op::READ_DEFECT_DATA_12 => self.read_defect_data(cdb, buf),
             op::MODE_SENSE_6 | op::MODE_SENSE_10 => self.mode_sense(cdb, buf),
             op::MODE_SELECT_6 | op::MODE_SELECT_10 => self.mode_select(cdb),
@@ -409,6 +432,7 @@ impl<const N: usize, const R: usize> Lun<N, R> {
             op::MODE_SELECT_6 | op::MODE_SELECT_10 => self.mode_select_data(nexus, cdb, data),
             op::PERSISTENT_RESERVE_OUT => self.persistent_reserve_out_data(nexus, cdb, data),
             op::UNMAP if self.cfg.thin_provisioning => self.unmap_data(data),
+            op::EXTENDED_COPY => self.extended_copy_data(nexus, data),
             _ => Err(illegal(asc::INVALID_COMMAND_OPERATION_CODE)),
         }
     }

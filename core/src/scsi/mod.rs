@@ -42,6 +42,7 @@ mod opcodes;
 mod pr;
 mod sense;
 mod target;
+mod xcopy;
 
 #[cfg(test)]
 mod tests;
@@ -222,6 +223,22 @@ pub enum Io {
         len: u32,
         /// Force Unit Access.
         fua: bool,
+    },
+    /// EXTENDED COPY: copy `len` bytes from `src` to `dst` within this
+    /// LUN (the ranges may overlap: copy as if through a buffer). No
+    /// Data-Out. `nexus` and `list_id` are bookkeeping for RECEIVE COPY
+    /// RESULTS: pass the `Io` back unchanged.
+    Copy {
+        /// Source byte offset.
+        src: u64,
+        /// Destination byte offset.
+        dst: u64,
+        /// Byte count.
+        len: u32,
+        /// Nexus slot that sent the command.
+        nexus: u16,
+        /// LIST IDENTIFIER to report the status under, if any.
+        list_id: Option<u8>,
     },
     /// WRITE SAME 10/16: collect `data_out_len` bytes (one block, or 0 for
     /// NDOB meaning a block of zeros) and write that block `blocks` times

@@ -134,6 +134,43 @@ static CAW: [u8; 16] = [
 static RC16: [u8; 16] = with_op(SAI16, op::SERVICE_ACTION_IN_16, 0x1f);
 static LBA_STATUS: [u8; 16] = with_op(SAI16, op::SERVICE_ACTION_IN_16, 0x1f);
 
+static XCOPY: [u8; 16] = [
+    op::EXTENDED_COPY,
+    0x1f,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0xff,
+    0xff,
+    0xff,
+    0xff,
+    0,
+    0,
+];
+static RCR: [u8; 16] = [
+    op::RECEIVE_COPY_RESULTS,
+    0x1f,
+    0xff,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0xff,
+    0xff,
+    0xff,
+    0xff,
+    0,
+    0,
+];
+
 static COMMANDS: &[Cmd] = &[
     c(op::TEST_UNIT_READY, &[op::TEST_UNIT_READY, 0, 0, 0, 0, 0]),
     c(op::REQUEST_SENSE, &[op::REQUEST_SENSE, 0x01, 0, 0, 0xff, 0]),
@@ -208,6 +245,9 @@ static COMMANDS: &[Cmd] = &[
     s(op::PERSISTENT_RESERVE_OUT, 0x04, &PROUT),
     s(op::PERSISTENT_RESERVE_OUT, 0x05, &PROUT),
     s(op::PERSISTENT_RESERVE_OUT, 0x06, &PROUT),
+    s(op::EXTENDED_COPY, 0x00, &XCOPY),
+    s(op::RECEIVE_COPY_RESULTS, 0x00, &RCR),
+    s(op::RECEIVE_COPY_RESULTS, 0x03, &RCR),
     c(op::READ_16, &READ_16),
     c(op::COMPARE_AND_WRITE, &CAW),
     c(op::ORWRITE_16, &ORWRITE_16),
