@@ -146,6 +146,7 @@ pub struct Connection<const TASKS: usize = 32, const SCRATCH: usize = 1024> {
     releases: Deque<IoId, TASKS>,
     events: Deque<Event, 4>,
     close_after_ctrl: bool,
+    nexus_reported: bool,
     stats: Stats,
 }
 
@@ -196,6 +197,7 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
             releases: Deque::new(),
             events: Deque::new(),
             close_after_ctrl: false,
+            nexus_reported: false,
             stats: Stats::default(),
         }
     }
@@ -248,18 +250,17 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
         BHS_LEN + 255 * 4 + 2 * DIGEST_LEN + pad4(data)
     }
 
-    fn window(&self) -> u32 {
+    /// MaxCmdSN to put in the PDU being built, counting `freeing` task slots
+    /// that this PDU releases. Only advertised values are enforced, and they
+    /// never move backwards.
+    fn advertise(&mut self, freeing: usize) -> u32 {
         let busy = self.tasks.iter().filter(|t| !t.is_free()).count();
-        TASKS.saturating_sub(busy + IMMEDIATE_RESERVE) as u32
-    }
-
-    fn refresh_max_cmd_sn(&mut self) {
-        let w = self.window();
-        // MaxCmdSN = ExpCmdSN - 1 + window, never moving backwards.
+        let w = TASKS.saturating_sub(busy.saturating_sub(freeing) + IMMEDIATE_RESERVE) as u32;
         let candidate = self.exp_cmd_sn.wrapping_add(w).wrapping_sub(1);
         if sn_lt(self.max_cmd_sn, candidate) {
             self.max_cmd_sn = candidate;
         }
+        self.max_cmd_sn
     }
 
     fn close(&mut self) {
@@ -280,12 +281,18 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
     /// elsewhere): all tasks end now. Drain `poll_storage` for `Release`s.
     pub fn abort<B: Backend>(&mut self, backend: &mut B) {
         self.abort_all_tasks();
-        if self.nexus != 0 {
-            backend.nexus_lost(self.nexus);
-        }
+        self.lose_nexus(backend);
         self.ctrl.clear();
         self.login_response_pending = false;
         self.state = State::Closed;
+    }
+
+    /// Tell the SCSI layer the I_T nexus is gone, once.
+    fn lose_nexus<B: Backend>(&mut self, backend: &mut B) {
+        if self.nexus != 0 && !self.nexus_reported {
+            self.nexus_reported = true;
+            backend.nexus_lost(self.nexus);
+        }
     }
 
     fn end_task(&mut self, slot: usize) {
@@ -563,6 +570,7 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
             return;
         };
         let nexus = self.nexus;
+        let self_initial_r2t = self.params.initial_r2t;
         let Some(t) = self.tasks.get_mut(slot) else {
             return;
         };
@@ -576,7 +584,7 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
         t.write = cmd.write;
         t.attr = cmd.attr;
         t.cdb = cmd.cdb;
-        t.unsolicited_open = cmd.write && !cmd.final_bit;
+        t.unsolicited_open = cmd.write && !cmd.final_bit && !self_initial_r2t;
         t.unsolicited_end = unsolicited_end.max(data.len() as u32);
         t.phase = Phase::Collecting;
         let req = ScsiRequest {
@@ -601,11 +609,15 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
                 .get(slot)
                 .is_some_and(|t| t.phase == Phase::Collecting);
             if is_collecting {
+                // R2Ts planned before the immediate data counted are not sent yet: redo them.
+                if let Some(t) = self.tasks.get_mut(slot) {
+                    t.r2ts.clear();
+                    t.next_r2t_offset = 0;
+                }
                 self.accept_data(slot, 0, data, backend);
                 self.after_data(slot, backend);
             }
         }
-        self.refresh_max_cmd_sn();
     }
 
     fn apply_plan<B: Backend>(&mut self, slot: usize, plan: Plan, backend: &mut B) {
@@ -983,7 +995,6 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
             itt: t.itt,
             response,
         });
-        self.refresh_max_cmd_sn();
     }
 
     fn abort_where(&mut self, f: impl Fn(&Task<SCRATCH>) -> bool) {
@@ -1279,12 +1290,10 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
         }
         if self.close_after_ctrl && self.ctrl.is_empty() {
             self.close_after_ctrl = false;
-            if self.nexus != 0 {
-                backend.nexus_lost(self.nexus);
-            }
             self.close();
         }
         if self.state == State::Closing {
+            self.lose_nexus(backend);
             self.state = State::Closed;
             let _ = self.events.push_back(Event::Close);
         }
@@ -1311,8 +1320,8 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
         let c = self.ctrl.front()?.clone();
         let off = self.data_offset();
         let (data_len, ok) = {
+            let max = self.advertise(0);
             let exp = self.exp_cmd_sn;
-            let max = self.max_cmd_sn;
             let stat_sn = self.stat_sn;
             let need = |n: usize| self.pdu_size(n);
             match &c {
@@ -1421,7 +1430,7 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
 
     fn emit_r2t(&mut self, buf: &mut [u8]) -> Option<usize> {
         let exp = self.exp_cmd_sn;
-        let max = self.max_cmd_sn;
+        let max = self.advertise(0);
         let stat_sn = self.stat_sn;
         let need = self.pdu_size(0);
         for t in self.tasks.iter_mut() {
@@ -1486,7 +1495,17 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
         let max_burst = self.params.max_burst_length.max(512);
         let target = self.target.unwrap_or(0);
         let exp = self.exp_cmd_sn;
-        let max = self.max_cmd_sn;
+        let (remaining, burst_left, good) = {
+            let t = self.tasks.get(slot)?;
+            let remaining = t.data_in_len.checked_sub(t.data_in_sent)?;
+            (
+                remaining,
+                max_burst - (t.data_in_sent % max_burst),
+                t.status == 0,
+            )
+        };
+        let len_guess = remaining.min(mrdsl).min(burst_left).min(room as u32);
+        let max = self.advertise(usize::from(len_guess == remaining && good));
         let t = self.tasks.get_mut(slot)?;
         let remaining = t.data_in_len.checked_sub(t.data_in_sent)?;
         // Stay inside the current burst (sequence) of MaxBurstLength.
@@ -1550,7 +1569,6 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
         if last {
             if with_status {
                 self.end_task(slot);
-                self.refresh_max_cmd_sn();
             } else if let Some(t) = self.tasks.get_mut(slot) {
                 t.phase = Phase::Respond;
             }
@@ -1560,6 +1578,7 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
 
     fn emit_response(&mut self, slot: usize, buf: &mut [u8]) -> Option<usize> {
         let off = self.data_offset();
+        let max = self.advertise(1);
         let t = self.tasks.get(slot)?;
         let sense_len = t.sense_len as usize;
         let data_len = if sense_len > 0 { sense_len + 2 } else { 0 };
@@ -1573,7 +1592,7 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
             itt: t.itt,
             stat_sn,
             exp_cmd_sn: self.exp_cmd_sn,
-            max_cmd_sn: self.max_cmd_sn,
+            max_cmd_sn: max,
             exp_data_sn: t.data_sn.wrapping_add(t.r2t_sn),
             data_len: data_len as u32,
         }
@@ -1588,7 +1607,6 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
         }
         self.stat_sn = self.stat_sn.wrapping_add(1);
         self.end_task(slot);
-        self.refresh_max_cmd_sn();
         self.seal(buf, data_len)
     }
 }

@@ -97,7 +97,8 @@ pub mod text;
     clippy::unwrap_used,
     clippy::indexing_slicing,
     clippy::panic,
-    clippy::too_many_arguments
+    clippy::too_many_arguments,
+    clippy::expect_used
 )]
 mod tests;
 

@@ -208,6 +208,7 @@ impl<'a> Harness<'a> {
 
     pub fn drain(&mut self) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
+        let mut idle = 0;
         loop {
             let mut progress = false;
             while let Some(ev) = self.conn.poll_event() {
@@ -257,7 +258,9 @@ impl<'a> Harness<'a> {
                 progress = true;
                 out.push(buf[..n].to_vec());
             }
-            if !progress {
+            // An event may appear during the last poll_transmit: go round once more.
+            idle = if progress { 0 } else { idle + 1 };
+            if idle == 2 {
                 break;
             }
         }

@@ -1,1 +1,491 @@
-//! Data transfer: R2T, immediate data, residuals, DataSN, CmdSN window.
+//! Data transfer: R2T, immediate data, residuals, DataSN, CmdSN window, digests.
+
+use super::*;
+
+/// Log in straight to full feature phase (CSG=1, NSG=3) with `ops` keys.
+pub(crate) fn logged_in_with(ops: &str, limits: TargetLimits) -> Harness<'static> {
+    let mut h = Harness::new(portal(targets(None, None)), limits);
+    let text = std::format!(
+        "InitiatorName=iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test\nTargetName={TARGET}\nSessionType=Normal\n{ops}\n"
+    );
+    let r = h.feed(&login_pdu(
+        Stage::Operational,
+        Stage::FullFeature,
+        true,
+        1,
+        0,
+        0,
+        &text,
+    ));
+    assert_eq!(r.len(), 1);
+    let resp = LoginResponse::parse(&bhs(&r[0])).unwrap();
+    assert_eq!(
+        (resp.status_class, resp.status_detail),
+        (0, 0),
+        "{:?}",
+        keys(&r[0])
+    );
+    assert!(h.conn.is_full_feature());
+    h
+}
+
+fn r2ts(out: &[Vec<u8>]) -> Vec<R2t> {
+    out.iter()
+        .filter(|p| bhs(p).opcode() == Opcode::R2t)
+        .map(|p| R2t::parse(&bhs(p)).unwrap())
+        .collect()
+}
+
+fn response(out: &[Vec<u8>]) -> ScsiResponse {
+    let p = out
+        .iter()
+        .find(|p| bhs(p).opcode() == Opcode::ScsiResponse)
+        .expect("a SCSI Response");
+    ScsiResponse::parse(&bhs(p)).unwrap()
+}
+
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(7) ^ seed).collect()
+}
+
+#[test]
+fn r2t_write_flow_with_bursts() {
+    let mut h = logged_in_with(
+        "InitialR2T=Yes\nImmediateData=No\nMaxBurstLength=16384\nMaxOutstandingR2T=2\nMaxRecvDataSegmentLength=8192",
+        TargetLimits::default(),
+    );
+    let data = pattern(65536, 0x5a);
+    let out = h.feed(&command(
+        7,
+        0,
+        &write10(10, 128),
+        65536,
+        false,
+        true,
+        &[],
+        true,
+    ));
+    let r = r2ts(&out);
+    assert_eq!(r.len(), 2, "MaxOutstandingR2T=2");
+    assert_eq!(
+        (r[0].buffer_offset, r[0].desired_len, r[0].r2t_sn),
+        (0, 16384, 0)
+    );
+    assert_eq!(
+        (r[1].buffer_offset, r[1].desired_len, r[1].r2t_sn),
+        (16384, 16384, 1)
+    );
+    let mut seen = r;
+    let mut offset = 0u32;
+    let mut final_out = Vec::new();
+    while offset < 65536 {
+        let r2t = seen.remove(0);
+        assert_eq!(r2t.buffer_offset, offset);
+        for (sn, chunk) in
+            (0..).zip(data[offset as usize..(offset + r2t.desired_len) as usize].chunks(8192))
+        {
+            let last = (sn + 1) * 8192 >= r2t.desired_len;
+            let out = h.feed(&data_out(7, r2t.ttt, sn, offset, chunk, last));
+            offset += chunk.len() as u32;
+            seen.extend(r2ts(&out));
+            if offset == 65536 {
+                final_out = out;
+            }
+        }
+    }
+    let s = response(&final_out);
+    assert_eq!(s.status, 0);
+    assert_eq!(s.residual, Residual::None);
+    assert_eq!(s.exp_data_sn, 4, "ExpDataSN counts the R2Ts");
+    assert_eq!(&h.backend.disk[10 * 512..10 * 512 + 65536], &data[..]);
+    assert_eq!(h.backend.writes, 1);
+}
+
+#[test]
+fn immediate_and_unsolicited_data_then_r2t() {
+    let mut h = logged_in_with(
+        "InitialR2T=No\nImmediateData=Yes\nFirstBurstLength=8192\nMaxBurstLength=65536",
+        TargetLimits::default(),
+    );
+    let data = pattern(16384, 3);
+    // 4 KiB immediate, F=0: more unsolicited data follows.
+    let out = h.feed(&command(
+        9,
+        0,
+        &write10(0, 32),
+        16384,
+        false,
+        true,
+        &data[..4096],
+        false,
+    ));
+    assert!(out.is_empty(), "no R2T while the unsolicited burst is open");
+    let out = h.feed(&data_out(9, RESERVED_TAG, 0, 4096, &data[4096..8192], true));
+    let r = r2ts(&out);
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].buffer_offset, r[0].desired_len), (8192, 8192));
+    let out = h.feed(&data_out(9, r[0].ttt, 0, 8192, &data[8192..], true));
+    assert_eq!(response(&out).status, 0);
+    assert_eq!(&h.backend.disk[..16384], &data[..]);
+}
+
+#[test]
+fn immediate_data_covering_everything_needs_no_r2t() {
+    let mut h = logged_in_with("InitialR2T=Yes\nImmediateData=Yes", TargetLimits::default());
+    let data = pattern(1024, 9);
+    let out = h.feed(&command(
+        1,
+        0,
+        &write10(5, 2),
+        1024,
+        false,
+        true,
+        &data,
+        true,
+    ));
+    assert!(r2ts(&out).is_empty());
+    assert_eq!(response(&out).status, 0);
+    assert_eq!(&h.backend.disk[5 * 512..5 * 512 + 1024], &data[..]);
+}
+
+#[test]
+fn bad_data_sn_drops_the_connection() {
+    let mut h = logged_in_with("InitialR2T=Yes\nImmediateData=No", TargetLimits::default());
+    let out = h.feed(&command(
+        3,
+        0,
+        &write10(100, 2),
+        1024,
+        false,
+        true,
+        &[],
+        true,
+    ));
+    let r = r2ts(&out);
+    let out = h.feed(&data_out(3, r[0].ttt, 27, 0, &[1; 1024], true));
+    assert!(out.iter().all(|p| bhs(p).opcode() != Opcode::ScsiResponse));
+    assert!(h.closed);
+    assert_eq!(h.conn.stats().protocol_errors, 1);
+    assert_eq!(
+        h.backend.lost.len(),
+        1,
+        "the SCSI layer hears of the nexus loss"
+    );
+    assert_ne!(&h.backend.disk[100 * 512..100 * 512 + 4], &[1, 1, 1, 1]);
+}
+
+#[test]
+fn cmdsn_window() {
+    let mut h = ipxe_logged_in(TargetLimits::default());
+    let tur = [0u8; 6];
+    let out = h.feed(&command(1, 0, &tur, 0, false, false, &[], true));
+    let s = response(&out);
+    assert_eq!(s.exp_cmd_sn, 1);
+    let max = s.max_cmd_sn;
+    // Beyond MaxCmdSN: silently ignored.
+    assert!(h
+        .feed(&command(
+            2,
+            max.wrapping_add(1),
+            &tur,
+            0,
+            false,
+            false,
+            &[],
+            true
+        ))
+        .is_empty());
+    // Below ExpCmdSN (a duplicate): ignored too.
+    assert!(h
+        .feed(&command(3, 0, &tur, 0, false, false, &[], true))
+        .is_empty());
+    assert_eq!(h.conn.stats().cmdsn_dropped, 2);
+    // The expected one still works.
+    let s = response(&h.feed(&command(4, 1, &tur, 0, false, false, &[], true)));
+    assert_eq!((s.itt, s.exp_cmd_sn), (4, 2));
+}
+
+#[test]
+fn read_residuals() {
+    let mut h = ipxe_logged_in(TargetLimits::default());
+    // EDTL smaller than the read: EDTL bytes, overflow.
+    let out = h.feed(&command(1, 0, &read10(0, 2), 600, true, false, &[], true));
+    let d = DataIn::parse(&bhs(&out[0])).unwrap();
+    assert_eq!(d.data_len, 600);
+    assert_eq!(d.residual, Residual::Overflow(424));
+    // EDTL larger: underflow.
+    let out = h.feed(&command(2, 1, &read10(0, 1), 4096, true, false, &[], true));
+    let d = DataIn::parse(&bhs(&out[0])).unwrap();
+    assert_eq!(d.data_len, 512);
+    assert_eq!(d.residual, Residual::Underflow(3584));
+    // EDTL 0: no Data-In at all, overflow in the response.
+    let out = h.feed(&command(3, 2, &read10(0, 1), 0, true, false, &[], true));
+    assert_eq!(out.len(), 1);
+    assert_eq!(response(&out).residual, Residual::Overflow(512));
+}
+
+#[test]
+fn write_residuals() {
+    let mut h = logged_in_with("InitialR2T=Yes\nImmediateData=Yes", TargetLimits::default());
+    let before = h.backend.disk[..512].to_vec();
+    // EDTL 200 < one block: refused, nothing written, overflow.
+    let out = h.feed(&command(
+        1,
+        0,
+        &write10(0, 1),
+        200,
+        false,
+        true,
+        &[0x62; 200],
+        true,
+    ));
+    let s = response(&out);
+    assert_eq!(s.status, 2);
+    assert_eq!(s.residual, Residual::Overflow(312));
+    let sense = &out[0][50..];
+    assert_eq!((sense[2], sense[12], sense[13]), (5, 0x0e, 0x03));
+    assert_eq!(&h.backend.disk[..512], &before[..]);
+    // EDTL 1024 > one block: write one block, underflow 512.
+    let out = h.feed(&command(
+        2,
+        1,
+        &write10(0, 1),
+        1024,
+        false,
+        true,
+        &[0x62; 1024],
+        true,
+    ));
+    let s = response(&out);
+    assert_eq!(s.status, 0);
+    assert_eq!(s.residual, Residual::Underflow(512));
+    assert_eq!(&h.backend.disk[..512], &[0x62; 512][..]);
+    assert_ne!(&h.backend.disk[512..1024], &[0x62; 512][..]);
+}
+
+#[test]
+fn completions_out_of_order() {
+    let mut h = ipxe_logged_in(TargetLimits::default());
+    h.sync_storage = false;
+    assert!(h
+        .feed(&command(1, 0, &read10(0, 1), 512, true, false, &[], true))
+        .is_empty());
+    assert!(h
+        .feed(&command(2, 1, &read10(8, 1), 512, true, false, &[], true))
+        .is_empty());
+    assert_eq!(h.pending.len(), 2);
+    let second = h.pending.pop().unwrap();
+    let out = h.complete(second);
+    assert_eq!(DataIn::parse(&bhs(&out[0])).unwrap().itt, 2);
+    assert_eq!(&out[0][48..48 + 512], &h.backend.disk[8 * 512..9 * 512]);
+    let first = h.pending.pop().unwrap();
+    let out = h.complete(first);
+    assert_eq!(DataIn::parse(&bhs(&out[0])).unwrap().itt, 1);
+    // A late duplicate completion is counted, not acted on.
+    h.complete(first);
+    assert_eq!(h.conn.stats().stray_completions, 1);
+}
+
+#[test]
+fn parameter_list_via_r2t() {
+    let mut h = logged_in_with("InitialR2T=Yes\nImmediateData=No", TargetLimits::default());
+    let out = h.feed(&command(
+        5,
+        0,
+        &[0x15, 0x10, 0, 0, 12, 0],
+        12,
+        false,
+        true,
+        &[],
+        true,
+    ));
+    let r = r2ts(&out);
+    assert_eq!(r[0].desired_len, 12);
+    let out = h.feed(&data_out(5, r[0].ttt, 0, 0, &[0; 12], true));
+    assert_eq!(response(&out).status, 0);
+}
+
+#[test]
+fn nop_tmf_and_logout() {
+    let mut h = ipxe_logged_in(TargetLimits::default());
+    // NOP-Out ping with data is echoed.
+    let mut p = vec![0u8; 48 + 8];
+    NopOut {
+        immediate: true,
+        lun: 0,
+        itt: 0x77,
+        ttt: RESERVED_TAG,
+        cmd_sn: 0,
+        exp_stat_sn: 2,
+        data_len: 5,
+    }
+    .emit(&mut Bhs::new_unchecked(&mut p[..48]));
+    p[48..53].copy_from_slice(b"hello");
+    let out = h.feed(&p);
+    let n = NopIn::parse(&bhs(&out[0])).unwrap();
+    assert_eq!((n.itt, n.ttt, n.data_len), (0x77, RESERVED_TAG, 5));
+    assert_eq!(&out[0][48..53], b"hello");
+
+    // ABORT TASK on a read still waiting for storage.
+    h.sync_storage = false;
+    assert!(h
+        .feed(&command(
+            0x10,
+            0,
+            &read10(0, 1),
+            512,
+            true,
+            false,
+            &[],
+            true
+        ))
+        .is_empty());
+    let mut t = [0u8; 48];
+    TaskMgmtRequest {
+        immediate: true,
+        function: TmfFunction::AbortTask,
+        lun: 1 << 48,
+        itt: 0x11,
+        ref_task_tag: 0x10,
+        cmd_sn: 1,
+        exp_stat_sn: 0,
+        ref_cmd_sn: 0,
+        exp_data_sn: 0,
+    }
+    .emit(&mut Bhs::new_unchecked(&mut t[..]));
+    let out = h.feed(&t);
+    let r = TaskMgmtResponse::parse(&bhs(&out[0])).unwrap();
+    assert_eq!((r.itt, r.response), (0x11, TmfResponse::Complete));
+    // The storage completion arrives later: nothing is sent for the aborted task.
+    let io = h.pending.pop().unwrap();
+    assert!(h.complete(io).is_empty());
+
+    // LUN RESET reaches the SCSI layer.
+    h.sync_storage = true;
+    TaskMgmtRequest {
+        immediate: true,
+        function: TmfFunction::LogicalUnitReset,
+        lun: 1 << 48,
+        itt: 0x12,
+        ref_task_tag: RESERVED_TAG,
+        cmd_sn: 1,
+        exp_stat_sn: 0,
+        ref_cmd_sn: 0,
+        exp_data_sn: 0,
+    }
+    .emit(&mut Bhs::new_unchecked(&mut t[..]));
+    let out = h.feed(&t);
+    assert_eq!(
+        TaskMgmtResponse::parse(&bhs(&out[0])).unwrap().response,
+        TmfResponse::Complete
+    );
+    assert_eq!(h.backend.tmfs, [TmfFunction::LogicalUnitReset]);
+
+    // Logout closes the session.
+    let mut l = [0u8; 48];
+    LogoutRequest {
+        immediate: true,
+        reason: LogoutReason::CloseSession,
+        itt: 0x20,
+        cid: 0,
+        cmd_sn: 1,
+        exp_stat_sn: 0,
+    }
+    .emit(&mut Bhs::new_unchecked(&mut l[..]));
+    let out = h.feed(&l);
+    let r = LogoutResponse::parse(&bhs(&out[0])).unwrap();
+    assert_eq!((r.itt, r.response), (0x20, 0));
+    assert!(h.closed);
+    assert_eq!(h.backend.lost.len(), 1);
+}
+
+#[test]
+fn unknown_opcode_is_rejected_and_connection_survives() {
+    let mut h = ipxe_logged_in(TargetLimits::default());
+    let mut p = [0u8; 48];
+    p[0] = 0x1c; // vendor-specific initiator opcode
+    p[16..20].copy_from_slice(&[0, 0, 0, 9]);
+    let out = h.feed(&p);
+    let rj = Reject::parse(&bhs(&out[0])).unwrap();
+    assert_eq!(rj.reason, RejectReason::CommandNotSupported);
+    assert_eq!(&out[0][48..96], &p[..]);
+    let out = h.feed(&command(1, 0, &[0u8; 6], 0, false, false, &[], true));
+    assert_eq!(response(&out).status, 0);
+}
+
+/// Build a PDU with digests from a plain one.
+fn with_digests(p: &[u8]) -> Vec<u8> {
+    let l = pdu_len(&bhs(p), Digests::default());
+    let mut out = p[..48].to_vec();
+    out.extend_from_slice(&crc32c::crc32c(&p[..48]).to_le_bytes());
+    if l.data_len > 0 {
+        let data = &p[48..48 + pad4(l.data_len)];
+        out.extend_from_slice(data);
+        out.extend_from_slice(&crc32c::crc32c(data).to_le_bytes());
+    }
+    out
+}
+
+#[test]
+fn digests_on() {
+    let mut h = logged_in_with(
+        "HeaderDigest=CRC32C,None\nDataDigest=CRC32C,None\nImmediateData=Yes\nInitialR2T=Yes",
+        TargetLimits::default(),
+    );
+    // a write with immediate data, digests on both segments
+    let data = pattern(512, 1);
+    let out = h.feed(&with_digests(&command(
+        1,
+        0,
+        &write10(3, 1),
+        512,
+        false,
+        true,
+        &data,
+        true,
+    )));
+    assert_eq!(out.len(), 1);
+    let p = &out[0];
+    assert_eq!(p.len(), 52);
+    assert_eq!(&p[48..52], &crc32c::crc32c(&p[..48]).to_le_bytes());
+    assert_eq!(&h.backend.disk[3 * 512..4 * 512], &data[..]);
+    // a read: header digest, data, data digest
+    let out = h.feed(&with_digests(&command(
+        2,
+        1,
+        &read10(3, 1),
+        512,
+        true,
+        false,
+        &[],
+        true,
+    )));
+    let p = &out[0];
+    assert_eq!(p.len(), 48 + 4 + 512 + 4);
+    assert_eq!(&p[52..564], &data[..]);
+    assert_eq!(&p[564..568], &crc32c::crc32c(&data).to_le_bytes());
+    // a bad data digest: Reject, the connection stays up
+    let mut bad = with_digests(&command(
+        3,
+        2,
+        &write10(3, 1),
+        512,
+        false,
+        true,
+        &data,
+        true,
+    ));
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    let out = h.feed(&bad);
+    assert_eq!(
+        Reject::parse(&bhs(&out[0][..48])).unwrap().reason,
+        RejectReason::DataDigestError
+    );
+    // a bad header digest: the connection is dropped
+    let mut bad = with_digests(&command(4, 2, &[0u8; 6], 0, false, false, &[], true));
+    bad[49] ^= 1;
+    h.feed(&bad);
+    assert!(h.closed);
+    assert_eq!(h.conn.stats().digest_errors, 2);
+}
