@@ -648,6 +648,21 @@ fn small_buffer_is_an_error_not_a_panic() {
     ));
     let mut buf = [0u8; 1436];
     assert_eq!(t.required_buffer_len(), 1436);
+    // With a tiny blksize the OACK is the longest datagram.
+    let tiny = incoming(&rrq(
+        "f",
+        Options {
+            blksize: Some(8),
+            tsize: Some(0),
+            ..Options::default()
+        },
+    ))
+    .accept(now, 1 << 40, &TransferConfig::default());
+    assert_eq!(
+        tiny.required_buffer_len(),
+        2 + 10 + 6 + 14,
+        "OACK blksize 8, tsize 2^40"
+    );
     assert!(t.poll_transmit(now, &mut buf, &mut file).unwrap().is_some());
     t.handle_datagram(now, b"\x00\x04\x00\x00");
     assert_eq!(

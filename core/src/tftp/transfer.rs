@@ -52,6 +52,8 @@ use super::wire::{
 };
 use crate::time::{Duration, Instant};
 
+const READ_ERROR: &[u8] = b"Read error";
+
 /// Limits and defaults the host sets for every transfer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -193,6 +195,9 @@ impl Transfer {
             windowsize: windowsize.map(u64::from),
         };
         let blksize = blksize.unwrap_or(DEFAULT_BLKSIZE);
+        let timeout_used = timeout
+            .map_or(config.timeout, Duration::from_secs)
+            .max(Duration::from_millis(1));
         let phase = if granted.is_empty() {
             Phase::Data
         } else {
@@ -202,7 +207,8 @@ impl Transfer {
             size,
             blksize,
             windowsize: windowsize.unwrap_or(1),
-            timeout: timeout.map_or(config.timeout, Duration::from_secs),
+            // A zero timeout would retransmit in a busy loop.
+            timeout: timeout_used,
             max_retries: config.max_retries,
             granted,
             phase,
@@ -211,7 +217,7 @@ impl Transfer {
             sent_max: 0,
             last: (size / u64::from(blksize)).saturating_add(1),
             retries: 0,
-            deadline: Some(now + timeout.map_or(config.timeout, Duration::from_secs)),
+            deadline: Some(now + timeout_used),
             outcome: None,
             pending_error: false,
             stats: TransferStats::default(),
@@ -243,9 +249,22 @@ impl Transfer {
         self.granted
     }
 
-    /// Smallest buffer [`Transfer::poll_transmit`] accepts: blksize + 4.
+    /// Smallest buffer [`Transfer::poll_transmit`] accepts: blksize + 4, or
+    /// more when the OACK or an ERROR is longer than a (tiny) DATA packet.
     pub fn required_buffer_len(&self) -> usize {
-        usize::from(self.blksize).saturating_add(HEADER_LEN)
+        let oack = Repr::Oack {
+            options: self.granted,
+        }
+        .buffer_len();
+        let error = Repr::Error {
+            code: ErrorCode::NotDefined,
+            message: READ_ERROR,
+        }
+        .buffer_len();
+        usize::from(self.blksize)
+            .saturating_add(HEADER_LEN)
+            .max(oack)
+            .max(error)
     }
 
     /// Counters so far.
@@ -372,7 +391,7 @@ impl Transfer {
         if self.pending_error {
             let len = (Repr::Error {
                 code: ErrorCode::NotDefined,
-                message: b"Read error",
+                message: READ_ERROR,
             })
             .emit(buf)?;
             self.pending_error = false;
