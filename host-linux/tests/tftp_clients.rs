@@ -4,7 +4,12 @@
 //! A missing client binary fails the test: CI installs them
 //! (`apt-get install tftp-hpa curl atftp`).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::io::Read;
 use std::net::UdpSocket;
