@@ -33,8 +33,9 @@ pub struct LunConfig {
     pub max_transfer_blocks: u32,
     /// OPTIMAL TRANSFER LENGTH in blocks (VPD B0h).
     pub optimal_transfer_blocks: u32,
-    /// MAXIMUM UNMAP LBA COUNT (VPD B0h), per UNMAP command and per WRITE
-    /// SAME with UNMAP.
+    /// MAXIMUM UNMAP LBA COUNT (VPD B0h), per UNMAP descriptor. Default
+    /// `u32::MAX` (no limit: a hole punch costs the same for any length);
+    /// libiscsi calls an explicit limit above 2^20 insane.
     pub max_unmap_blocks: u32,
     /// MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT (VPD B0h); at most
     /// [`LunConfig::MAX_UNMAP_DESCRIPTORS`].
@@ -65,7 +66,7 @@ impl LunConfig {
             revision: *b"0001",
             max_transfer_blocks: 0,
             optimal_transfer_blocks: 0,
-            max_unmap_blocks: 0x0040_0000,
+            max_unmap_blocks: u32::MAX,
             max_unmap_descriptors: 64,
             unmap_granularity: 8,
             max_write_same_blocks: 0x0040_0000,

@@ -342,7 +342,7 @@ fn thin_lun_advertises_unmap() {
     let out = h.run(&n1(), &[0x12, 1, 0xb2, 0, 255, 0], &[]);
     assert_eq!(out.data, [0, 0xb2, 0, 4, 0, 0xe4, 0x02, 0]);
     let out = h.run(&n1(), &[0x12, 1, 0xb0, 0, 255, 0], &[]);
-    assert_eq!(&out.data[20..24], &0x0040_0000u32.to_be_bytes());
+    assert_eq!(&out.data[20..24], &u32::MAX.to_be_bytes());
     assert_eq!(&out.data[24..28], &64u32.to_be_bytes());
     let mut cdb = [0u8; 16];
     cdb[0] = 0x9e;
