@@ -180,9 +180,11 @@ async fn serve(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result<(
                     break;
                 }
             }
-            r = main.readable() => {
-                r?;
-                drain(&mut server, &main, pxe.as_ref(), SERVER_PORT, &mut rx, &mut tx).await;
+            // Before the sockets: under a flood they are always ready, and
+            // `biased` would otherwise starve the lease file.
+            _ = tick.tick() => {
+                server.handle_timeout(now());
+                persister.maybe_write(&server, false).await;
             }
             r = async { match &pxe { Some(s) => s.readable().await, None => std::future::pending().await } } => {
                 r?;
@@ -190,9 +192,9 @@ async fn serve(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result<(
                     drain(&mut server, s, Some(&main), PXE_PORT, &mut rx, &mut tx).await;
                 }
             }
-            _ = tick.tick() => {
-                server.handle_timeout(now());
-                persister.maybe_write(&server, false).await;
+            r = main.readable() => {
+                r?;
+                drain(&mut server, &main, pxe.as_ref(), SERVER_PORT, &mut rx, &mut tx).await;
             }
         }
     }
