@@ -477,3 +477,32 @@ fn garbage_is_dropped_and_the_machine_keeps_working() {
     assert_eq!(o.message_type, Some(MessageType::Offer));
     let _ = "".to_string();
 }
+
+#[test]
+fn full_dora_with_captured_edk2_gets_ipxe_efi() {
+    let mut s = Server::<8>::new(full_config()).unwrap();
+    let (tx, o) = exchange(&mut s, 0, CLIENT, 67, EDK2_DISCOVER).unwrap();
+    assert_eq!(o.message_type, Some(MessageType::Offer));
+    assert_eq!(&o.file[..], b"ipxe.efi");
+    assert_eq!(&o.bootfile[..], b"ipxe.efi\0");
+    assert_eq!(o.siaddr, SERVER);
+    assert!(o.broadcast && tx.broadcast);
+    assert_eq!(o.ipxe, None, "175 is for iPXE only");
+    assert!(o.root_path.is_empty(), "17 is for iPXE only");
+    let req = modified(EDK2_REQUEST, |r| r.requested_ip = Some(o.yiaddr));
+    let (_, a) = exchange(&mut s, 4000, CLIENT, 67, &req).unwrap();
+    assert_eq!(a.message_type, Some(MessageType::Ack));
+    assert_eq!(a.yiaddr, o.yiaddr);
+    assert_eq!(&a.file[..], b"ipxe.efi");
+}
+
+#[test]
+fn a_host_buffer_too_small_drops_the_reply_and_counts_it() {
+    let mut s = Server::<8>::new(full_config()).unwrap();
+    s.handle_packet(t(0), CLIENT, 67, IPXE_BIOS_DISCOVER);
+    let mut tiny = [0u8; 200];
+    assert!(s.poll_transmit(t(0), &mut tiny).is_none());
+    assert_eq!(s.stats().too_big, 1);
+    // The next exchange is unaffected.
+    assert!(exchange(&mut s, 1, CLIENT, 67, IPXE_BIOS_DISCOVER).is_some());
+}
