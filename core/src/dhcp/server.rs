@@ -456,6 +456,12 @@ impl<'a, const N: usize> Server<'a, N> {
             _ => {}
         }
         if proxy {
+            if kind == (ClientKind::Pxe { arch: 0 }) && chosen.is_some() {
+                // PXE_DISCOVERY_CONTROL = 8: boot the file in this offer, skip
+                // boot server discovery. Classic BIOS ROMs want it in a proxy
+                // offer; UEFI firmware without it asks port 4011 instead.
+                let _ = r.vendor_specific.extend_from_slice(&[6, 1, 8, 255]);
+            }
             if r.vendor_class.is_empty() {
                 push_str(&mut r.vendor_class, "PXEClient");
             }

@@ -458,6 +458,8 @@ pub struct Repr {
     pub hostname: Vec<u8, SHORT_STR>,
     /// 17
     pub root_path: Vec<u8, LONG_STR>,
+    /// 43, vendor-specific (PXE encapsulated options), raw
+    pub vendor_specific: Vec<u8, SHORT_STR>,
     /// 50
     pub requested_ip: Option<Ipv4Addr>,
     /// 51, seconds
@@ -606,6 +608,7 @@ impl Repr {
             dns: Vec::new(),
             hostname: Vec::new(),
             root_path: Vec::new(),
+            vendor_specific: Vec::new(),
             requested_ip: None,
             lease_time: None,
             server_id: None,
@@ -670,6 +673,7 @@ impl Repr {
                 opt::DNS => push_trunc(&mut s.dns, d),
                 opt::HOSTNAME => push_trunc(&mut r.hostname, d),
                 opt::ROOT_PATH => push_trunc(&mut r.root_path, d),
+                opt::VENDOR_SPECIFIC => push_trunc(&mut r.vendor_specific, d),
                 opt::REQUESTED_IP => stage(&mut s.requested, d, &mut ov),
                 opt::LEASE_TIME => stage(&mut s.lease, d, &mut ov),
                 opt::SERVER_ID => stage(&mut s.server_id, d, &mut ov),
@@ -796,6 +800,7 @@ impl Repr {
         add(!self.dns.is_empty(), self.dns.len().saturating_mul(4));
         add(!self.hostname.is_empty(), self.hostname.len());
         add(!self.root_path.is_empty(), self.root_path.len());
+        add(!self.vendor_specific.is_empty(), self.vendor_specific.len());
         add(self.requested_ip.is_some(), 4);
         add(!self.params.is_empty(), self.params.len());
         add(!self.message.is_empty(), self.message.len());
@@ -900,6 +905,7 @@ impl Repr {
         };
         s(&mut w, opt::HOSTNAME, &self.hostname);
         s(&mut w, opt::ROOT_PATH, &self.root_path);
+        s(&mut w, opt::VENDOR_SPECIFIC, &self.vendor_specific);
         if let Some(a) = self.requested_ip {
             w.option(opt::REQUESTED_IP, &a.octets());
         }

@@ -161,6 +161,11 @@ fn proxy_offer_to_plain_pxe_bios_gets_undionly() {
     assert_eq!(o.uuid.len(), 17, "option 97 echoed");
     assert_eq!(o.lease_time, None);
     assert_eq!(o.ipxe, None);
+    assert_eq!(
+        &o.vendor_specific[..],
+        &[6, 1, 8, 255],
+        "43: skip boot server discovery"
+    );
     assert!(tx.proxy && tx.broadcast);
     assert_eq!(s.stats().proxy_offers, 1);
     assert_eq!(s.lease_table().len(), 0);
@@ -175,6 +180,10 @@ fn proxy_offer_and_4011_ack_to_edk2_uefi() {
     assert!(o.broadcast, "EDK2 asked for broadcast");
     assert_eq!(tx.dst.ip(), &Ipv4Addr::BROADCAST);
     assert_eq!(tx.client, ClientKind::Pxe { arch: 7 });
+    assert!(
+        o.vendor_specific.is_empty(),
+        "UEFI asks port 4011 when 43 is absent"
+    );
     let edk2_uuid = Repr::parse(&Packet::new_checked(EDK2_DISCOVER).unwrap())
         .unwrap()
         .uuid;
