@@ -238,7 +238,7 @@ impl Login {
             transit: false,
             cont: false,
             csg: req.csg,
-            nsg: req.csg,
+            nsg: Stage::Security,
             version_max: 0,
             version_active: 0,
             isid: req.isid,
@@ -302,7 +302,7 @@ impl Login {
         self.response.status_class = c;
         self.response.status_detail = d;
         self.response.transit = false;
-        self.response.nsg = self.response.csg;
+        self.response.nsg = Stage::Security;
         self.response_text.clear();
         self.response.data_len = 0;
         self.advance_stat_sn();
@@ -565,7 +565,8 @@ impl Login {
         }
         self.response.transit = transit;
         self.response.csg = req.csg;
-        self.response.nsg = if transit { req.nsg } else { req.csg };
+        // NSG is reserved (zero) without the T bit.
+        self.response.nsg = if transit { req.nsg } else { Stage::Security };
         if transit {
             self.stage = req.nsg;
         } else {

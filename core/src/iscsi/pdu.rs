@@ -405,7 +405,7 @@ pub struct LoginRequest {
     pub cont: bool,
     /// Current stage.
     pub csg: Stage,
-    /// Next stage.
+    /// Next stage (meaningful only with the T bit).
     pub nsg: Stage,
     /// Version-max.
     pub version_max: u8,
@@ -480,7 +480,7 @@ fn stage_flags(transit: bool, cont: bool, csg: Stage, nsg: Stage) -> u8 {
     (if transit { 0x80 } else { 0 })
         | (if cont { 0x40 } else { 0 })
         | (csg.bits() << 2)
-        | if transit { nsg.bits() } else { 0 }
+        | nsg.bits()
 }
 
 /// Login Response (RFC 7143 §11.13).
@@ -957,7 +957,8 @@ impl DataIn {
             lun: bhs.lun(),
             itt: bhs.itt(),
             ttt: bhs.word(20),
-            stat_sn: bhs.word(24),
+            // StatSN is reserved without the S bit.
+            stat_sn: if s { bhs.word(24) } else { 0 },
             exp_cmd_sn: bhs.word(28),
             max_cmd_sn: bhs.word(32),
             data_sn: bhs.word(36),
