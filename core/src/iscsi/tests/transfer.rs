@@ -531,8 +531,8 @@ fn random_io_against_model() {
         seed ^= seed << 17;
         seed % n
     };
-    let mut cmd_sn = 0u32;
     for round in 0..200u32 {
+        let cmd_sn = round;
         let itt = 0x1000 + round;
         // Stay inside the advertised CmdSN window (8 slots, 1 kept for immediates).
         while h.pending.len() >= 6 {
@@ -606,7 +606,6 @@ fn random_io_against_model() {
                 true,
             ));
         }
-        cmd_sn += 1;
         // complete a random subset of pending storage, in random order
         while !h.pending.is_empty() && rnd(3) != 0 {
             let i = rnd(h.pending.len() as u64) as usize;
