@@ -143,6 +143,10 @@ pub struct Connection<const TASKS: usize = 32, const SCRATCH: usize = 1024> {
     rr: usize,
     ctrl: Deque<Ctrl, CONTROL_QUEUE>,
     text: Vec<u8, MAX_TEXT_RESPONSE>,
+    /// Bytes of `text` already sent (a long response goes out in pieces).
+    text_sent: usize,
+    /// Target Transfer Tag of a Text Response waiting for its continuation.
+    text_ttt: u32,
     releases: Deque<IoId, TASKS>,
     events: Deque<Event, 4>,
     close_after_ctrl: bool,
@@ -194,6 +198,8 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
             rr: 0,
             ctrl: Deque::new(),
             text: Vec::new(),
+            text_sent: 0,
+            text_ttt: RESERVED_TAG,
             releases: Deque::new(),
             events: Deque::new(),
             close_after_ctrl: false,
@@ -940,7 +946,6 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
         }
         let lun = decode_lun(t.lun);
         let target = self.target.unwrap_or(0);
-        let has_lun = |_l: u64| true;
         let response = match t.function {
             TmfFunction::AbortTask => match self.find_task(t.ref_task_tag) {
                 Some(slot) => {
@@ -965,15 +970,11 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
                 }
             }
             TmfFunction::LogicalUnitReset => {
-                if !has_lun(lun) {
-                    TmfResponse::NoSuchLun
-                } else {
-                    self.abort_where(|task| task.lun == lun);
-                    match backend.task_management(self.nexus, target, lun, t.function) {
-                        TmfOutcome::Complete => TmfResponse::Complete,
-                        TmfOutcome::NoSuchLun => TmfResponse::NoSuchLun,
-                        TmfOutcome::NotSupported => TmfResponse::NotSupported,
-                    }
+                self.abort_where(|task| task.lun == lun);
+                match backend.task_management(self.nexus, target, lun, t.function) {
+                    TmfOutcome::Complete => TmfResponse::Complete,
+                    TmfOutcome::NoSuchLun => TmfResponse::NoSuchLun,
+                    TmfOutcome::NotSupported => TmfResponse::NotSupported,
                 }
             }
             TmfFunction::TargetWarmReset | TmfFunction::TargetColdReset => {
@@ -1016,8 +1017,20 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
         if !self.accept_cmd_sn(t.immediate, t.cmd_sn) {
             return;
         }
-        if t.ttt != RESERVED_TAG || t.cont {
-            // We never continue a response, so a continuation is an error.
+        if t.ttt != RESERVED_TAG {
+            // The initiator asks for the next piece of a long response.
+            if t.ttt == self.text_ttt && self.text_sent < self.text.len() {
+                self.queue_ctrl(Ctrl::Text {
+                    itt: t.itt,
+                    lun: t.lun,
+                });
+            } else {
+                self.reject(RejectReason::ProtocolError, bhs);
+            }
+            return;
+        }
+        if t.cont {
+            // Multi-PDU text requests are not needed by any key we support.
             self.reject(RejectReason::ProtocolError, bhs);
             return;
         }
@@ -1055,6 +1068,8 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
         }
         let n = out.len();
         self.text.clear();
+        self.text_sent = 0;
+        self.text_ttt = RESERVED_TAG;
         let _ = self.text.extend_from_slice(buf.get(..n).unwrap_or(&[]));
         self.queue_ctrl(Ctrl::Text {
             itt: t.itt,
@@ -1319,10 +1334,20 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
     fn emit_ctrl(&mut self, buf: &mut [u8]) -> Option<usize> {
         let c = self.ctrl.front()?.clone();
         let off = self.data_offset();
+        let mut text_advance = None;
         let (data_len, ok) = {
             let max = self.advertise(0);
             let exp = self.exp_cmd_sn;
             let stat_sn = self.stat_sn;
+            let mrdsl = self.params.initiator_mrdsl.max(512) as usize;
+            if matches!(c, Ctrl::Text { .. }) && self.text_ttt == RESERVED_TAG {
+                self.text_ttt = self.next_ttt;
+                self.next_ttt = self.next_ttt.wrapping_add(1).max(1);
+                if self.next_ttt == RESERVED_TAG {
+                    self.next_ttt = 1;
+                }
+            }
+            let text_ttt = self.text_ttt;
             let need = |n: usize| self.pdu_size(n);
             match &c {
                 Ctrl::Reject { reason, bhs } => {
@@ -1399,22 +1424,28 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
                     (0, true)
                 }
                 Ctrl::Text { itt, lun } => {
-                    let n = self.text.len();
-                    let b = buf.get_mut(..need(n))?;
+                    // Pieces of at most the initiator's MaxRecvDataSegmentLength;
+                    // all but the last carry C=1 and a TTT to continue with.
+                    let from = self.text_sent.min(self.text.len());
+                    let piece = (self.text.len() - from).min(mrdsl);
+                    let more = from + piece < self.text.len();
+                    let b = buf.get_mut(..need(piece))?;
                     TextResponse {
-                        final_bit: true,
-                        cont: false,
+                        final_bit: !more,
+                        cont: more,
                         lun: *lun,
                         itt: *itt,
-                        ttt: RESERVED_TAG,
+                        ttt: if more { text_ttt } else { RESERVED_TAG },
                         stat_sn,
                         exp_cmd_sn: exp,
                         max_cmd_sn: max,
-                        data_len: n as u32,
+                        data_len: piece as u32,
                     }
                     .emit(&mut Bhs::new_unchecked(&mut b[..]));
-                    b.get_mut(off..off + n)?.copy_from_slice(&self.text);
-                    (n, true)
+                    b.get_mut(off..off + piece)?
+                        .copy_from_slice(self.text.get(from..from + piece)?);
+                    text_advance = Some((from + piece, more));
+                    (piece, true)
                 }
             }
         };
@@ -1422,8 +1453,14 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
             return None;
         }
         let _ = self.ctrl.pop_front();
-        // Every control response carries a StatSN (Reject does not advance it... but
-        // RFC 7143 §11.17 gives it one too; only Data-In without status and R2T do not).
+        if let Some((sent, more)) = text_advance {
+            self.text_sent = sent;
+            if !more {
+                self.text_ttt = RESERVED_TAG;
+            }
+        }
+        // Every control response carries and advances StatSN (only Data-In
+        // without status and R2T do not).
         self.stat_sn = self.stat_sn.wrapping_add(1);
         self.seal(buf, data_len)
     }

@@ -425,3 +425,81 @@ fn login_timeout() {
     assert!(h.closed);
     assert_eq!(h.conn.poll_timeout(), None);
 }
+
+#[test]
+fn long_send_targets_response_is_continued() {
+    let names: Vec<&'static str> = (0..40)
+        .map(|i| {
+            &*std::boxed::Box::leak(
+                std::format!("iqn.2024-01.test.e2e:a-rather-long-target-name-{i:03}")
+                    .into_boxed_str(),
+            )
+        })
+        .collect();
+    let list: Vec<TargetConfig<'static>> = names
+        .iter()
+        .map(|n| TargetConfig {
+            name: n,
+            initiators: &[],
+            chap: None,
+            mutual_chap: None,
+            luns: LUNS,
+        })
+        .collect();
+    let list: &'static [TargetConfig<'static>] = std::boxed::Box::leak(list.into_boxed_slice());
+    let mut h = Harness::new(portal(list), TargetLimits::default());
+    let text = std::format!(
+        "InitiatorName={INITIATOR}\nSessionType=Discovery\nAuthMethod=None\nMaxRecvDataSegmentLength=512\n"
+    );
+    let r = h.feed(&login_pdu(
+        Stage::Security,
+        Stage::FullFeature,
+        true,
+        1,
+        0,
+        0,
+        &text,
+    ));
+    assert_eq!(status(&r[0]), (0, 0));
+    let text_req = |ttt: u32, body: &[u8]| {
+        let mut p = vec![0u8; 48 + pad4(body.len())];
+        TextRequest {
+            immediate: true,
+            final_bit: true,
+            cont: false,
+            lun: 0,
+            itt: 5,
+            ttt,
+            cmd_sn: 0,
+            exp_stat_sn: 1,
+            data_len: body.len() as u32,
+        }
+        .emit(&mut Bhs::new_unchecked(&mut p[..48]));
+        p[48..48 + body.len()].copy_from_slice(body);
+        p
+    };
+    let mut all = Vec::new();
+    let mut r = h.feed(&text_req(RESERVED_TAG, b"SendTargets=All\0"));
+    let mut pieces = 0;
+    loop {
+        pieces += 1;
+        let t = TextResponse::parse(&bhs(&r[0])).unwrap();
+        assert!(t.data_len <= 512);
+        all.extend_from_slice(&r[0][48..48 + t.data_len as usize]);
+        if t.final_bit {
+            assert!(!t.cont);
+            assert_eq!(t.ttt, RESERVED_TAG);
+            break;
+        }
+        assert!(t.cont && t.ttt != RESERVED_TAG);
+        r = h.feed(&text_req(t.ttt, b""));
+    }
+    assert!(pieces > 5);
+    let got: Vec<_> = text::pairs(&all)
+        .map(|p| p.unwrap())
+        .filter(|p| p.key == "TargetName")
+        .map(|p| p.value)
+        .collect();
+    assert_eq!(got.len(), 40);
+    assert_eq!(got[39], names[39]);
+}
