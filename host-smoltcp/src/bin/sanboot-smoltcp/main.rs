@@ -1,0 +1,207 @@
+//! `sanboot-smoltcp --tap NAME --config F`: the smoltcp appliance on a Linux
+//! TAP device, reading the same TOML file as `sanboot serve`.
+//!
+//! smoltcp owns its own Ethernet and IP address on the tap (`--mac`,
+//! `[server] address`); the kernel's stack is not involved, so the tap's
+//! bridge may carry another address or none. `[server] interface` is
+//! ignored. Leases are kept in memory only.
+
+#[allow(dead_code)]
+#[cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing))]
+#[path = "../../../../host-linux/src/config.rs"]
+mod config;
+mod files;
+mod translate;
+
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use sanboot_core::dhcp::{BootChoice, ClientKind, MessageType};
+use sanboot_core::tftp::TransferConfig;
+use sanboot_smoltcp::smoltcp::phy::{wait, Medium, TunTapInterface};
+use sanboot_smoltcp::smoltcp::time::{Duration, Instant};
+use sanboot_smoltcp::{socket_storage, sockets_needed, Appliance, Buffers, Event, Scripts};
+
+/// Lease slots (32 bytes each).
+const LEASES: usize = 1024;
+/// TFTP transfers at once.
+const TRANSFERS: usize = 16;
+/// Bytes queued per transfer socket: a window of 10 blocks of 1468.
+const TX: usize = 16 * 1024;
+const SOCKETS: usize = sockets_needed(TRANSFERS);
+
+#[derive(Parser)]
+#[command(
+    name = "sanboot-smoltcp",
+    version,
+    about = "sanboot's appliance on smoltcp over a Linux TAP device"
+)]
+struct Cli {
+    /// The TAP device (created if missing; needs CAP_NET_ADMIN).
+    #[arg(long)]
+    tap: String,
+    /// The sanboot TOML configuration.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// The appliance's own Ethernet address.
+    #[arg(long, default_value = "02:00:00:5b:00:01")]
+    mac: String,
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let config = config::Config::load(&cli.config)?;
+    let mac = translate::mac_arg(&cli.mac)?;
+    let parts = translate::parts(&config)?;
+    let dhcp_hosts = translate::dhcp_hosts(&config, &parts);
+    let seed = unix_millis() ^ u64::from(std::process::id()).rotate_left(32);
+    let dhcp = translate::dhcp_config(&config, &dhcp_hosts, seed);
+    let script_hosts = translate::script_hosts(&config, &parts)?;
+    let app_config = sanboot_smoltcp::Config {
+        mac,
+        address: config.server.address,
+        prefix_len: translate::prefix_len(config.dhcp.netmask),
+        gateway: config.dhcp.router,
+        dhcp,
+        pxe_port: config.dhcp.pxe_port,
+        tftp: TransferConfig {
+            max_blksize: config.tftp.max_blksize,
+            ..TransferConfig::default()
+        },
+        scripts: Scripts {
+            boot: &config.boot.script,
+            root_path: config.boot.root_path.as_deref(),
+            direct: config.boot.direct,
+            hosts: &script_hosts,
+        },
+        random_seed: seed,
+    };
+    let root = match &config.tftp.root {
+        Some(r) => Some(
+            std::fs::canonicalize(r)
+                .with_context(|| format!("[tftp] root = {}: not accessible", r.display()))?,
+        ),
+        None => None,
+    };
+    let files = files::DirFiles { root };
+
+    let mut device = TunTapInterface::new(&cli.tap, Medium::Ethernet)
+        .with_context(|| format!("cannot open tap {}", cli.tap))?;
+    let fd = device.as_raw_fd();
+    let epoch = std::time::Instant::now();
+    let now =
+        || Instant::from_millis(i64::try_from(epoch.elapsed().as_millis()).unwrap_or(i64::MAX));
+
+    // Leaked once: the appliance borrows its buffers for the process's life.
+    let buffers: &'static mut Buffers<TRANSFERS, TX> = Box::leak(Box::default());
+    let sockets = Box::leak(Box::new(socket_storage::<SOCKETS>()));
+    let mut app: Box<Appliance<'_, files::DirFiles, LEASES, TRANSFERS>> = Box::new(
+        Appliance::new(
+            app_config,
+            &mut device,
+            now(),
+            files,
+            buffers,
+            &mut sockets[..],
+        )
+        .map_err(|e| anyhow::anyhow!("cannot start: {e:?}"))?,
+    );
+    println!(
+        "sanboot-smoltcp serving on {} as {} ({}), dhcp={:?}, tftp windowsize<={}",
+        cli.tap,
+        config.server.address,
+        cli.mac,
+        config.dhcp.mode,
+        app.config().tftp.max_windowsize
+    );
+    let mut on_event = |e: Event<'_>| log_event(&e);
+    loop {
+        let t = now();
+        app.poll(t, &mut device, &mut on_event);
+        let delay = app
+            .poll_at(t)
+            .map(|at| if at > t { at - t } else { Duration::ZERO })
+            .map(|d| d.min(Duration::from_millis(1000)));
+        wait(fd, delay.or(Some(Duration::from_millis(1000)))).context("waiting for the tap")?;
+    }
+}
+
+fn mac_str(m: [u8; 6]) -> String {
+    let [a, b, c, d, e, f] = m;
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+}
+
+fn log_event(e: &Event<'_>) {
+    match *e {
+        Event::DhcpReply(t) => {
+            let proto = if t.proxy { "ProxyDHCP" } else { "DHCP" };
+            let msg = match t.message {
+                MessageType::Offer => "OFFER",
+                MessageType::Ack => "ACK",
+                MessageType::Nak => "NAK",
+                _ => "reply",
+            };
+            let kind = match t.client {
+                ClientKind::Ipxe => "iPXE".to_string(),
+                ClientKind::Pxe { arch } => format!("PXE arch {arch}"),
+                ClientKind::Http { arch } => format!("HTTP boot arch {arch}"),
+                ClientKind::Plain => "no PXE".to_string(),
+            };
+            let how = if t.choice == Some(BootChoice::Host) {
+                ", host override"
+            } else {
+                ""
+            };
+            println!(
+                "mac={} {proto} {msg} {} file={} ({kind}{how}) to {}",
+                mac_str(t.mac),
+                t.yiaddr,
+                t.file.unwrap_or("-"),
+                t.dst
+            );
+        }
+        Event::DhcpDropped => println!("DHCP reply dropped: socket buffer full"),
+        Event::TftpRequest {
+            path,
+            peer,
+            size,
+            blksize,
+            windowsize,
+        } => println!(
+            "TFTP RRQ {path} from {} size={size} blksize={blksize} windowsize={windowsize}",
+            peer.addr
+        ),
+        Event::TftpRefused { path, peer, reason } => {
+            println!("TFTP RRQ {path:?} from {} refused: {reason:?}", peer.addr)
+        }
+        Event::TftpRepeated { peer } => println!("TFTP repeated RRQ from {peer} ignored"),
+        Event::TftpDone {
+            peer,
+            outcome,
+            acked,
+            size,
+            retransmitted,
+        } => println!(
+            "TFTP transfer to {} ended: {outcome:?}, {acked} of {size} bytes acked, {retransmitted} retransmitted",
+            peer.addr
+        ),
+    }
+}

@@ -1,0 +1,55 @@
+//! What happened, for the host to log: one event per boot step.
+
+use sanboot_core::dhcp;
+use sanboot_core::tftp::{Outcome, Refusal};
+use smoltcp::wire::IpEndpoint;
+
+/// A boot step or a problem, reported through the callback of
+/// [`crate::Appliance::poll`].
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'e> {
+    /// A DHCP or ProxyDHCP reply went out (see the core's `Transmit`).
+    DhcpReply(dhcp::Transmit<'e>),
+    /// A DHCP reply could not be queued (socket buffer full).
+    DhcpDropped,
+    /// A TFTP read request was accepted.
+    TftpRequest {
+        /// The normalised path.
+        path: &'e str,
+        /// The client.
+        peer: IpEndpoint,
+        /// File size.
+        size: u64,
+        /// Negotiated block size.
+        blksize: u16,
+        /// Negotiated window size.
+        windowsize: u16,
+    },
+    /// A TFTP read request was answered with ERROR.
+    TftpRefused {
+        /// The normalised path (empty when the core refused the request itself).
+        path: &'e str,
+        /// The client.
+        peer: IpEndpoint,
+        /// Why (`None`: bad filename, mode or a write request).
+        reason: Option<Refusal>,
+    },
+    /// A repeated RRQ from a client whose transfer is running was ignored.
+    TftpRepeated {
+        /// The client.
+        peer: IpEndpoint,
+    },
+    /// A TFTP transfer ended.
+    TftpDone {
+        /// The client.
+        peer: IpEndpoint,
+        /// How it ended.
+        outcome: Option<Outcome>,
+        /// Bytes the client acknowledged.
+        acked: u64,
+        /// File size.
+        size: u64,
+        /// DATA packets sent again.
+        retransmitted: u64,
+    },
+}

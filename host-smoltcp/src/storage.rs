@@ -1,0 +1,136 @@
+//! What the appliance reads and writes besides the network: boot files for
+//! TFTP ([`Files`]) and the disks behind iSCSI LUNs ([`BlockDevice`]).
+
+use sanboot_core::tftp::{ReadError, Refusal};
+
+/// A read-only tree of boot files (iPXE binaries, kernels, chained scripts).
+///
+/// `path` is already normalised and confined by the core (relative, `/`
+/// separated, no `..`). A handle lives from `open` to `close`, one per
+/// running transfer.
+pub trait Files {
+    /// An open file.
+    type Handle;
+    /// Opens `path`, returning the handle and the file's size in bytes.
+    fn open(&mut self, path: &str) -> Result<(Self::Handle, u64), Refusal>;
+    /// Fills all of `buf` with the bytes at `offset`.
+    fn read_at(
+        &mut self,
+        handle: &mut Self::Handle,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), ReadError>;
+    /// The transfer using `handle` is over.
+    fn close(&mut self, handle: Self::Handle) {
+        let _ = handle;
+    }
+}
+
+/// Files compiled into the image: `(name, bytes)` pairs, names compared
+/// case-insensitively (TFTP clients are not consistent about case).
+#[derive(Debug, Clone, Copy)]
+pub struct StaticFiles<'a>(pub &'a [(&'a str, &'a [u8])]);
+
+impl<'a> Files for StaticFiles<'a> {
+    type Handle = &'a [u8];
+
+    fn open(&mut self, path: &str) -> Result<(&'a [u8], u64), Refusal> {
+        self.0
+            .iter()
+            .find(|(name, _)| name.trim_start_matches('/').eq_ignore_ascii_case(path))
+            .map(|(_, bytes)| (*bytes, bytes.len() as u64))
+            .ok_or(Refusal::NotFound)
+    }
+
+    fn read_at(
+        &mut self,
+        handle: &mut &'a [u8],
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), ReadError> {
+        sanboot_core::tftp::ReadAt::read_exact_at(handle, offset, buf)
+    }
+}
+
+/// No files at all: only generated scripts are served.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoFiles;
+
+impl Files for NoFiles {
+    type Handle = ();
+
+    fn open(&mut self, _path: &str) -> Result<((), u64), Refusal> {
+        Err(Refusal::NotFound)
+    }
+
+    fn read_at(&mut self, _: &mut (), _: u64, _: &mut [u8]) -> Result<(), ReadError> {
+        Err(ReadError::Io)
+    }
+}
+
+/// The storage behind one LUN, addressed in bytes (the SCSI layer has
+/// already turned LBAs into offsets and checked them against [`len`]).
+///
+/// [`len`]: BlockDevice::len
+pub trait BlockDevice {
+    /// Size in bytes (a multiple of the LUN's block size).
+    fn len(&self) -> u64;
+    /// True for a zero-sized device.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Fills `buf` with the bytes at `offset`.
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError>;
+    /// Stores `data` at `offset`.
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError>;
+    /// Makes every completed write durable.
+    fn flush(&mut self) -> Result<(), StorageError>;
+}
+
+/// A block device failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageError {
+    /// The range is outside the device.
+    OutOfRange,
+    /// The medium failed.
+    Io,
+}
+
+/// A disk held in RAM (or a writable copy of an image in flash).
+#[derive(Debug)]
+pub struct RamDisk<'a>(pub &'a mut [u8]);
+
+impl RamDisk<'_> {
+    fn range(&self, offset: u64, len: usize) -> Result<core::ops::Range<usize>, StorageError> {
+        let start = usize::try_from(offset).map_err(|_| StorageError::OutOfRange)?;
+        let end = start.checked_add(len).ok_or(StorageError::OutOfRange)?;
+        if end > self.0.len() {
+            return Err(StorageError::OutOfRange);
+        }
+        Ok(start..end)
+    }
+}
+
+impl BlockDevice for RamDisk<'_> {
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+        let r = self.range(offset, buf.len())?;
+        let src = self.0.get(r).ok_or(StorageError::OutOfRange)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        let r = self.range(offset, data.len())?;
+        let dst = self.0.get_mut(r).ok_or(StorageError::OutOfRange)?;
+        dst.copy_from_slice(data);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
+}

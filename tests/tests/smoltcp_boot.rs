@@ -1,0 +1,144 @@
+//! The smoltcp appliance (`sanboot-smoltcp --tap`) serves the same boot as
+//! `sanboot serve`: a BIOS iPXE station on the lab bridge gets its address
+//! (full DHCP) and follows the seed chain `boot.ipxe` → `default.ipxe` →
+//! `52-54-00-e2-e0-01.ipxe` → `done-…` over smoltcp's TFTP.
+//!
+//! smoltcp owns 192.0.2.1 on its own tap (`tap1`, enslaved to the bridge),
+//! so the lab's bridge gives that address up first; the kernel's stack takes
+//! no part in the boot.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use sanboot_tests::lab::{ip, BRIDGE};
+use sanboot_tests::process::Stop;
+use sanboot_tests::sanboot::{self, DhcpMode};
+use sanboot_tests::{peers, Boot, Lab, Station};
+
+const SMOLTCP_TAP: &str = "tap1";
+
+/// `$SANBOOT_SMOLTCP_BIN` (relative to the workspace root), otherwise
+/// built once with `cargo build -p sanboot-smoltcp --features std`.
+fn binary() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("SANBOOT_SMOLTCP_BIN") {
+        return Ok(sanboot_tests::workspace_root().join(bin));
+    }
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
+            let status = Command::new(cargo)
+                .args([
+                    "build",
+                    "-p",
+                    "sanboot-smoltcp",
+                    "--features",
+                    "std",
+                    "--bin",
+                    "sanboot-smoltcp",
+                ])
+                .current_dir(sanboot_tests::workspace_root())
+                .status()
+                .map_err(|e| format!("cannot run cargo: {e}"))?;
+            if !status.success() {
+                return Err("cargo build -p sanboot-smoltcp --features std failed".into());
+            }
+            Ok(sanboot_tests::target_dir()
+                .join("debug")
+                .join("sanboot-smoltcp"))
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+/// The RRQ paths sanboot-smoltcp logged (`TFTP RRQ <path> from …`).
+fn tftp_requests(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            words.find(|w| *w == "RRQ")?;
+            words.next().map(str::to_string)
+        })
+        .collect()
+}
+
+#[test]
+fn bios_ipxe_boots_its_per_mac_script_from_smoltcp() -> Result<()> {
+    sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
+    let bin = binary()?;
+    let _one = sanboot_tests::one_station_at_a_time();
+    let lab = Lab::new("smoltcp_boot")?;
+    let _pcap = lab.capture()?;
+    let root = sanboot::tftp_root(&lab)?;
+    sanboot_tests::write_done_script(&root)?;
+    let _ra = peers::router_advertisements(&lab)?;
+
+    let n = lab.ns();
+    ip(&[
+        "-n",
+        n,
+        "addr",
+        "del",
+        &format!("{}/24", sanboot_tests::SERVER),
+        "dev",
+        BRIDGE,
+    ])?;
+    ip(&["-n", n, "tuntap", "add", "dev", SMOLTCP_TAP, "mode", "tap"])?;
+    ip(&["-n", n, "link", "set", SMOLTCP_TAP, "master", BRIDGE])?;
+    ip(&["-n", n, "link", "set", SMOLTCP_TAP, "up"])?;
+
+    let config = sanboot::config(&lab, DhcpMode::Full, &sanboot_tests::chain_host());
+    let config_path = lab.path("sanboot.toml");
+    std::fs::write(&config_path, config)?;
+    let argv = [
+        bin.display().to_string(),
+        "--tap".into(),
+        SMOLTCP_TAP.into(),
+        "--config".into(),
+        config_path.display().to_string(),
+    ];
+    let mut server = lab.spawn("sanboot-smoltcp", &argv, Stop::Term)?;
+    let end = Instant::now() + Duration::from_secs(15);
+    while !server.log().contains("sanboot-smoltcp serving") {
+        if let Some(status) = server.exited() {
+            bail!(
+                "sanboot-smoltcp exited at start ({status}):\n{}",
+                server.log_tail(40)
+            );
+        }
+        if Instant::now() >= end {
+            bail!("sanboot-smoltcp did not start:\n{}", server.log_tail(40));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let mut station = Station::start(&lab, Boot::BiosRom)?;
+    let took = station
+        .wait_for(sanboot_tests::DONE_MARKER, Duration::from_secs(90))
+        .with_context(|| {
+            format!(
+                "sanboot-smoltcp log (last 40 lines):\n{}",
+                server.log_tail(40)
+            )
+        })?;
+    sanboot_tests::record_timing("smoltcp_boot bios-rom", took);
+
+    let console = station.console();
+    let address = sanboot_tests::assert_pool_address(&console)?;
+    sanboot_tests::assert_seed_chain(&console)?;
+    let requests = tftp_requests(&server.log());
+    let mut want = vec!["boot.ipxe".to_string()];
+    want.extend(sanboot_tests::seed_chain_files());
+    let mut rest = requests.as_slice();
+    for f in &want {
+        match rest.iter().position(|r| r.ends_with(f.as_str())) {
+            Some(i) => rest = rest.get(i + 1..).unwrap_or_default(),
+            None => bail!("sanboot-smoltcp logged no RRQ for {f:?} (in order): {requests:?}"),
+        }
+    }
+    println!("station got {address} from smoltcp; it served {requests:?}");
+    Ok(())
+}
