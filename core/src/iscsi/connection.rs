@@ -68,6 +68,9 @@ pub struct Stats {
     pub digest_errors: u64,
     /// Protocol errors that closed the connection.
     pub protocol_errors: u64,
+    /// Data-Out with a wrong DataSN, offset, TTT or length: the command
+    /// failed with CHECK CONDITION.
+    pub data_sequence_errors: u64,
     /// Data-Out for a task we do not know (late data after an early status).
     pub stray_data_out: u64,
     /// Storage completions that matched no task.
@@ -650,9 +653,11 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
                         Phase::Respond
                     };
                 } else {
-                    // Data-Out the command did not consume is a residual.
-                    let used = if t.xfer_len > 0 { t.xfer_len } else { 0 };
-                    t.residual = Residual::of(t.edtl, used);
+                    // A write plan already fixed the residual; otherwise the
+                    // command consumed no Data-Out at all.
+                    if !t.residual_fixed {
+                        t.residual = Residual::of(if t.write { t.edtl } else { 0 }, 0);
+                    }
                     t.data_in_len = 0;
                     t.phase = Phase::Respond;
                 }
@@ -670,13 +675,12 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
             }
             Plan::Write { offset, len, fua } => {
                 let edtl = if t.write { t.edtl } else { 0 };
-                if len > edtl {
-                    // SPDTL > EDTL: refuse without writing (FCP-4 option b).
-                    t.check_condition(0x05, 0x0e, 0x03);
-                    t.residual = Residual::Overflow(len - edtl);
-                    return;
-                }
+                // SPDTL > EDTL: process normally but transfer (and write)
+                // only EDTL bytes, with an overflow residual (FCP-4 option a,
+                // what libiscsi's iSCSIResiduals suite checks).
                 t.residual = Residual::of(edtl, len);
+                t.residual_fixed = true;
+                let len = len.min(edtl);
                 t.status = 0;
                 if len == 0 {
                     t.phase = Phase::StorageQueued(StorageOp::Write {
@@ -693,8 +697,9 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
             }
             Plan::ReceiveParameters { len } => {
                 let edtl = if t.write { t.edtl } else { 0 };
-                let len = len.min(edtl).min(SCRATCH as u32);
                 t.residual = Residual::of(edtl, len);
+                t.residual_fixed = true;
+                let len = len.min(edtl).min(SCRATCH as u32);
                 t.sink = Sink::Scratch;
                 t.xfer_len = len;
                 t.phase = Phase::Collecting;
@@ -772,13 +777,17 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
             return;
         }
         match t.sink {
-            Sink::Storage { offset: base, .. } => backend.write_data(WriteChunk {
-                io: t.io(slot),
-                target,
-                lun: t.lun,
-                offset: base + u64::from(offset),
-                data: kept,
-            }),
+            Sink::Storage { offset: base, .. } => {
+                // The host may buffer this: it hears `Release` when the task ends.
+                t.used_storage = true;
+                backend.write_data(WriteChunk {
+                    io: t.io(slot),
+                    target,
+                    lun: t.lun,
+                    offset: base + u64::from(offset),
+                    data: kept,
+                })
+            }
             Sink::Scratch => {
                 let at = offset as usize;
                 if let Some(d) = t.scratch.get_mut(at..at + kept.len()) {
@@ -843,17 +852,7 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
             attr: t.attr,
         };
         let plan = backend.scsi_resume(&req, why, &mut t.scratch);
-        // Residual of a write stays what the Write plan computed.
-        let keep_residual = t.residual;
-        let was_write = matches!(t.sink, Sink::Storage { .. }) && t.xfer_len > 0;
         self.apply_plan(slot, plan, backend);
-        if was_write {
-            if let Some(t) = self.tasks.get_mut(slot) {
-                if t.phase == Phase::Respond && !t.read {
-                    t.residual = keep_residual;
-                }
-            }
-        }
     }
 
     fn on_data_out<B: Backend>(&mut self, d: &DataOut, data: &[u8], backend: &mut B) {
@@ -869,43 +868,37 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
             self.stats.stray_data_out += 1;
             return;
         }
-        if d.buffer_offset != t.wire_offset || data.is_empty() {
-            self.protocol_error();
+        // A Data-Out sequence error ends the command (ERL 0 cannot recover
+        // it) but not the connection: CHECK CONDITION, ABORTED COMMAND /
+        // DATA PHASE ERROR. Later Data-Out for it is ignored as stray.
+        let end = d.buffer_offset.saturating_add(data.len() as u32);
+        let ok = if d.buffer_offset != t.wire_offset || data.is_empty() {
+            false
+        } else if d.ttt == RESERVED_TAG {
+            // Unsolicited burst.
+            t.unsolicited_open && d.data_sn == t.unsolicited_data_sn && end <= t.unsolicited_end
+        } else {
+            t.r2ts.front().is_some_and(|r| {
+                r.sent
+                    && d.ttt == r.ttt
+                    && d.data_sn == t.seq_data_sn
+                    && end <= r.offset + r.len
+                    && (!d.final_bit || end == r.offset + r.len)
+            })
+        };
+        if !ok {
+            self.stats.data_sequence_errors += 1;
+            t.check_condition(0x0b, 0x4b, 0x00);
             return;
         }
-        let end = d.buffer_offset.saturating_add(data.len() as u32);
         if d.ttt == RESERVED_TAG {
-            // Unsolicited burst.
-            if !t.unsolicited_open
-                || d.data_sn != t.unsolicited_data_sn
-                || end > t.unsolicited_end.max(t.xfer_len.min(t.unsolicited_end))
-            {
-                self.protocol_error();
-                return;
-            }
             t.unsolicited_data_sn = t.unsolicited_data_sn.wrapping_add(1);
             if d.final_bit {
                 t.unsolicited_open = false;
             }
         } else {
-            let Some(front) = t.r2ts.front().copied() else {
-                self.protocol_error();
-                return;
-            };
-            if !front.sent
-                || d.ttt != front.ttt
-                || d.data_sn != t.seq_data_sn
-                || end > front.offset + front.len
-            {
-                self.protocol_error();
-                return;
-            }
             t.seq_data_sn = t.seq_data_sn.wrapping_add(1);
             if d.final_bit {
-                if end != front.offset + front.len {
-                    self.protocol_error();
-                    return;
-                }
                 let _ = t.r2ts.pop_front();
                 t.seq_data_sn = 0;
             }

@@ -122,6 +122,8 @@ pub(crate) struct Task<const S: usize> {
     // Status.
     pub status: u8,
     pub residual: Residual,
+    /// `residual` was set by a Data-Out plan and stays.
+    pub residual_fixed: bool,
     /// Sense bytes at `scratch[sense_at..sense_at + sense_len]`.
     pub sense_at: u32,
     pub sense_len: u32,
@@ -158,6 +160,7 @@ impl<const S: usize> Task<S> {
             data_sn: 0,
             status: 0,
             residual: Residual::None,
+            residual_fixed: false,
             sense_at: 0,
             sense_len: 0,
             scratch: [0; S],
@@ -192,26 +195,27 @@ impl<const S: usize> Task<S> {
         self.data_sn = 0;
         self.status = 0;
         self.residual = Residual::None;
+        self.residual_fixed = false;
         self.sense_at = 0;
         self.sense_len = 0;
     }
 
-    /// Write fixed-format sense data (SPC-4 §4.5.3) after any Data-In and
-    /// finish with CHECK CONDITION.
+    /// Finish with CHECK CONDITION and fixed-format sense data (SPC-4 §4.5.3)
+    /// in the scratch buffer.
     pub fn check_condition(&mut self, key: u8, asc: u8, ascq: u8) {
         let sense = [
             0x70, 0, key, 0, 0, 0, 0, 10, 0, 0, 0, 0, asc, ascq, 0, 0, 0, 0,
         ];
-        let at = 0usize;
-        if let Some(d) = self.scratch.get_mut(at..at + sense.len()) {
+        if let Some(d) = self.scratch.get_mut(..sense.len()) {
             d.copy_from_slice(&sense);
-            self.sense_at = at as u32;
             self.sense_len = sense.len() as u32;
         } else {
             self.sense_len = 0;
         }
+        self.sense_at = 0;
         self.status = 2;
         self.data_in_len = 0;
+        self.r2ts.clear();
         self.phase = Phase::Respond;
     }
 }

@@ -149,8 +149,9 @@ fn immediate_data_covering_everything_needs_no_r2t() {
 }
 
 #[test]
-fn bad_data_sn_drops_the_connection() {
+fn bad_data_sn_fails_the_command_not_the_connection() {
     let mut h = logged_in_with("InitialR2T=Yes\nImmediateData=No", TargetLimits::default());
+    // Two Data-Out in one R2T sequence, both DataSN 0 (libiscsi's first case).
     let out = h.feed(&command(
         3,
         0,
@@ -162,16 +163,39 @@ fn bad_data_sn_drops_the_connection() {
         true,
     ));
     let r = r2ts(&out);
-    let out = h.feed(&data_out(3, r[0].ttt, 27, 0, &[1; 1024], true));
-    assert!(out.iter().all(|p| bhs(p).opcode() != Opcode::ScsiResponse));
-    assert!(h.closed);
-    assert_eq!(h.conn.stats().protocol_errors, 1);
-    assert_eq!(
-        h.backend.lost.len(),
-        1,
-        "the SCSI layer hears of the nexus loss"
-    );
-    assert_ne!(&h.backend.disk[100 * 512..100 * 512 + 4], &[1, 1, 1, 1]);
+    assert!(h
+        .feed(&data_out(3, r[0].ttt, 0, 0, &[1; 512], false))
+        .is_empty());
+    let out = h.feed(&data_out(3, r[0].ttt, 0, 512, &[1; 512], true));
+    let s = response(&out);
+    assert_eq!(s.status, 2);
+    assert_eq!((out[0][50 + 2], out[0][50 + 12]), (0x0b, 0x4b));
+    assert_eq!(h.conn.stats().data_sequence_errors, 1);
+    assert!(!h.closed);
+    // DataSN 27 on an unsolicited burst, then late Data-Out: ignored.
+    let mut h = logged_in_with("InitialR2T=No\nImmediateData=No", TargetLimits::default());
+    assert!(h
+        .feed(&command(
+            4,
+            0,
+            &write10(100, 2),
+            1024,
+            false,
+            true,
+            &[],
+            false
+        ))
+        .is_empty());
+    let out = h.feed(&data_out(4, RESERVED_TAG, 27, 0, &[1; 512], false));
+    assert_eq!(response(&out).status, 2);
+    assert!(h
+        .feed(&data_out(4, RESERVED_TAG, 1, 512, &[1; 512], true))
+        .is_empty());
+    assert_eq!(h.conn.stats().stray_data_out, 1);
+    // the session goes on
+    let out = h.feed(&command(5, 1, &[0u8; 6], 0, false, false, &[], true));
+    assert_eq!(response(&out).status, 0);
+    assert!(!h.closed);
 }
 
 #[test]
@@ -228,7 +252,7 @@ fn read_residuals() {
 fn write_residuals() {
     let mut h = logged_in_with("InitialR2T=Yes\nImmediateData=Yes", TargetLimits::default());
     let before = h.backend.disk[..512].to_vec();
-    // EDTL 200 < one block: refused, nothing written, overflow.
+    // EDTL 200 < one block: GOOD, only the 200 bytes are written, overflow.
     let out = h.feed(&command(
         1,
         0,
@@ -240,15 +264,18 @@ fn write_residuals() {
         true,
     ));
     let s = response(&out);
-    assert_eq!(s.status, 2);
+    assert_eq!(s.status, 0);
     assert_eq!(s.residual, Residual::Overflow(312));
-    let sense = &out[0][50..];
-    assert_eq!((sense[2], sense[12], sense[13]), (5, 0x0e, 0x03));
-    assert_eq!(&h.backend.disk[..512], &before[..]);
+    assert_eq!(&h.backend.disk[..200], &[0x62; 200][..]);
+    assert_eq!(&h.backend.disk[200..512], &before[200..]);
+    // EDTL 0: nothing written, overflow of the whole block.
+    let out = h.feed(&command(3, 1, &write10(1, 1), 0, false, true, &[], true));
+    let s = response(&out);
+    assert_eq!((s.status, s.residual), (0, Residual::Overflow(512)));
     // EDTL 1024 > one block: write one block, underflow 512.
     let out = h.feed(&command(
         2,
-        1,
+        2,
         &write10(0, 1),
         1024,
         false,
