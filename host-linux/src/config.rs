@@ -216,6 +216,9 @@ pub struct Iscsi {
     pub listen: SocketAddr,
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
+    /// `<ip>:<port>` reported by SendTargets (TargetAddress); default: the
+    /// listen address, or `[server] address` when listening on 0.0.0.0.
+    pub portal: Option<String>,
 }
 
 impl Default for Iscsi {
@@ -223,6 +226,7 @@ impl Default for Iscsi {
         Iscsi {
             listen: default_iscsi_listen(),
             max_sessions: default_max_sessions(),
+            portal: None,
         }
     }
 }
@@ -269,6 +273,15 @@ pub struct Lun {
     pub size: Option<u64>,
     #[serde(default)]
     pub read_only: bool,
+    /// Thin provisioning: UNMAP / WRITE SAME with UNMAP punch holes in the
+    /// image, GET LBA STATUS reports them.
+    #[serde(default = "default_true")]
+    pub thin: bool,
+    /// Acknowledge writes from the page cache (reported as WCE=1; the
+    /// initiator flushes with SYNCHRONIZE CACHE / FUA). When false every
+    /// write is made durable before its status.
+    #[serde(default = "default_true")]
+    pub write_cache: bool,
 }
 
 /// What a host's script does once it runs.

@@ -5,6 +5,7 @@
 
 mod config;
 mod dhcp;
+mod disk;
 mod iscsi;
 mod script;
 mod tftp;

@@ -1,0 +1,363 @@
+//! A deliberately small blocking iSCSI initiator (RFC 7143): login with
+//! AuthMethod=None, SCSI commands with immediate data and R2T handling,
+//! NOP-In pings answered. Enough to drive writes and flushes one at a time
+//! and to know exactly which were acknowledged.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+const BHS: usize = 48;
+
+/// A SCSI command's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScsiResult {
+    /// SCSI status (0 = GOOD).
+    pub status: u8,
+    /// iSCSI response code (0 = completed at target).
+    pub response: u8,
+    /// Sense data (without the 2-byte length).
+    pub sense: Vec<u8>,
+    /// Data-In received.
+    pub data: Vec<u8>,
+}
+
+/// One logged-in session on one connection.
+pub struct Initiator {
+    sock: TcpStream,
+    itt: u32,
+    cmd_sn: u32,
+    exp_stat_sn: u32,
+    /// Largest data segment the target accepts from us.
+    target_mrdsl: usize,
+    immediate_data: bool,
+    first_burst: usize,
+    lun: u64,
+}
+
+fn pad4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn put32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_be_bytes());
+}
+
+fn put_dlen(b: &mut [u8], len: usize) {
+    b[5] = (len >> 16) as u8;
+    b[6] = (len >> 8) as u8;
+    b[7] = len as u8;
+}
+
+fn lun_field(lun: u64) -> [u8; 8] {
+    let mut l = [0u8; 8];
+    if lun < 256 {
+        l[1] = lun as u8;
+    } else {
+        l[0] = 0x40 | ((lun >> 8) as u8 & 0x3f);
+        l[1] = lun as u8;
+    }
+    l
+}
+
+fn keys(text: &[u8]) -> Vec<(String, String)> {
+    text.split(|&b| b == 0)
+        .filter(|kv| !kv.is_empty())
+        .filter_map(|kv| {
+            let s = String::from_utf8_lossy(kv);
+            let (k, v) = s.split_once('=')?;
+            Some((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+fn text(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut t = Vec::new();
+    for (k, v) in pairs {
+        t.extend_from_slice(k.as_bytes());
+        t.push(b'=');
+        t.extend_from_slice(v.as_bytes());
+        t.push(0);
+    }
+    t
+}
+
+fn proto(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+impl Initiator {
+    /// Connects to 127.0.0.1:`port` and logs in to `target` as `initiator`.
+    pub fn login(port: u16, initiator: &str, target: &str, lun: u64) -> io::Result<Initiator> {
+        let sock = TcpStream::connect(("127.0.0.1", port))?;
+        sock.set_nodelay(true)?;
+        sock.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let mut me = Initiator {
+            sock,
+            itt: 1,
+            cmd_sn: 0,
+            exp_stat_sn: 0,
+            target_mrdsl: 8192,
+            immediate_data: false,
+            first_burst: 65536,
+            lun,
+        };
+        let isid = [0x80, 0, 0, 0x51, 0x42, std::process::id() as u8];
+        // Security stage, then operational: iPXE's shape.
+        let sec = text(&[
+            ("InitiatorName", initiator),
+            ("TargetName", target),
+            ("SessionType", "Normal"),
+            ("AuthMethod", "None"),
+        ]);
+        let (flags, _) = me.login_step(isid, 0x81, &sec)?; // T, CSG=0, NSG=1
+        let mut csg_nsg = flags & 0x0f;
+        if flags & 0x80 == 0 || csg_nsg & 0x3 != 1 {
+            return Err(proto(format!(
+                "security stage did not transit: flags {flags:#x}"
+            )));
+        }
+        let op = text(&[
+            ("HeaderDigest", "None"),
+            ("DataDigest", "None"),
+            ("ImmediateData", "Yes"),
+            ("InitialR2T", "No"),
+            ("MaxRecvDataSegmentLength", "262144"),
+            ("MaxBurstLength", "1048576"),
+            ("FirstBurstLength", "262144"),
+            ("MaxConnections", "1"),
+            ("ErrorRecoveryLevel", "0"),
+            ("DefaultTime2Wait", "0"),
+            ("DefaultTime2Retain", "0"),
+            ("MaxOutstandingR2T", "1"),
+            ("DataPDUInOrder", "Yes"),
+            ("DataSequenceInOrder", "Yes"),
+        ]);
+        let mut payload = op;
+        for _ in 0..4 {
+            let (flags, answer) = me.login_step(isid, 0x87, &payload)?; // T, CSG=1, NSG=3
+            for (k, v) in keys(&answer) {
+                match k.as_str() {
+                    "MaxRecvDataSegmentLength" => me.target_mrdsl = v.parse().unwrap_or(8192),
+                    "ImmediateData" => me.immediate_data = v == "Yes",
+                    "FirstBurstLength" => me.first_burst = v.parse().unwrap_or(65536),
+                    _ => {}
+                }
+            }
+            csg_nsg = flags & 0x0f;
+            if flags & 0x80 != 0 && csg_nsg & 0x3 == 3 {
+                return Ok(me);
+            }
+            payload = Vec::new();
+        }
+        Err(proto(format!(
+            "login never reached full feature phase (flags {csg_nsg:#x})"
+        )))
+    }
+
+    fn login_step(&mut self, isid: [u8; 6], flags: u8, data: &[u8]) -> io::Result<(u8, Vec<u8>)> {
+        let mut h = [0u8; BHS];
+        h[0] = 0x43;
+        h[1] = flags;
+        put_dlen(&mut h, data.len());
+        h[8..14].copy_from_slice(&isid);
+        put32(&mut h, 16, self.itt);
+        put32(&mut h, 24, self.cmd_sn);
+        put32(&mut h, 28, self.exp_stat_sn);
+        self.send(&h, data)?;
+        let (r, d) = self.recv()?;
+        if r[0] & 0x3f != 0x23 {
+            return Err(proto(format!(
+                "expected Login Response, got opcode {:#x}",
+                r[0]
+            )));
+        }
+        if r[36] != 0 {
+            return Err(proto(format!(
+                "login refused: status class {} detail {}",
+                r[36], r[37]
+            )));
+        }
+        self.exp_stat_sn = be32(&r, 24).wrapping_add(1);
+        Ok((r[1], d))
+    }
+
+    fn send(&mut self, bhs: &[u8; BHS], data: &[u8]) -> io::Result<()> {
+        let mut pdu = Vec::with_capacity(BHS + pad4(data.len()));
+        pdu.extend_from_slice(bhs);
+        pdu.extend_from_slice(data);
+        pdu.resize(BHS + pad4(data.len()), 0);
+        self.sock.write_all(&pdu)
+    }
+
+    fn recv(&mut self) -> io::Result<([u8; BHS], Vec<u8>)> {
+        let mut h = [0u8; BHS];
+        self.sock.read_exact(&mut h)?;
+        let ahs = usize::from(h[4]) * 4;
+        let dlen = (usize::from(h[5]) << 16) | (usize::from(h[6]) << 8) | usize::from(h[7]);
+        let mut rest = vec![0u8; ahs + pad4(dlen)];
+        self.sock.read_exact(&mut rest)?;
+        let data = rest[ahs..ahs + dlen].to_vec();
+        Ok((h, data))
+    }
+
+    /// Runs one SCSI command to completion. `write` is its Data-Out.
+    pub fn command(&mut self, cdb: &[u8], write: &[u8], read_len: u32) -> io::Result<ScsiResult> {
+        let itt = self.itt;
+        self.itt = self.itt.wrapping_add(1);
+        let mut h = [0u8; BHS];
+        h[0] = 0x01;
+        h[1] = 0x80 | 0x01; // F, SIMPLE
+        if read_len > 0 {
+            h[1] |= 0x40;
+        }
+        if !write.is_empty() {
+            h[1] |= 0x20;
+        }
+        h[8..16].copy_from_slice(&lun_field(self.lun));
+        put32(&mut h, 16, itt);
+        let edtl = if write.is_empty() {
+            read_len
+        } else {
+            write.len() as u32
+        };
+        put32(&mut h, 20, edtl);
+        put32(&mut h, 24, self.cmd_sn);
+        put32(&mut h, 28, self.exp_stat_sn);
+        h[32..32 + cdb.len()].copy_from_slice(cdb);
+        self.cmd_sn = self.cmd_sn.wrapping_add(1);
+        let imm = if self.immediate_data {
+            write.len().min(self.first_burst).min(self.target_mrdsl)
+        } else {
+            0
+        };
+        put_dlen(&mut h, imm);
+        self.send(&h, &write[..imm])?;
+        let mut data = Vec::new();
+        loop {
+            let (r, d) = self.recv()?;
+            match r[0] & 0x3f {
+                // NOP-In: answer pings.
+                0x20 => {
+                    let ttt = be32(&r, 20);
+                    if ttt != 0xffff_ffff {
+                        let mut o = [0u8; BHS];
+                        o[0] = 0x40;
+                        o[1] = 0x80;
+                        o[8..16].copy_from_slice(&r[8..16]);
+                        put32(&mut o, 16, 0xffff_ffff);
+                        put32(&mut o, 20, ttt);
+                        put32(&mut o, 24, self.cmd_sn);
+                        put32(&mut o, 28, self.exp_stat_sn);
+                        put_dlen(&mut o, d.len());
+                        self.send(&o, &d)?;
+                    }
+                }
+                // R2T: send the asked range.
+                0x31 => {
+                    let ttt = be32(&r, 20);
+                    let offset = be32(&r, 40) as usize;
+                    let len = be32(&r, 44) as usize;
+                    let end = (offset + len).min(write.len());
+                    let mut at = offset;
+                    let mut data_sn = 0u32;
+                    while at < end {
+                        let n = (end - at).min(self.target_mrdsl);
+                        let mut o = [0u8; BHS];
+                        o[0] = 0x05;
+                        if at + n == end {
+                            o[1] = 0x80;
+                        }
+                        o[8..16].copy_from_slice(&lun_field(self.lun));
+                        put32(&mut o, 16, itt);
+                        put32(&mut o, 20, ttt);
+                        put32(&mut o, 28, self.exp_stat_sn);
+                        put32(&mut o, 36, data_sn);
+                        put32(&mut o, 40, at as u32);
+                        put_dlen(&mut o, n);
+                        self.send(&o, &write[at..at + n])?;
+                        at += n;
+                        data_sn += 1;
+                    }
+                }
+                // Data-In, maybe with status.
+                0x25 => {
+                    data.extend_from_slice(&d);
+                    if r[1] & 0x01 != 0 {
+                        self.exp_stat_sn = be32(&r, 24).wrapping_add(1);
+                        return Ok(ScsiResult {
+                            status: r[3],
+                            response: 0,
+                            sense: Vec::new(),
+                            data,
+                        });
+                    }
+                }
+                // SCSI Response.
+                0x21 => {
+                    self.exp_stat_sn = be32(&r, 24).wrapping_add(1);
+                    let sense = if d.len() >= 2 {
+                        let n = usize::from(u16::from_be_bytes([d[0], d[1]]));
+                        d[2..(2 + n).min(d.len())].to_vec()
+                    } else {
+                        Vec::new()
+                    };
+                    return Ok(ScsiResult {
+                        status: r[3],
+                        response: r[2],
+                        sense,
+                        data,
+                    });
+                }
+                op => {
+                    return Err(proto(format!(
+                        "unexpected PDU opcode {op:#x} for a command"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// WRITE(10) of whole 512-byte blocks at `lba`.
+    pub fn write10(&mut self, lba: u32, data: &[u8], fua: bool) -> io::Result<ScsiResult> {
+        let blocks = (data.len() / 512) as u16;
+        let mut cdb = [0u8; 10];
+        cdb[0] = 0x2a;
+        if fua {
+            cdb[1] = 0x08;
+        }
+        cdb[2..6].copy_from_slice(&lba.to_be_bytes());
+        cdb[7..9].copy_from_slice(&blocks.to_be_bytes());
+        self.command(&cdb, data, 0)
+    }
+
+    /// READ(10) of `blocks` 512-byte blocks at `lba`.
+    pub fn read10(&mut self, lba: u32, blocks: u16) -> io::Result<ScsiResult> {
+        let mut cdb = [0u8; 10];
+        cdb[0] = 0x28;
+        cdb[2..6].copy_from_slice(&lba.to_be_bytes());
+        cdb[7..9].copy_from_slice(&blocks.to_be_bytes());
+        self.command(&cdb, &[], u32::from(blocks) * 512)
+    }
+
+    /// SYNCHRONIZE CACHE(10) of the whole LUN.
+    pub fn sync_cache(&mut self) -> io::Result<ScsiResult> {
+        let mut cdb = [0u8; 10];
+        cdb[0] = 0x35;
+        self.command(&cdb, &[], 0)
+    }
+
+    /// TEST UNIT READY until GOOD (the first answers carry unit attentions).
+    pub fn ready(&mut self) -> io::Result<()> {
+        for _ in 0..5 {
+            if self.command(&[0u8; 6], &[], 0)?.status == 0 {
+                return Ok(());
+            }
+        }
+        Err(proto("TEST UNIT READY never returned GOOD".into()))
+    }
+}
