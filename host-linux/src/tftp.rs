@@ -12,12 +12,14 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant as StdInstant;
 
 use anyhow::{Context, Result};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, SockaddrIn};
 use sanboot_core::tftp::wire::Repr;
 use sanboot_core::tftp::{
     listener::MIN_REPLY_LEN, Incoming, Listener, ListenerEvent, Outcome, ReadAt, ReadError,
@@ -302,13 +304,16 @@ async fn drive(
     source: &mut Source,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
-    let mut tx = vec![0u8; transfer.required_buffer_len()];
+    let mut batch = Batch::new(transfer.required_buffer_len());
     let mut rx = vec![0u8; 2048];
     loop {
         let now = shared.now();
-        while let Some(t) = transfer.poll_transmit(now, &mut tx, source)? {
-            let datagram = tx.get(..t.len).context("transmit longer than buffer")?;
-            socket.send(datagram).await.context("send")?;
+        loop {
+            let count = batch.fill(transfer, now, source)?;
+            if count == 0 {
+                break;
+            }
+            batch.send(socket).await.context("send")?;
         }
         if transfer.is_finished() {
             return Ok(());
@@ -331,6 +336,93 @@ async fn drive(
             }
             _ = sleep_until(deadline) => transfer.handle_timeout(shared.now()),
         }
+    }
+}
+
+/// Largest UDP payload in one IPv4 datagram, the limit of a GSO send.
+const MAX_GSO_BYTES: usize = 65507;
+/// Kernel limit on segments per GSO send (UDP_MAX_SEGMENTS).
+const MAX_GSO_SEGMENTS: usize = 64;
+
+/// Consecutive datagrams of one transfer, laid out back to back at a fixed
+/// stride so that a run of full DATA packets leaves in one `sendmsg` with
+/// UDP_SEGMENT (GSO): the kernel cuts it into datagrams. Falls back to one
+/// `send` per datagram if the kernel refuses GSO.
+struct Batch {
+    buf: Vec<u8>,
+    stride: usize,
+    lens: Vec<usize>,
+    gso: bool,
+}
+
+impl Batch {
+    fn new(stride: usize) -> Batch {
+        let segments = (MAX_GSO_BYTES / stride.max(1)).clamp(1, MAX_GSO_SEGMENTS);
+        Batch {
+            buf: vec![0u8; stride * segments],
+            stride,
+            lens: Vec::with_capacity(segments),
+            gso: segments > 1,
+        }
+    }
+
+    /// Polls datagrams into the batch; stops after one shorter than the
+    /// stride (an OACK, ERROR or the last DATA), since GSO needs equal sizes.
+    fn fill(
+        &mut self,
+        transfer: &mut Transfer,
+        now: Instant,
+        source: &mut Source,
+    ) -> Result<usize> {
+        self.lens.clear();
+        for slot in self.buf.chunks_exact_mut(self.stride) {
+            match transfer.poll_transmit(now, slot, source)? {
+                Some(t) => {
+                    self.lens.push(t.len);
+                    if t.len != self.stride {
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+        Ok(self.lens.len())
+    }
+
+    async fn send(&mut self, socket: &UdpSocket) -> std::io::Result<()> {
+        let (Some(&last), count) = (self.lens.last(), self.lens.len()) else {
+            return Ok(());
+        };
+        let total = self.stride * (count - 1) + last;
+        if self.gso && count > 1 {
+            let bytes = self.buf.get(..total).unwrap_or(&[]);
+            let segment = u16::try_from(self.stride).unwrap_or(u16::MAX);
+            let fd = socket.as_raw_fd();
+            let sent = socket
+                .async_io(tokio::io::Interest::WRITABLE, || {
+                    let iov = [std::io::IoSlice::new(bytes)];
+                    let cmsg = [ControlMessage::UdpGsoSegments(&segment)];
+                    sendmsg::<SockaddrIn>(fd, &iov, &cmsg, MsgFlags::empty(), None)
+                        .map_err(std::io::Error::from)
+                })
+                .await;
+            match sent {
+                Ok(_) => return Ok(()),
+                // EIO/EINVAL/EOPNOTSUPP: no GSO here; send one by one from now on.
+                Err(e) if e.raw_os_error().is_some_and(|c| c != libc::ECONNREFUSED) => {
+                    tracing::debug!("TFTP: UDP GSO unavailable ({e}), sending datagrams singly");
+                    self.gso = false;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for (i, &len) in self.lens.iter().enumerate() {
+            let start = i * self.stride;
+            if let Some(datagram) = self.buf.get(start..start + len) {
+                socket.send(datagram).await?;
+            }
+        }
+        Ok(())
     }
 }
 
