@@ -9,6 +9,8 @@
 
 mod iscsi_support;
 
+use iscsi_support::initiator::{Initiator, LoginOptions};
+
 use std::process::Command;
 use std::time::Duration;
 
@@ -17,6 +19,7 @@ use iscsi_support::{require_tool, run_with_timeout, Sanboot};
 const CHAP_IQN: &str = "iqn.2026-11.test.sanboot:chap";
 const MUTUAL_IQN: &str = "iqn.2026-11.test.sanboot:mutual";
 const ACL_IQN: &str = "iqn.2026-11.test.sanboot:acl";
+const OPEN_IQN: &str = "iqn.2026-11.test.sanboot:open";
 const ALLOWED: &str = "iqn.2026-11.test.sanboot:allowed-initiator";
 
 fn targets() -> String {
@@ -44,6 +47,13 @@ initiators = ["{ALLOWED}"]
 [[target.lun]]
 id = 0
 image = "acl.img"
+size = 8388608
+
+[[target]]
+iqn = "{OPEN_IQN}"
+[[target.lun]]
+id = 0
+image = "open.img"
 size = 8388608
 "#
     )
@@ -175,4 +185,67 @@ fn discovery_lists_the_targets() {
     let (ok, out) = tool("iscsi-ls", &["-i", ALLOWED, &s.portal()]);
     assert!(ok, "iscsi-ls failed:\n{out}\nsanboot:\n{}", s.log());
     assert!(out.contains(ACL_IQN), "SendTargets lacks {ACL_IQN}:\n{out}");
+}
+
+fn pattern(seed: u32, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2654435761).wrapping_add(seed) as u8)
+        .collect()
+}
+
+/// Our own initiator offers only CRC32C for both digests: every PDU after
+/// login carries them, and reads and writes spanning many PDUs (R2T, Data-Out,
+/// Data-In split at 256 KiB) come back intact.
+#[test]
+fn crc32c_header_and_data_digests_carry_reads_and_writes() {
+    let s = Sanboot::start(&targets());
+    let both = LoginOptions {
+        header_digest: true,
+        data_digest: true,
+    };
+    let name = "iqn.2026-11.test.sanboot:digest";
+    let mut ini = Initiator::login_with(s.port, name, OPEN_IQN, 0, both)
+        .unwrap_or_else(|e| panic!("login with digests: {e}\nsanboot:\n{}", s.log()));
+    ini.ready().unwrap();
+    for (i, (lba, blocks)) in [(0u32, 1u16), (8, 64), (1000, 1024), (5000, 2047)]
+        .into_iter()
+        .enumerate()
+    {
+        let data = pattern(i as u32, usize::from(blocks) * 512);
+        let w = ini.write10(lba, &data, i % 2 == 0).unwrap();
+        assert_eq!(
+            w.status, 0,
+            "write {blocks} blocks at {lba}: sense {:02x?}",
+            w.sense
+        );
+        let r = ini.read10(lba, blocks).unwrap();
+        assert_eq!(r.status, 0);
+        assert!(
+            r.data == data,
+            "{blocks} blocks at {lba} read back differently"
+        );
+    }
+    let log = s.log();
+    assert!(
+        log.contains(name)
+            && log.contains("header_digest=\"CRC32C\"")
+            && log.contains("data_digest=\"CRC32C\""),
+        "the login line does not show CRC32C digests:\n{log}"
+    );
+
+    // A PDU whose data digest is wrong is rejected (Reject PDU, 0x3f).
+    ini.corrupt_next_data = true;
+    let err = ini.write10(0, &[0x11; 512], false).unwrap_err().to_string();
+    assert!(
+        err.contains("0x3f"),
+        "bad data digest was not rejected: {err}"
+    );
+
+    // A PDU whose header digest is wrong cannot be trusted: the connection ends.
+    let mut ini = Initiator::login_with(s.port, name, OPEN_IQN, 0, both).unwrap();
+    ini.corrupt_next_header = true;
+    assert!(
+        ini.read10(0, 1).is_err(),
+        "a PDU with a bad header digest was answered"
+    );
 }

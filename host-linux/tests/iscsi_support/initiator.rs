@@ -33,6 +33,22 @@ pub struct Initiator {
     immediate_data: bool,
     first_burst: usize,
     lun: u64,
+    /// CRC32C header / data digests in use (after login).
+    header_digest: bool,
+    data_digest: bool,
+    /// Corrupt the next PDU's header digest (tests).
+    pub corrupt_next_header: bool,
+    /// Corrupt the next PDU's data digest (tests).
+    pub corrupt_next_data: bool,
+}
+
+/// What the initiator asks for at login.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoginOptions {
+    /// Offer only `HeaderDigest=CRC32C`.
+    pub header_digest: bool,
+    /// Offer only `DataDigest=CRC32C`.
+    pub data_digest: bool,
 }
 
 fn pad4(n: usize) -> usize {
@@ -93,6 +109,17 @@ fn proto(msg: String) -> io::Error {
 impl Initiator {
     /// Connects to 127.0.0.1:`port` and logs in to `target` as `initiator`.
     pub fn login(port: u16, initiator: &str, target: &str, lun: u64) -> io::Result<Initiator> {
+        Self::login_with(port, initiator, target, lun, LoginOptions::default())
+    }
+
+    /// Like [`Initiator::login`], with digests as `opts` says.
+    pub fn login_with(
+        port: u16,
+        initiator: &str,
+        target: &str,
+        lun: u64,
+        opts: LoginOptions,
+    ) -> io::Result<Initiator> {
         let sock = TcpStream::connect(("127.0.0.1", port))?;
         sock.set_nodelay(true)?;
         sock.set_read_timeout(Some(Duration::from_secs(20)))?;
@@ -105,6 +132,10 @@ impl Initiator {
             immediate_data: false,
             first_burst: 65536,
             lun,
+            header_digest: false,
+            data_digest: false,
+            corrupt_next_header: false,
+            corrupt_next_data: false,
         };
         let isid = [0x80, 0, 0, 0x51, 0x42, std::process::id() as u8];
         // Security stage, then operational: iPXE's shape.
@@ -121,9 +152,11 @@ impl Initiator {
                 "security stage did not transit: flags {flags:#x}"
             )));
         }
+        let hd = if opts.header_digest { "CRC32C" } else { "None" };
+        let dd = if opts.data_digest { "CRC32C" } else { "None" };
         let op = text(&[
-            ("HeaderDigest", "None"),
-            ("DataDigest", "None"),
+            ("HeaderDigest", hd),
+            ("DataDigest", dd),
             ("ImmediateData", "Yes"),
             ("InitialR2T", "No"),
             ("MaxRecvDataSegmentLength", "262144"),
@@ -145,11 +178,20 @@ impl Initiator {
                     "MaxRecvDataSegmentLength" => me.target_mrdsl = v.parse().unwrap_or(8192),
                     "ImmediateData" => me.immediate_data = v == "Yes",
                     "FirstBurstLength" => me.first_burst = v.parse().unwrap_or(65536),
+                    "HeaderDigest" if v != hd => {
+                        return Err(proto(format!("target answered HeaderDigest={v}")))
+                    }
+                    "DataDigest" if v != dd => {
+                        return Err(proto(format!("target answered DataDigest={v}")))
+                    }
                     _ => {}
                 }
             }
             csg_nsg = flags & 0x0f;
             if flags & 0x80 != 0 && csg_nsg & 0x3 == 3 {
+                // Digests start with the first PDU after the final Login Response.
+                me.header_digest = opts.header_digest;
+                me.data_digest = opts.data_digest;
                 return Ok(me);
             }
             payload = Vec::new();
@@ -187,10 +229,25 @@ impl Initiator {
     }
 
     fn send(&mut self, bhs: &[u8; BHS], data: &[u8]) -> io::Result<()> {
-        let mut pdu = Vec::with_capacity(BHS + pad4(data.len()));
+        let mut pdu = Vec::with_capacity(BHS + 8 + pad4(data.len()));
         pdu.extend_from_slice(bhs);
+        if self.header_digest {
+            let mut d = crc32c::crc32c(bhs);
+            if std::mem::take(&mut self.corrupt_next_header) {
+                d ^= 1;
+            }
+            pdu.extend_from_slice(&d.to_le_bytes());
+        }
+        let at = pdu.len();
         pdu.extend_from_slice(data);
-        pdu.resize(BHS + pad4(data.len()), 0);
+        pdu.resize(at + pad4(data.len()), 0);
+        if self.data_digest && !data.is_empty() {
+            let mut d = crc32c::crc32c(&pdu[at..]);
+            if std::mem::take(&mut self.corrupt_next_data) {
+                d ^= 1;
+            }
+            pdu.extend_from_slice(&d.to_le_bytes());
+        }
         self.sock.write_all(&pdu)
     }
 
@@ -199,10 +256,33 @@ impl Initiator {
         self.sock.read_exact(&mut h)?;
         let ahs = usize::from(h[4]) * 4;
         let dlen = (usize::from(h[5]) << 16) | (usize::from(h[6]) << 8) | usize::from(h[7]);
-        let mut rest = vec![0u8; ahs + pad4(dlen)];
+        let mut ahs_bytes = vec![0u8; ahs];
+        self.sock.read_exact(&mut ahs_bytes)?;
+        if self.header_digest {
+            let mut d = [0u8; 4];
+            self.sock.read_exact(&mut d)?;
+            let want = crc32c::crc32c_append(crc32c::crc32c(&h), &ahs_bytes);
+            if u32::from_le_bytes(d) != want {
+                return Err(proto(format!(
+                    "bad header digest from target on opcode {:#x}",
+                    h[0]
+                )));
+            }
+        }
+        let mut rest = vec![0u8; pad4(dlen)];
         self.sock.read_exact(&mut rest)?;
-        let data = rest[ahs..ahs + dlen].to_vec();
-        Ok((h, data))
+        if self.data_digest && dlen > 0 {
+            let mut d = [0u8; 4];
+            self.sock.read_exact(&mut d)?;
+            if u32::from_le_bytes(d) != crc32c::crc32c(&rest) {
+                return Err(proto(format!(
+                    "bad data digest from target on opcode {:#x}",
+                    h[0]
+                )));
+            }
+        }
+        rest.truncate(dlen);
+        Ok((h, rest))
     }
 
     /// Runs one SCSI command to completion. `write` is its Data-Out.

@@ -210,13 +210,13 @@ impl Sanboot {
         self.spawn();
     }
 
-    /// sanboot's log (stderr) of the current run.
+    /// sanboot's log (stderr) of the current run, without ANSI colours.
     pub fn log(&self) -> String {
         let mut s = String::new();
         if let Ok(mut f) = std::fs::File::open(self.log_path()) {
             let _ = f.read_to_string(&mut s);
         }
-        s
+        strip_ansi(&s)
     }
 
     /// `iscsi://[cred@]127.0.0.1:PORT/IQN/LUN[?args]`.
@@ -271,4 +271,22 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> (Option<i32>, S
     };
     let text = std::fs::read_to_string(out_path.path()).unwrap_or_default();
     (code, text)
+}
+
+/// Removes `ESC [ ... m` colour sequences.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
