@@ -16,7 +16,6 @@ fn sanboot_context(sanboot: &Sanboot) -> String {
 }
 
 #[test]
-#[ignore = "waiting for DHCP, TFTP, scripts and the iSCSI target in sanboot"]
 fn bios_rom_sanboots_the_test_disk() -> Result<()> {
     sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
     let _one = sanboot_tests::one_station_at_a_time();
@@ -48,7 +47,6 @@ fn bios_rom_sanboots_the_test_disk() -> Result<()> {
 }
 
 #[test]
-#[ignore = "waiting for DHCP, TFTP, scripts and the iSCSI target in sanboot"]
 fn bios_undionly_chain_sanboots_the_test_disk() -> Result<()> {
     sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
     let _one = sanboot_tests::one_station_at_a_time();
@@ -106,7 +104,6 @@ fn bios_undionly_chain_sanboots_the_test_disk() -> Result<()> {
 }
 
 #[test]
-#[ignore = "waiting for DHCP, TFTP, scripts and the iSCSI target in sanboot"]
 fn uefi_pxe_sanboots_the_hybrid_disk() -> Result<()> {
     sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
     sanboot_tests::require(&["mkfs.vfat", "mmd", "mcopy"])?;

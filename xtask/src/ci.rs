@@ -181,6 +181,8 @@ const E2E: &[(&str, &str, &str)] = &[
     ("bios", "sanboot_iscsi", "bios_rom"),
     ("chain", "sanboot_iscsi", "bios_chain"),
     ("iscsi", "sanboot_iscsi", ""),
+    ("smoltcp", "smoltcp_boot", ""),
+    ("peers", "harness_peers", ""),
 ];
 
 /// `cargo xtask e2e [NAME...]`: builds sanboot, then runs the chosen
@@ -198,6 +200,8 @@ pub fn e2e(args: &[String]) -> Result<()> {
             "boot_proxy_dhcp",
             "boot_uefi",
             "sanboot_iscsi",
+            "smoltcp_boot",
+            "harness_peers",
         ] {
             push(file, "");
         }

@@ -12,7 +12,7 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [args]
 
   ci [--fuzz-seconds N] [--no-fuzz]   fmt, clippy, docs, embedded builds, all tests, short fuzz runs
-  e2e [bios|chain|uefi|proxy|full|iscsi|NAME...]
+  e2e [full|proxy|uefi|bios|chain|iscsi|smoltcp|peers]
                                       end-to-end QEMU tests (root); no name = all of them
   fuzz [TARGET] [--seconds N]         run fuzz targets (all when no TARGET), N seconds each
   demo [bios|uefi] [--timeout S]      namespace lab: sanboot serves, a QEMU station boots, console shown
