@@ -43,7 +43,7 @@ impl Input<'_> {
     }
 }
 
-fn drain(t: &mut Transfer, now: Instant, file: &mut Pattern) {
+fn drain(t: &mut Transfer, now: Instant, file: &mut Pattern, config: &TransferConfig) {
     let mut buf = vec![0u8; t.required_buffer_len()];
     for _ in 0..200 {
         match t.poll_transmit(now, &mut buf, file) {
@@ -53,7 +53,9 @@ fn drain(t: &mut Transfer, now: Instant, file: &mut Pattern) {
                     Repr::Data { data, .. } => assert!(data.len() <= usize::from(t.blksize())),
                     Repr::Oack { options } => {
                         assert!(options.blksize.is_none_or(|b| (8..=65464).contains(&b)));
-                        assert!(options.windowsize.is_none_or(|w| (1..=64).contains(&w)));
+                        let max_window = u64::from(config.max_windowsize.max(1));
+                        assert!(options.windowsize.is_none_or(|w| (1..=max_window).contains(&w)));
+                        assert_eq!(options.blksize.unwrap_or(512), u64::from(t.blksize()));
                         assert!(options.timeout.is_none_or(|s| (1..=255).contains(&s)));
                     }
                     Repr::Error { .. } => assert!(t.outcome().is_some()),
@@ -126,7 +128,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             _ => {}
         }
         for (t, file) in &mut transfers {
-            drain(t, now, file);
+            drain(t, now, file, &config);
         }
         transfers.retain(|(t, _)| !t.is_finished());
     }
