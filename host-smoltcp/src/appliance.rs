@@ -8,10 +8,11 @@ use smoltcp::socket::udp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
 
-use crate::buffers::{sockets_needed, Buffers, TRANSFER_PACKETS};
+use crate::buffers::{sockets_needed, udp_socket, Buffers, Slots, TRANSFER_PACKETS};
 use crate::config::Config;
 use crate::event::Event;
-use crate::storage::Files;
+use crate::iscsi::{backend::ScsiTarget, Iscsi, IscsiBytes};
+use crate::storage::{Disks, Files};
 use crate::tftp::{Tftp, TFTP_PORT};
 
 /// Why an appliance cannot start.
@@ -40,6 +41,8 @@ pub struct Stats {
     pub tftp: sanboot_core::tftp::ListenerStats,
     /// TFTP transfers running now.
     pub tftp_running: usize,
+    /// iSCSI connections open now.
+    pub iscsi_connections: usize,
 }
 
 /// sanboot on smoltcp: DHCP/ProxyDHCP, TFTP with generated iPXE scripts,
@@ -48,18 +51,19 @@ pub struct Stats {
 /// `LEASES` is the DHCP lease table's size, `T` the number of TFTP
 /// transfers that can run at once. Call [`Appliance::poll`] whenever the
 /// device has a frame or [`Appliance::poll_at`] is reached.
-pub struct Appliance<'a, F: Files, const LEASES: usize, const T: usize> {
+pub struct Appliance<'a, F: Files, D: Disks, const LEASES: usize, const T: usize, const C: usize> {
     config: Config<'a>,
     iface: Interface,
     sockets: SocketSet<'a>,
     dhcp: Option<crate::dhcp::Dhcp<'a, LEASES>>,
     tftp: Tftp<F::Handle, T>,
+    iscsi: Option<Iscsi<'a, D, C>>,
     files: F,
     scratch: &'a mut [u8],
 }
 
-impl<F: Files, const LEASES: usize, const T: usize> core::fmt::Debug
-    for Appliance<'_, F, LEASES, T>
+impl<F: Files, D: Disks, const LEASES: usize, const T: usize, const C: usize> core::fmt::Debug
+    for Appliance<'_, F, D, LEASES, T, C>
 {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Appliance")
@@ -78,19 +82,36 @@ fn smoltcp_instant(t: CoreInstant) -> Instant {
     Instant::from_millis(i64::try_from(t.millis()).unwrap_or(i64::MAX))
 }
 
-impl<'a, F: Files, const LEASES: usize, const T: usize> Appliance<'a, F, LEASES, T> {
+/// The iSCSI target's storage, lent to [`Appliance::new`].
+#[derive(Debug)]
+pub struct IscsiParts<'a, D, const C: usize> {
+    /// Buffers of the `C` connections.
+    pub buffers: &'a mut [IscsiBytes; C],
+    /// SCSI state of each configured target, LUNs added (same order as
+    /// `IscsiConfig::targets`).
+    pub scsi: &'a mut [ScsiTarget],
+    /// The disks behind the LUNs.
+    pub disks: D,
+}
+
+impl<'a, F: Files, D: Disks, const LEASES: usize, const T: usize, const C: usize>
+    Appliance<'a, F, D, LEASES, T, C>
+{
     /// Builds the interface and binds every socket.
-    pub fn new<D: Device + ?Sized, const TX: usize>(
+    #[allow(clippy::too_many_arguments)]
+    pub fn new<Dev: Device + ?Sized, const TX: usize>(
         mut config: Config<'a>,
-        device: &mut D,
+        device: &mut Dev,
         now: Instant,
         files: F,
         buffers: &'a mut Buffers<T, TX>,
+        slots: &'a mut Slots<T>,
         sockets: &'a mut [SocketStorage<'a>],
+        iscsi: IscsiParts<'a, D, C>,
     ) -> Result<Self, Error> {
-        if sockets.len() < sockets_needed(T) {
+        if sockets.len() < sockets_needed(T, C) {
             return Err(Error::TooFewSockets {
-                required: sockets_needed(T),
+                required: sockets_needed(T, C),
             });
         }
         let packet = usize::from(config.tftp.max_blksize).saturating_add(4);
@@ -129,6 +150,12 @@ impl<'a, F: Files, const LEASES: usize, const T: usize> Appliance<'a, F, LEASES,
             transfers,
             scratch,
         } = buffers;
+        let Slots {
+            dhcp: dhcp_slots,
+            pxe: pxe_slots,
+            tftp: tftp_slots,
+            transfers: transfer_slots,
+        } = slots;
         let mut set = SocketSet::new(sockets);
         let bind = |set: &mut SocketSet<'a>, mut s: udp::Socket<'a>, port: u16| -> SocketHandle {
             // Binding a fresh socket to a non-zero port cannot fail.
@@ -138,22 +165,41 @@ impl<'a, F: Files, const LEASES: usize, const T: usize> Appliance<'a, F, LEASES,
         let dhcp = match server {
             Some(server) => {
                 let port = SERVER_PORT;
-                let main = bind(&mut set, dhcp_buf.socket(), port);
+                let main = bind(&mut set, udp_socket(dhcp_slots, dhcp_buf), port);
                 let pxe = (server.config().mode == Mode::Proxy && config.pxe_port)
-                    .then(|| bind(&mut set, pxe_buf.socket(), PXE_PORT));
+                    .then(|| bind(&mut set, udp_socket(pxe_slots, pxe_buf), PXE_PORT));
                 Some(crate::dhcp::Dhcp::new(server, main, pxe))
             }
             None => None,
         };
-        let listen = bind(&mut set, tftp_buf.socket(), TFTP_PORT);
-        let transfer_sockets = transfers.each_mut().map(|b| set.add(b.socket()));
+        let listen = bind(&mut set, udp_socket(tftp_slots, tftp_buf), TFTP_PORT);
+        let mut transfer_slots = transfer_slots.each_mut().into_iter();
+        let transfer_sockets = transfers.each_mut().map(|b| match transfer_slots.next() {
+            Some(s) => set.add(udp_socket(s, b)),
+            // Both arrays have `T` elements.
+            None => set.add(udp::Socket::new(
+                udp::PacketBuffer::new(&mut [][..], &mut [][..]),
+                udp::PacketBuffer::new(&mut [][..], &mut [][..]),
+            )),
+        });
         let tftp = Tftp::new(listen, transfer_sockets, config.tftp, config.random_seed);
+        let iscsi = config.iscsi.map(|ic| {
+            Iscsi::new(
+                ic,
+                &mut set,
+                iscsi.buffers,
+                iscsi.scsi,
+                iscsi.disks,
+                config.random_seed.rotate_left(29),
+            )
+        });
         Ok(Appliance {
             config,
             iface,
             sockets: set,
             dhcp,
             tftp,
+            iscsi,
             files,
             scratch: &mut scratch[..],
         })
@@ -184,6 +230,7 @@ impl<'a, F: Files, const LEASES: usize, const T: usize> Appliance<'a, F, LEASES,
                 .unwrap_or_default(),
             tftp: self.tftp.listener_stats(),
             tftp_running: self.tftp.running(),
+            iscsi_connections: self.iscsi.as_ref().map_or(0, |i| i.connections()),
         }
     }
 
@@ -195,10 +242,10 @@ impl<'a, F: Files, const LEASES: usize, const T: usize> Appliance<'a, F, LEASES,
     /// Receives, runs the machines, and transmits, until nothing moves (at
     /// most a few rounds, so one call does bounded work). Events are
     /// reported through `on_event` as they happen.
-    pub fn poll<D: Device + ?Sized>(
+    pub fn poll<Dev: Device + ?Sized>(
         &mut self,
         now: Instant,
-        device: &mut D,
+        device: &mut Dev,
         on_event: &mut dyn FnMut(Event<'_>),
     ) {
         let t = core_instant(now);
@@ -216,6 +263,9 @@ impl<'a, F: Files, const LEASES: usize, const T: usize> Appliance<'a, F, LEASES,
                 self.scratch,
                 on_event,
             );
+            if let Some(i) = self.iscsi.as_mut() {
+                moved |= i.process(t, &mut self.sockets, self.scratch, on_event);
+            }
             if !moved {
                 break;
             }
@@ -230,6 +280,7 @@ impl<'a, F: Files, const LEASES: usize, const T: usize> Appliance<'a, F, LEASES,
         let machines = [
             self.dhcp.as_ref().and_then(|d| d.poll_timeout()),
             self.tftp.poll_timeout(),
+            self.iscsi.as_ref().and_then(|i| i.poll_timeout()),
         ]
         .into_iter()
         .flatten()

@@ -26,6 +26,8 @@ pub struct Config<'a> {
     /// Limits of every TFTP transfer. `max_windowsize` is lowered at start to
     /// what a transfer socket's transmit buffer holds.
     pub tftp: TransferConfig,
+    /// The iSCSI target; `None` turns it off.
+    pub iscsi: Option<crate::iscsi::IscsiConfig<'a>>,
     /// The generated iPXE scripts served as TFTP virtual files.
     pub scripts: Scripts<'a>,
     /// Seed for TFTP transfer ports and smoltcp's TCP sequence numbers.

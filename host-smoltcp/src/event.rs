@@ -52,4 +52,29 @@ pub enum Event<'e> {
         /// DATA packets sent again.
         retransmitted: u64,
     },
+    /// An initiator connected to the portal.
+    IscsiConnected {
+        /// The initiator's endpoint.
+        peer: IpEndpoint,
+    },
+    /// A session reached full feature phase.
+    IscsiLogin {
+        /// The initiator's endpoint.
+        peer: IpEndpoint,
+        /// Its InitiatorName.
+        initiator: &'e str,
+        /// The target's name (`None`: a discovery session).
+        target: Option<&'e str>,
+    },
+    /// An iSCSI connection ended.
+    IscsiClosed {
+        /// The initiator's endpoint.
+        peer: IpEndpoint,
+        /// Why.
+        reason: &'static str,
+        /// PDUs received.
+        pdus_in: u64,
+        /// PDUs sent.
+        pdus_out: u64,
+    },
 }

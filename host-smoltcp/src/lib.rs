@@ -24,18 +24,22 @@ mod buffers;
 mod config;
 mod dhcp;
 mod event;
+pub mod iscsi;
 pub mod script;
 mod storage;
 mod tftp;
 
-pub use appliance::{core_instant, Appliance, Error, Stats};
+pub use appliance::{core_instant, Appliance, Error, IscsiParts, Stats};
 pub use buffers::{
-    socket_storage, sockets_needed, Buffers, UdpBuffers, DHCP_PAYLOAD, TRANSFER_PACKETS,
-    TRANSFER_RX,
+    socket_storage, sockets_needed, Buffers, Slots, UdpBytes, UdpSlots, DHCP_PAYLOAD,
+    TRANSFER_PACKETS, TRANSFER_RX,
 };
 pub use config::{Config, Scripts};
 pub use event::Event;
-pub use storage::{BlockDevice, Files, NoFiles, RamDisk, StaticFiles, StorageError};
+pub use iscsi::{backend::ScsiTarget, IscsiBytes, IscsiConfig};
+pub use storage::{
+    BlockDevice, DiskError, Disks, Files, NoDisks, NoFiles, OneDisk, RamDisk, StaticFiles,
+};
 pub use tftp::TFTP_PORT;
 
 pub use sanboot_core as core_machines;

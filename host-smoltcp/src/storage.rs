@@ -80,16 +80,16 @@ pub trait BlockDevice {
         self.len() == 0
     }
     /// Fills `buf` with the bytes at `offset`.
-    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError>;
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError>;
     /// Stores `data` at `offset`.
-    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError>;
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), DiskError>;
     /// Makes every completed write durable.
-    fn flush(&mut self) -> Result<(), StorageError>;
+    fn flush(&mut self) -> Result<(), DiskError>;
 }
 
 /// A block device failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StorageError {
+pub enum DiskError {
     /// The range is outside the device.
     OutOfRange,
     /// The medium failed.
@@ -101,11 +101,11 @@ pub enum StorageError {
 pub struct RamDisk<'a>(pub &'a mut [u8]);
 
 impl RamDisk<'_> {
-    fn range(&self, offset: u64, len: usize) -> Result<core::ops::Range<usize>, StorageError> {
-        let start = usize::try_from(offset).map_err(|_| StorageError::OutOfRange)?;
-        let end = start.checked_add(len).ok_or(StorageError::OutOfRange)?;
+    fn range(&self, offset: u64, len: usize) -> Result<core::ops::Range<usize>, DiskError> {
+        let start = usize::try_from(offset).map_err(|_| DiskError::OutOfRange)?;
+        let end = start.checked_add(len).ok_or(DiskError::OutOfRange)?;
         if end > self.0.len() {
-            return Err(StorageError::OutOfRange);
+            return Err(DiskError::OutOfRange);
         }
         Ok(start..end)
     }
@@ -116,21 +116,47 @@ impl BlockDevice for RamDisk<'_> {
         self.0.len() as u64
     }
 
-    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
         let r = self.range(offset, buf.len())?;
-        let src = self.0.get(r).ok_or(StorageError::OutOfRange)?;
+        let src = self.0.get(r).ok_or(DiskError::OutOfRange)?;
         buf.copy_from_slice(src);
         Ok(())
     }
 
-    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), DiskError> {
         let r = self.range(offset, data.len())?;
-        let dst = self.0.get_mut(r).ok_or(StorageError::OutOfRange)?;
+        let dst = self.0.get_mut(r).ok_or(DiskError::OutOfRange)?;
         dst.copy_from_slice(data);
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), StorageError> {
+    fn flush(&mut self) -> Result<(), DiskError> {
         Ok(())
+    }
+}
+
+/// The disks behind the iSCSI targets: `(target index, LUN)` → device.
+pub trait Disks {
+    /// The device of LUN `lun` of target `target` (index into the config's targets).
+    fn disk(&mut self, target: usize, lun: u64) -> Option<&mut dyn BlockDevice>;
+}
+
+/// No iSCSI disks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoDisks;
+
+impl Disks for NoDisks {
+    fn disk(&mut self, _: usize, _: u64) -> Option<&mut dyn BlockDevice> {
+        None
+    }
+}
+
+/// One disk: LUN 0 of the first target.
+#[derive(Debug)]
+pub struct OneDisk<B>(pub B);
+
+impl<B: BlockDevice> Disks for OneDisk<B> {
+    fn disk(&mut self, target: usize, lun: u64) -> Option<&mut dyn BlockDevice> {
+        (target == 0 && lun == 0).then_some(&mut self.0 as &mut dyn BlockDevice)
     }
 }

@@ -5,18 +5,19 @@
 //!
 //! smoltcp owns 192.0.2.1 on its own tap (`tap1`, enslaved to the bridge),
 //! so the lab's bridge gives that address up first; the kernel's stack takes
-//! no part in the boot.
+//! no part in the boot. The second test boots the station's disk from
+//! smoltcp's iSCSI target to the MBR marker.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use sanboot_tests::lab::{ip, BRIDGE};
-use sanboot_tests::process::Stop;
+use sanboot_tests::process::{Process, Stop};
 use sanboot_tests::sanboot::{self, DhcpMode};
-use sanboot_tests::{peers, Boot, Lab, Station};
+use sanboot_tests::{disk, peers, Boot, Lab, Station};
 
 const SMOLTCP_TAP: &str = "tap1";
 
@@ -65,34 +66,18 @@ fn tftp_requests(log: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn bios_ipxe_boots_its_per_mac_script_from_smoltcp() -> Result<()> {
-    sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
+/// Moves 192.0.2.1 from the lab bridge to smoltcp: a tap on the bridge
+/// with `sanboot-smoltcp` behind it, started from `config_toml`.
+fn start_smoltcp(lab: &Lab, config_toml: &str) -> Result<Process> {
     let bin = binary()?;
-    let _one = sanboot_tests::one_station_at_a_time();
-    let lab = Lab::new("smoltcp_boot")?;
-    let _pcap = lab.capture()?;
-    let root = sanboot::tftp_root(&lab)?;
-    sanboot_tests::write_done_script(&root)?;
-    let _ra = peers::router_advertisements(&lab)?;
-
     let n = lab.ns();
-    ip(&[
-        "-n",
-        n,
-        "addr",
-        "del",
-        &format!("{}/24", sanboot_tests::SERVER),
-        "dev",
-        BRIDGE,
-    ])?;
+    let server = format!("{}/24", sanboot_tests::SERVER);
+    ip(&["-n", n, "addr", "del", &server, "dev", BRIDGE])?;
     ip(&["-n", n, "tuntap", "add", "dev", SMOLTCP_TAP, "mode", "tap"])?;
     ip(&["-n", n, "link", "set", SMOLTCP_TAP, "master", BRIDGE])?;
     ip(&["-n", n, "link", "set", SMOLTCP_TAP, "up"])?;
-
-    let config = sanboot::config(&lab, DhcpMode::Full, &sanboot_tests::chain_host());
     let config_path = lab.path("sanboot.toml");
-    std::fs::write(&config_path, config)?;
+    std::fs::write(&config_path, config_toml)?;
     let argv = [
         bin.display().to_string(),
         "--tap".into(),
@@ -114,6 +99,20 @@ fn bios_ipxe_boots_its_per_mac_script_from_smoltcp() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    Ok(server)
+}
+
+#[test]
+fn bios_ipxe_boots_its_per_mac_script_from_smoltcp() -> Result<()> {
+    sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
+    let _one = sanboot_tests::one_station_at_a_time();
+    let lab = Lab::new("smoltcp_boot")?;
+    let _pcap = lab.capture()?;
+    let root = sanboot::tftp_root(&lab)?;
+    sanboot_tests::write_done_script(&root)?;
+    let _ra = peers::router_advertisements(&lab)?;
+    let config = sanboot::config(&lab, DhcpMode::Full, &sanboot_tests::chain_host());
+    let server = start_smoltcp(&lab, &config)?;
 
     let mut station = Station::start(&lab, Boot::BiosRom)?;
     let took = station
@@ -140,5 +139,49 @@ fn bios_ipxe_boots_its_per_mac_script_from_smoltcp() -> Result<()> {
         }
     }
     println!("station got {address} from smoltcp; it served {requests:?}");
+    Ok(())
+}
+
+/// The whole boot from smoltcp: DHCP, the seed chain, and `sanboot` from
+/// smoltcp's iSCSI target; the disk's MBR reads sectors through iPXE's
+/// INT 13h and prints them, then `SANBOOT-OK`.
+#[test]
+fn bios_ipxe_sanboots_the_test_disk_from_smoltcp() -> Result<()> {
+    sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
+    let _one = sanboot_tests::one_station_at_a_time();
+    let lab = Lab::new("smoltcp_iscsi")?;
+    let _pcap = lab.capture()?;
+    let disk = disk::build(lab.dir(), 16, false)?;
+    sanboot::tftp_root(&lab)?;
+    let _ra = peers::router_advertisements(&lab)?;
+    let config = sanboot::config(
+        &lab,
+        DhcpMode::Full,
+        &sanboot_tests::sanboot_host(&disk.path),
+    );
+    let server = start_smoltcp(&lab, &config)?;
+
+    let mut station = Station::start(&lab, Boot::BiosRom)?;
+    let took = station
+        .wait_for("SANBOOT-OK", Duration::from_secs(120))
+        .with_context(|| {
+            format!(
+                "sanboot-smoltcp log (last 40 lines):\n{}",
+                server.log_tail(40)
+            )
+        })?;
+    sanboot_tests::record_timing("smoltcp_iscsi bios-rom", took);
+    let console = station.console();
+    sanboot_tests::assert_in_order(&console, &disk.expected_lines())?;
+    ensure!(
+        console.contains(&format!("e2e-mbr sectors=0x{:016x}", disk.sectors)),
+        "INT 13h AH=48h did not report {} sectors",
+        disk.sectors
+    );
+    ensure!(
+        server.log().contains("iscsi login from"),
+        "sanboot-smoltcp logged no iSCSI login:\n{}",
+        server.log_tail(40)
+    );
     Ok(())
 }

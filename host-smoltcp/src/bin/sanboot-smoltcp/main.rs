@@ -10,6 +10,7 @@
 #[cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing))]
 #[path = "../../../../host-linux/src/config.rs"]
 mod config;
+mod disks;
 mod files;
 mod translate;
 
@@ -20,10 +21,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use clap::Parser;
 use sanboot_core::dhcp::{BootChoice, ClientKind, MessageType};
+use sanboot_core::iscsi::Targets;
 use sanboot_core::tftp::TransferConfig;
 use sanboot_smoltcp::smoltcp::phy::{wait, Medium, TunTapInterface};
 use sanboot_smoltcp::smoltcp::time::{Duration, Instant};
-use sanboot_smoltcp::{socket_storage, sockets_needed, Appliance, Buffers, Event, Scripts};
+use sanboot_smoltcp::{
+    socket_storage, sockets_needed, Appliance, Buffers, Event, IscsiBytes, IscsiConfig, IscsiParts,
+    Scripts, Slots,
+};
 
 /// Lease slots (32 bytes each).
 const LEASES: usize = 1024;
@@ -31,7 +36,9 @@ const LEASES: usize = 1024;
 const TRANSFERS: usize = 16;
 /// Bytes queued per transfer socket: a window of 10 blocks of 1468.
 const TX: usize = 16 * 1024;
-const SOCKETS: usize = sockets_needed(TRANSFERS);
+/// iSCSI connections at once.
+const CONNECTIONS: usize = 4;
+const SOCKETS: usize = sockets_needed(TRANSFERS, CONNECTIONS);
 
 #[derive(Parser)]
 #[command(
@@ -75,6 +82,24 @@ fn run(cli: Cli) -> Result<()> {
     let seed = unix_millis() ^ u64::from(std::process::id()).rotate_left(32);
     let dhcp = translate::dhcp_config(&config, &dhcp_hosts, seed);
     let script_hosts = translate::script_hosts(&config, &parts)?;
+    let (scsi, disks) = disks::open_all(&config)?;
+    let scsi: &'static mut [sanboot_smoltcp::ScsiTarget] = scsi.leak();
+    let views = disks::Views::new(&config);
+    let target_configs = views.configs();
+    let port = config.iscsi.listen.port();
+    let portal = config
+        .iscsi
+        .portal
+        .clone()
+        .unwrap_or_else(|| format!("{}:{port}", config.server.address));
+    let iscsi = (!config.targets.is_empty()).then(|| IscsiConfig {
+        port,
+        targets: Targets {
+            targets: &target_configs,
+            portal: &portal,
+            portal_group_tag: 1,
+        },
+    });
     let app_config = sanboot_smoltcp::Config {
         mac,
         address: config.server.address,
@@ -93,6 +118,7 @@ fn run(cli: Cli) -> Result<()> {
             hosts: &script_hosts,
         },
         random_seed: seed,
+        iscsi,
     };
     let root = match &config.tftp.root {
         Some(r) => Some(
@@ -112,15 +138,26 @@ fn run(cli: Cli) -> Result<()> {
 
     // Leaked once: the appliance borrows its buffers for the process's life.
     let buffers: &'static mut Buffers<TRANSFERS, TX> = Box::leak(Box::default());
+    let slots: &'static mut Slots<TRANSFERS> = Box::leak(Box::default());
     let sockets = Box::leak(Box::new(socket_storage::<SOCKETS>()));
-    let mut app: Box<Appliance<'_, files::DirFiles, LEASES, TRANSFERS>> = Box::new(
+    let iscsi_buffers: &'static mut [IscsiBytes; CONNECTIONS] =
+        Box::leak(Box::new([const { IscsiBytes::new() }; CONNECTIONS]));
+    let mut app: Box<
+        Appliance<'_, files::DirFiles, disks::FileDisks, LEASES, TRANSFERS, CONNECTIONS>,
+    > = Box::new(
         Appliance::new(
             app_config,
             &mut device,
             now(),
             files,
             buffers,
+            slots,
             &mut sockets[..],
+            IscsiParts {
+                buffers: iscsi_buffers,
+                scsi,
+                disks,
+            },
         )
         .map_err(|e| anyhow::anyhow!("cannot start: {e:?}"))?,
     );
@@ -192,6 +229,21 @@ fn log_event(e: &Event<'_>) {
         Event::TftpRefused { path, peer, reason } => {
             println!("TFTP RRQ {path:?} from {} refused: {reason:?}", peer.addr)
         }
+        Event::IscsiConnected { peer } => println!("iscsi connection from {peer}"),
+        Event::IscsiLogin {
+            peer,
+            initiator,
+            target,
+        } => println!(
+            "iscsi login from {peer}: initiator {initiator} target {}",
+            target.unwrap_or("(discovery)")
+        ),
+        Event::IscsiClosed {
+            peer,
+            reason,
+            pdus_in,
+            pdus_out,
+        } => println!("iscsi session from {peer} ended: {reason} ({pdus_in} PDUs in, {pdus_out} out)"),
         Event::TftpRepeated { peer } => println!("TFTP repeated RRQ from {peer} ignored"),
         Event::TftpDone {
             peer,

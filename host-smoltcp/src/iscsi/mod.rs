@@ -1,0 +1,450 @@
+//! iSCSI glue: a fixed pool of smoltcp TCP sockets listening on the portal
+//! port, each carrying one core [`Connection`] at a time.
+//!
+//! Per connection and poll round: bytes from the TCP ring are copied into a
+//! PDU buffer (a PDU may straddle the ring's wrap) and fed to
+//! `handle_input`; events admit sessions in the shared [`SessionTable`];
+//! storage requests run synchronously on the [`Disks`] and are completed
+//! before any PDU is produced, so no status leaves before its write (or
+//! flush) returned; then PDUs are produced into the shared scratch buffer
+//! while the TCP transmit ring has room.
+
+pub mod backend;
+
+use sanboot_core::iscsi::{
+    Connection, Event as IscsiEvent, IoId, SessionTable, StorageError, StorageRequest,
+    TargetLimits, Targets,
+};
+use sanboot_core::time::Instant;
+use smoltcp::iface::{SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::wire::IpEndpoint;
+
+use self::backend::{BackendState, Glue, NexusInfo, ScsiTarget};
+use crate::event::Event;
+use crate::storage::Disks;
+
+/// Commands in flight per connection.
+pub const ISCSI_TASKS: usize = 8;
+/// Per-command buffer for data the SCSI layer generates (INQUIRY, MODE
+/// SENSE, sense data); longer answers are cut to it.
+pub const ISCSI_SCRATCH: usize = 1024;
+/// TCP receive ring per connection.
+pub const ISCSI_TCP_RX: usize = 8192;
+/// TCP transmit ring per connection.
+pub const ISCSI_TCP_TX: usize = 16384;
+/// PDU reassembly buffer per connection: holds the longest PDU the
+/// initiator may send (`Connection::max_pdu_len` for our
+/// MaxRecvDataSegmentLength, [`ISCSI_MAX_RECV_DATA`]).
+pub const ISCSI_PDU: usize = 12288;
+/// MaxRecvDataSegmentLength we declare.
+pub const ISCSI_MAX_RECV_DATA: u32 = 8192;
+/// Collection buffer per connection (parameter lists, COMPARE AND WRITE…).
+pub const ISCSI_COLLECT: usize = 1024;
+/// Smallest transmit room worth producing a PDU into.
+const MIN_TX_ROOM: usize = 1024;
+
+/// The core connection type the appliance runs.
+pub type IscsiConnection = Connection<ISCSI_TASKS, ISCSI_SCRATCH>;
+
+/// The iSCSI part of the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct IscsiConfig<'a> {
+    /// Portal port (3260).
+    pub port: u16,
+    /// Targets, their allowed initiators, CHAP and LUN numbers; `portal`
+    /// is what SendTargets reports (`"192.0.2.1:3260"`).
+    pub targets: Targets<'a>,
+}
+
+/// The limits we negotiate with (what the buffers above can hold).
+pub fn limits() -> TargetLimits {
+    TargetLimits {
+        max_recv_data_segment_length: ISCSI_MAX_RECV_DATA,
+        first_burst_length: ISCSI_MAX_RECV_DATA,
+        max_burst_length: 65536,
+        max_outstanding_r2t: 1,
+        ..TargetLimits::default()
+    }
+}
+
+/// Byte buffers of one connection (all zero: `.bss` in a `static`).
+#[derive(Debug)]
+pub struct IscsiBytes {
+    pub(crate) tcp_rx: [u8; ISCSI_TCP_RX],
+    pub(crate) tcp_tx: [u8; ISCSI_TCP_TX],
+    pub(crate) pdu: [u8; ISCSI_PDU],
+    pub(crate) collect: [u8; ISCSI_COLLECT],
+}
+
+impl IscsiBytes {
+    /// Zeroed buffers.
+    pub const fn new() -> Self {
+        IscsiBytes {
+            tcp_rx: [0; ISCSI_TCP_RX],
+            tcp_tx: [0; ISCSI_TCP_TX],
+            pdu: [0; ISCSI_PDU],
+            collect: [0; ISCSI_COLLECT],
+        }
+    }
+}
+
+impl Default for IscsiBytes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Debug)]
+struct Slot<'a> {
+    socket: SocketHandle,
+    pdu: &'a mut [u8],
+    collect: &'a mut [u8],
+    start: usize,
+    end: usize,
+    conn: Option<IscsiConnection>,
+    backend: BackendState<ISCSI_TASKS>,
+    peer: Option<IpEndpoint>,
+    closing: bool,
+}
+
+/// The iSCSI service with `C` connections.
+pub(crate) struct Iscsi<'a, D: Disks, const C: usize> {
+    config: IscsiConfig<'a>,
+    slots: [Slot<'a>; C],
+    sessions: SessionTable<C>,
+    scsi: &'a mut [ScsiTarget],
+    disks: D,
+    next_token: u64,
+    seed: u64,
+}
+
+impl<D: Disks, const C: usize> core::fmt::Debug for Iscsi<'_, D, C> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Iscsi")
+            .field("port", &self.config.port)
+            .field("sessions", &self.sessions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn seed_bytes(seed: u64, token: u64) -> [u8; 16] {
+    // splitmix64 over the seed and the token: distinct CHAP challenges per connection.
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let a = mix(seed ^ token);
+    let b = mix(a ^ seed.rotate_left(17));
+    let mut out = [0u8; 16];
+    let (lo, hi) = out.split_at_mut(8);
+    lo.copy_from_slice(&a.to_le_bytes());
+    hi.copy_from_slice(&b.to_le_bytes());
+    out
+}
+
+impl<'a, D: Disks, const C: usize> Iscsi<'a, D, C> {
+    pub(crate) fn new(
+        config: IscsiConfig<'a>,
+        sockets: &mut SocketSet<'a>,
+        buffers: &'a mut [IscsiBytes; C],
+        scsi: &'a mut [ScsiTarget],
+        disks: D,
+        seed: u64,
+    ) -> Self {
+        let slots = buffers.each_mut().map(|b| {
+            let IscsiBytes {
+                tcp_rx,
+                tcp_tx,
+                pdu,
+                collect,
+            } = b;
+            let socket = tcp::Socket::new(
+                tcp::SocketBuffer::new(&mut tcp_rx[..]),
+                tcp::SocketBuffer::new(&mut tcp_tx[..]),
+            );
+            Slot {
+                socket: sockets.add(socket),
+                pdu: &mut pdu[..],
+                collect: &mut collect[..],
+                start: 0,
+                end: 0,
+                conn: None,
+                backend: BackendState::new(),
+                peer: None,
+                closing: false,
+            }
+        });
+        Iscsi {
+            config,
+            slots,
+            sessions: SessionTable::new(),
+            scsi,
+            disks,
+            next_token: 1,
+            seed,
+        }
+    }
+
+    pub(crate) fn connections(&self) -> usize {
+        self.slots.iter().filter(|s| s.conn.is_some()).count()
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.conn.as_ref()?.poll_timeout())
+            .min()
+    }
+
+    /// Handles every connection. True if anything moved.
+    pub(crate) fn process(
+        &mut self,
+        now: Instant,
+        sockets: &mut SocketSet<'_>,
+        scratch: &mut [u8],
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) -> bool {
+        let mut moved = false;
+        let mut reinstated = None;
+        for i in 0..C {
+            let (m, r) = self.process_slot(i, now, sockets, scratch, on_event);
+            moved |= m;
+            reinstated = reinstated.or(r);
+        }
+        if let Some(token) = reinstated {
+            for i in 0..C {
+                let hit = self
+                    .slots
+                    .get(i)
+                    .and_then(|s| s.conn.as_ref())
+                    .is_some_and(|c| c.token() == token);
+                if hit {
+                    self.finish(i, sockets, on_event, "session reinstated by a new login");
+                    if let Some(s) = self.slots.get(i) {
+                        sockets.get_mut::<tcp::Socket>(s.socket).abort();
+                    }
+                }
+            }
+        }
+        moved
+    }
+
+    /// Ends slot `i`'s connection: abort the machine, release its tasks and session.
+    fn finish(
+        &mut self,
+        i: usize,
+        sockets: &mut SocketSet<'_>,
+        on_event: &mut dyn FnMut(Event<'_>),
+        reason: &'static str,
+    ) {
+        let Some(slot) = self.slots.get_mut(i) else {
+            return;
+        };
+        let Some(mut conn) = slot.conn.take() else {
+            return;
+        };
+        let mut glue = Glue {
+            state: &mut slot.backend,
+            scsi: self.scsi,
+            disks: &mut self.disks,
+            collect: slot.collect,
+        };
+        if !conn.is_closed() {
+            conn.abort(&mut glue);
+        }
+        while let Some(req) = conn.poll_storage() {
+            if let StorageRequest::Release { io } = req {
+                glue.release(io);
+            }
+        }
+        self.sessions.release(conn.token());
+        slot.backend = BackendState::new();
+        slot.start = 0;
+        slot.end = 0;
+        slot.closing = false;
+        let socket = sockets.get_mut::<tcp::Socket>(slot.socket);
+        socket.close();
+        if let Some(peer) = slot.peer.take() {
+            let s = conn.stats();
+            on_event(Event::IscsiClosed {
+                peer,
+                reason,
+                pdus_in: s.pdus_in,
+                pdus_out: s.pdus_out,
+            });
+        }
+    }
+
+    /// Returns (moved, token of a connection a login reinstated).
+    fn process_slot(
+        &mut self,
+        i: usize,
+        now: Instant,
+        sockets: &mut SocketSet<'_>,
+        scratch: &mut [u8],
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) -> (bool, Option<u64>) {
+        let port = self.config.port;
+        let Some(slot) = self.slots.get_mut(i) else {
+            return (false, None);
+        };
+        let socket = sockets.get_mut::<tcp::Socket>(slot.socket);
+        if slot.conn.is_none() {
+            if !socket.is_open() {
+                // Cannot fail: the socket is closed and the port is not 0.
+                let _ = socket.listen(port);
+            }
+            if socket.state() != tcp::State::Established {
+                return (false, None);
+            }
+            let token = self.next_token;
+            self.next_token = self.next_token.wrapping_add(1);
+            slot.conn = Some(Connection::new(
+                now,
+                token,
+                limits(),
+                seed_bytes(self.seed, token),
+            ));
+            slot.peer = socket.remote_endpoint();
+            socket.set_nagle_enabled(false);
+            if let Some(peer) = slot.peer {
+                on_event(Event::IscsiConnected { peer });
+            }
+        }
+        let Some(conn) = slot.conn.as_mut() else {
+            return (false, None);
+        };
+        let targets = self.config.targets;
+        let mut glue = Glue {
+            state: &mut slot.backend,
+            scsi: self.scsi,
+            disks: &mut self.disks,
+            collect: slot.collect,
+        };
+        let mut moved = false;
+        let mut reinstated = None;
+        let mut close = slot.closing;
+
+        // 1. input: whole PDUs from the reassembly buffer.
+        if let Some(room) = slot.pdu.get_mut(slot.end..) {
+            if let Ok(n) = socket.recv_slice(room) {
+                slot.end = slot.end.saturating_add(n);
+                moved |= n > 0;
+            }
+        }
+        loop {
+            let input = slot.pdu.get(slot.start..slot.end).unwrap_or_default();
+            let n = conn.handle_input(now, input, &targets, &mut glue);
+            if n == 0 {
+                break;
+            }
+            slot.start = slot.start.saturating_add(n).min(slot.end);
+        }
+        if slot.start == slot.end {
+            (slot.start, slot.end) = (0, 0);
+        } else if slot.start > 0 {
+            slot.pdu.copy_within(slot.start..slot.end, 0);
+            slot.end -= slot.start;
+            slot.start = 0;
+        }
+        if conn.poll_timeout().is_some_and(|t| t <= now) {
+            conn.handle_timeout(now);
+        }
+
+        // 2–4 until nothing moves: events, storage, output.
+        for _ in 0..64 {
+            let mut progress = false;
+            while let Some(ev) = conn.poll_event() {
+                progress = true;
+                match ev {
+                    IscsiEvent::SessionRequest(req) => {
+                        let token = conn.token();
+                        match self.sessions.admit(conn.initiator_name(), &req, token) {
+                            Ok(adm) => {
+                                reinstated = reinstated.or(adm.reinstated);
+                                let mut initiator = heapless::String::new();
+                                let _ = initiator.push_str(conn.initiator_name());
+                                glue.state.nexus = Some(NexusInfo {
+                                    id: adm.nexus,
+                                    index: i as u16,
+                                    initiator,
+                                    isid: req.isid,
+                                    target: req.target,
+                                });
+                                conn.session_admitted(&adm);
+                            }
+                            Err(status) => conn.session_refused(status),
+                        }
+                    }
+                    IscsiEvent::LoggedIn { target, .. } => {
+                        if let Some(peer) = slot.peer {
+                            on_event(Event::IscsiLogin {
+                                peer,
+                                initiator: conn.initiator_name(),
+                                target: target.and_then(|t| targets.targets.get(t)).map(|t| t.name),
+                            });
+                        }
+                    }
+                    IscsiEvent::Close => close = true,
+                }
+            }
+            let mut done: heapless::Vec<(IoId, Result<(), StorageError>), ISCSI_TASKS> =
+                heapless::Vec::new();
+            while !done.is_full() {
+                let Some(req) = conn.poll_storage() else {
+                    break;
+                };
+                progress = true;
+                match req {
+                    StorageRequest::Release { io } => glue.release(io),
+                    _ => {
+                        let r = glue.storage(&req);
+                        let _ = done.push((req.io(), r));
+                    }
+                }
+            }
+            for (io, r) in done {
+                conn.complete_storage(now, io, r, &mut glue);
+            }
+            loop {
+                let free = socket.send_capacity().saturating_sub(socket.send_queue());
+                let room = free.min(scratch.len());
+                if room < MIN_TX_ROOM {
+                    break;
+                }
+                let Some(buf) = scratch.get_mut(..room) else {
+                    break;
+                };
+                let Some(n) = conn.poll_transmit(now, buf, &mut glue) else {
+                    break;
+                };
+                progress = true;
+                if let Some(pdu) = buf.get(..n) {
+                    // `room` fits: this cannot come up short.
+                    let _ = socket.send_slice(pdu);
+                }
+            }
+            moved |= progress;
+            if !progress {
+                break;
+            }
+        }
+        slot.closing = close;
+        let peer_gone = !socket.is_active() || !socket.may_recv();
+        // `close` is graceful in smoltcp: queued PDUs go out before the FIN.
+        let ended = close || conn.is_closed() || peer_gone;
+        if ended {
+            let reason = if close || conn.is_closed() {
+                "logout"
+            } else {
+                "closed by initiator"
+            };
+            self.finish(i, sockets, on_event, reason);
+            moved = true;
+        }
+        (moved, reinstated)
+    }
+}
