@@ -129,6 +129,11 @@ impl Disk {
         })
     }
 
+    /// The open image (for `sendfile`).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// The image path.
     pub fn path(&self) -> &Path {
         &self.path

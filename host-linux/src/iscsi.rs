@@ -28,7 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
-use self::backend::{HostBackend, NexusInfo};
+use self::backend::{Deferred, HostBackend, NexusInfo};
 use crate::config::{self, Config};
 use crate::disk::{Disk, DiskOptions};
 
@@ -411,6 +411,10 @@ async fn connection(
                             "iscsi login"
                         );
                         logged_in = Some((conn.initiator_name().to_string(), tname));
+                        // Without data digests the core never reads Data-In
+                        // payload: it can go from the page cache to the
+                        // socket with sendfile.
+                        backend.set_zero_copy(!p.data_digest);
                     }
                     Event::Close => close = true,
                 }
@@ -446,7 +450,14 @@ async fn connection(
             }
             if filled > 0 {
                 progress = true;
-                if let Err(e) = sock.write_all(tx.get(..filled).unwrap_or_default()).await {
+                let out = tx.get(..filled).unwrap_or_default();
+                let deferred = backend.take_deferred();
+                let sent = if deferred.is_empty() {
+                    sock.write_all(out).await
+                } else {
+                    send_with_files(&mut sock, out, deferred).await
+                };
+                if let Err(e) = sent {
                     break 'conn End::Disconnect(format!("write: {e}"));
                 }
             }
@@ -524,6 +535,73 @@ async fn connection(
         ),
         None => tracing::debug!(%peer, reason = how, "iscsi connection ended before login"),
     }
+}
+
+/// Writes `out` (a batch of PDUs) where the payload ranges named by
+/// `deferred` are not in `out` but sent from the image files with
+/// `sendfile` (page cache → socket, no copy through user space).
+async fn send_with_files(
+    sock: &mut TcpStream,
+    out: &[u8],
+    mut deferred: Vec<Deferred>,
+) -> std::io::Result<()> {
+    let base = out.as_ptr() as usize;
+    deferred.sort_by_key(|d| d.tx_addr);
+    // Headers and payloads leave as full segments, not one per write.
+    let _ = socket2::SockRef::from(&*sock).set_cork(true);
+    let mut at = 0usize;
+    let mut result = Ok(());
+    for d in &deferred {
+        // Never send a range we did not fill: a stream with garbage in it
+        // is worse than a dropped connection.
+        let pos = d.tx_addr.wrapping_sub(base);
+        let (Some(head), true) = (out.get(at..pos), pos.saturating_add(d.len) <= out.len()) else {
+            result = Err(std::io::Error::other("deferred read outside the batch"));
+            break;
+        };
+        if let Err(e) = sock.write_all(head).await {
+            result = Err(e);
+            break;
+        }
+        if let Err(e) = sendfile_all(sock, &d.disk, d.offset, d.len).await {
+            result = Err(e);
+            break;
+        }
+        at = pos + d.len;
+    }
+    if result.is_ok() {
+        result = sock.write_all(out.get(at..).unwrap_or_default()).await;
+    }
+    let _ = socket2::SockRef::from(&*sock).set_cork(false);
+    result
+}
+
+async fn sendfile_all(
+    sock: &TcpStream,
+    disk: &Disk,
+    offset: u64,
+    len: usize,
+) -> std::io::Result<()> {
+    let mut off = offset;
+    let mut left = len;
+    while left > 0 {
+        sock.writable().await?;
+        match sock.try_io(tokio::io::Interest::WRITABLE, || {
+            rustix::fs::sendfile(&*sock, disk.file(), Some(&mut off), left)
+                .map_err(std::io::Error::from)
+        }) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "image shorter than a read",
+                ))
+            }
+            Ok(n) => left -= n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn admit(

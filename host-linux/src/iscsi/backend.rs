@@ -65,6 +65,22 @@ pub struct NexusInfo {
     pub target: Option<usize>,
 }
 
+/// Data-In payloads at least this long go out with `sendfile`; shorter
+/// ones are cheaper as one `pread` into the batch (fewer syscalls).
+const ZERO_COPY_MIN: usize = 64 << 10;
+
+/// Read data not copied into the transmit buffer: the bytes at
+/// `tx_addr..tx_addr + len` are sent from the image with `sendfile` instead.
+#[derive(Debug)]
+pub struct Deferred {
+    /// Address of the first byte in the transmit buffer (compared, never
+    /// dereferenced).
+    pub tx_addr: usize,
+    pub len: usize,
+    pub disk: Arc<Disk>,
+    pub offset: u64,
+}
+
 /// One connection's backend.
 pub struct HostBackend {
     shared: Arc<Shared>,
@@ -72,6 +88,10 @@ pub struct HostBackend {
     pending: HashMap<u32, Pending>,
     /// Parameter list of the command being resumed (UNMAP needs it again).
     params: Vec<u8>,
+    /// Leave Data-In payload to `sendfile` (only without data digests: the
+    /// core never looks at the payload then).
+    zero_copy: bool,
+    deferred: Vec<Deferred>,
 }
 
 impl std::fmt::Debug for HostBackend {
@@ -127,7 +147,19 @@ impl HostBackend {
             nexus: None,
             pending: HashMap::new(),
             params: Vec::new(),
+            zero_copy: false,
+            deferred: Vec::new(),
         }
+    }
+
+    /// Send read data with `sendfile` from now on (no data digests).
+    pub fn set_zero_copy(&mut self, on: bool) {
+        self.zero_copy = on;
+    }
+
+    /// Read data deferred since the last call, in transmit-buffer order.
+    pub fn take_deferred(&mut self) -> Vec<Deferred> {
+        std::mem::take(&mut self.deferred)
     }
 
     /// This connection's session was admitted as `nexus`.
@@ -437,6 +469,15 @@ impl Backend for HostBackend {
             chunk.dst.fill(0);
             return;
         };
+        if self.zero_copy && chunk.dst.len() >= ZERO_COPY_MIN {
+            self.deferred.push(Deferred {
+                tx_addr: chunk.dst.as_ptr() as usize,
+                len: chunk.dst.len(),
+                disk: disk.clone(),
+                offset: chunk.offset,
+            });
+            return;
+        }
         if let Err(e) = disk.read(chunk.offset, chunk.dst) {
             // The status (GOOD) was decided when the read completed; a failure
             // this late can only be logged.
