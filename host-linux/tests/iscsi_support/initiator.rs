@@ -49,6 +49,8 @@ pub struct LoginOptions {
     pub header_digest: bool,
     /// Offer only `DataDigest=CRC32C`.
     pub data_digest: bool,
+    /// Last byte of the ISID (same name + same ISID = same session).
+    pub isid_qualifier: u8,
 }
 
 fn pad4(n: usize) -> usize {
@@ -137,7 +139,7 @@ impl Initiator {
             corrupt_next_header: false,
             corrupt_next_data: false,
         };
-        let isid = [0x80, 0, 0, 0x51, 0x42, std::process::id() as u8];
+        let isid = [0x80, 0, 0, 0x51, 0x42, opts.isid_qualifier];
         // Security stage, then operational: iPXE's shape.
         let sec = text(&[
             ("InitiatorName", initiator),

@@ -53,6 +53,8 @@ pub struct Sanboot {
     targets: String,
     /// Wrap the process in `strace -f -e trace=fdatasync`.
     strace: bool,
+    /// Extra lines for the `[iscsi]` table.
+    iscsi_extra: String,
     runs: u32,
 }
 
@@ -74,10 +76,23 @@ impl Sanboot {
             port: free_port(),
             targets: targets.to_string(),
             strace,
+            iscsi_extra: String::new(),
             runs: 0,
         };
         s.spawn();
         s
+    }
+
+    /// Restarts with an extra `key = value` line in `[iscsi]`.
+    pub fn with_iscsi_option(mut self, line: &str) -> Sanboot {
+        self.iscsi_extra.push_str(line);
+        self.iscsi_extra.push('\n');
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.spawn();
+        self
     }
 
     /// The temp directory holding the config, images and logs.
@@ -90,9 +105,10 @@ impl Sanboot {
             "[server]\naddress = \"127.0.0.1\"\nstate_dir = \"state\"\n\n\
              [dhcp]\nmode = \"off\"\n\n\
              [tftp]\nroot = \"tftp\"\nlisten = \"127.0.0.1:{tftp}\"\n\n\
-             [iscsi]\nlisten = \"127.0.0.1:{port}\"\n\n{targets}",
+             [iscsi]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n\n{targets}",
             tftp = free_port(),
             port = self.port,
+            extra = self.iscsi_extra,
             targets = self.targets
         )
     }
