@@ -84,9 +84,9 @@ fn smoltcp_instant(t: CoreInstant) -> Instant {
 
 /// The iSCSI target's storage, lent to [`Appliance::new`].
 #[derive(Debug)]
-pub struct IscsiParts<'a, D, const C: usize> {
+pub struct IscsiParts<'a, D, const C: usize, const RX: usize = 8192, const TX: usize = 16384> {
     /// Buffers of the `C` connections.
-    pub buffers: &'a mut [IscsiBytes; C],
+    pub buffers: &'a mut [IscsiBytes<RX, TX>; C],
     /// SCSI state of each configured target, LUNs added (same order as
     /// `IscsiConfig::targets`).
     pub scsi: &'a mut [ScsiTarget],
@@ -99,7 +99,7 @@ impl<'a, F: Files, D: Disks, const LEASES: usize, const T: usize, const C: usize
 {
     /// Builds the interface and binds every socket.
     #[allow(clippy::too_many_arguments)]
-    pub fn new<Dev: Device + ?Sized, const TX: usize>(
+    pub fn new<Dev: Device + ?Sized, const TX: usize, const IRX: usize, const ITX: usize>(
         mut config: Config<'a>,
         device: &mut Dev,
         now: Instant,
@@ -107,7 +107,7 @@ impl<'a, F: Files, D: Disks, const LEASES: usize, const T: usize, const C: usize
         buffers: &'a mut Buffers<T, TX>,
         slots: &'a mut Slots<T>,
         sockets: &'a mut [SocketStorage<'a>],
-        iscsi: IscsiParts<'a, D, C>,
+        iscsi: IscsiParts<'a, D, C, IRX, ITX>,
     ) -> Result<Self, Error> {
         if sockets.len() < sockets_needed(T, C) {
             return Err(Error::TooFewSockets {

@@ -78,8 +78,8 @@ pub const TRANSFER_RX: usize = 512;
 /// plus one scratch datagram of `TX` bytes.
 #[derive(Debug)]
 pub struct Buffers<const T: usize, const TX: usize> {
-    pub(crate) dhcp: UdpBytes<{ 4 * DHCP_PAYLOAD }, { 2 * DHCP_PAYLOAD }>,
-    pub(crate) pxe: UdpBytes<{ 2 * DHCP_PAYLOAD }, { 2 * DHCP_PAYLOAD }>,
+    pub(crate) dhcp: UdpBytes<{ 2 * DHCP_PAYLOAD }, { 2 * DHCP_PAYLOAD }>,
+    pub(crate) pxe: UdpBytes<DHCP_PAYLOAD, DHCP_PAYLOAD>,
     pub(crate) tftp: UdpBytes<2048, 512>,
     pub(crate) transfers: [UdpBytes<TRANSFER_RX, TX>; T],
     pub(crate) scratch: [u8; TX],
@@ -108,7 +108,7 @@ impl<const T: usize, const TX: usize> Default for Buffers<T, TX> {
 #[derive(Debug)]
 pub struct Slots<const T: usize> {
     pub(crate) dhcp: UdpSlots<4>,
-    pub(crate) pxe: UdpSlots<2>,
+    pub(crate) pxe: UdpSlots<1>,
     pub(crate) tftp: UdpSlots<4>,
     pub(crate) transfers: [UdpSlots<TRANSFER_PACKETS>; T],
 }
@@ -141,4 +141,14 @@ pub const fn sockets_needed(transfers: usize, connections: usize) -> usize {
 /// Empty socket slots for [`crate::Appliance::new`].
 pub const fn socket_storage<const S: usize>() -> [SocketStorage<'static>; S] {
     [SocketStorage::EMPTY; S]
+}
+
+/// True if a datagram of `len` bytes can be queued now, wherever the ring's
+/// free space is (smoltcp pads to the ring's start when the tail is short).
+pub(crate) fn fits(socket: &udp::Socket<'_>, len: usize) -> bool {
+    let free = socket
+        .payload_send_capacity()
+        .saturating_sub(socket.send_queue());
+    socket.can_send()
+        && (free >= len.saturating_mul(2) || (socket.send_queue() == 0 && free >= len))
 }

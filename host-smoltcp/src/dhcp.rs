@@ -16,6 +16,7 @@ use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::udp;
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
+use crate::buffers::{fits, DHCP_PAYLOAD};
 use crate::event::Event;
 
 /// Datagrams taken per socket per poll round.
@@ -58,6 +59,15 @@ impl<'a, const N: usize> Dhcp<'a, N> {
         for (handle, port) in ports {
             let Some(handle) = handle else { continue };
             for _ in 0..RX_BURST {
+                // One reply per request: take a request only when its reply
+                // has room (the interface drains the queue between rounds).
+                let room = [Some(self.main), self.pxe]
+                    .into_iter()
+                    .flatten()
+                    .all(|h| fits(sockets.get::<udp::Socket>(h), DHCP_PAYLOAD));
+                if !room {
+                    break;
+                }
                 let socket = sockets.get_mut::<udp::Socket>(handle);
                 let Ok((bytes, meta)) = socket.recv() else {
                     break;

@@ -15,6 +15,7 @@ use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::udp;
 use smoltcp::wire::IpEndpoint;
 
+use crate::buffers::fits;
 use crate::config::Scripts;
 use crate::event::Event;
 use crate::script::{Lookup, ScriptRef};
@@ -83,16 +84,6 @@ pub(crate) struct Tftp<H, const T: usize> {
     slots: [Slot<H>; T],
     config: TransferConfig,
     next_port: u16,
-}
-
-/// True if a datagram of `len` bytes can be queued now, wherever the ring's
-/// free space is (smoltcp pads to the ring's start when the tail is short).
-fn fits(socket: &udp::Socket<'_>, len: usize) -> bool {
-    let free = socket
-        .payload_send_capacity()
-        .saturating_sub(socket.send_queue());
-    socket.can_send()
-        && (free >= len.saturating_mul(2) || (socket.send_queue() == 0 && free >= len))
 }
 
 impl<H, const T: usize> Tftp<H, T> {

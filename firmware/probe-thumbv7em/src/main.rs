@@ -23,7 +23,7 @@ use sanboot_smoltcp::{
 };
 
 const LEASES: usize = 64;
-const TRANSFERS: usize = 4;
+const TRANSFERS: usize = 2;
 const TX: usize = 8192;
 const CONNECTIONS: usize = 1;
 const SOCKETS: usize = sockets_needed(TRANSFERS, CONNECTIONS);
@@ -135,6 +135,17 @@ fn config() -> Config<'static> {
     }
 }
 
+/// The appliance as this probe instantiates it.
+#[allow(dead_code)]
+type App = Appliance<
+    'static,
+    StaticFiles<'static>,
+    OneDisk<RamDisk<'static>>,
+    LEASES,
+    TRANSFERS,
+    CONNECTIONS,
+>;
+
 #[entry]
 fn main() -> ! {
     // cortex-m-rt turns these into `&'static mut` references, once.
@@ -144,7 +155,8 @@ fn main() -> ! {
     };
     static mut BUFFERS: Buffers<TRANSFERS, TX> = Buffers::new();
     static mut SLOTS: Slots<TRANSFERS> = Slots::new();
-    static mut ISCSI: [IscsiBytes; CONNECTIONS] = [const { IscsiBytes::new() }; CONNECTIONS];
+    static mut ISCSI: [IscsiBytes<4096, 8192>; CONNECTIONS] =
+        [const { IscsiBytes::new() }; CONNECTIONS];
     static mut SCSI: Option<ScsiTarget> = None;
     static mut DISK_BYTES: [u8; DISK] = [0; DISK];
     static mut SOCKETS_STORAGE: [SocketStorage<'static>; SOCKETS] = [SocketStorage::EMPTY; SOCKETS];
@@ -167,6 +179,8 @@ fn main() -> ! {
             disks: OneDisk(RamDisk(&mut DISK_BYTES[..])),
         },
     );
+    // On the stack: an `Option<App>` static would be initialised data
+    // (flash). Its size is `core::mem::size_of::<App>()`, see the crate docs.
     let Ok(mut app) = app else { loop {} };
     loop {
         clock = black_box(clock + 1);

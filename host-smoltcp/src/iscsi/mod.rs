@@ -29,9 +29,9 @@ pub const ISCSI_TASKS: usize = 8;
 /// Per-command buffer for data the SCSI layer generates (INQUIRY, MODE
 /// SENSE, sense data); longer answers are cut to it.
 pub const ISCSI_SCRATCH: usize = 1024;
-/// TCP receive ring per connection.
+/// Default TCP receive ring per connection (the receive window).
 pub const ISCSI_TCP_RX: usize = 8192;
-/// TCP transmit ring per connection.
+/// Default TCP transmit ring per connection (read data in flight).
 pub const ISCSI_TCP_TX: usize = 16384;
 /// PDU reassembly buffer per connection: holds the longest PDU the
 /// initiator may send (`Connection::max_pdu_len` for our
@@ -68,28 +68,29 @@ pub fn limits() -> TargetLimits {
     }
 }
 
-/// Byte buffers of one connection (all zero: `.bss` in a `static`).
+/// Byte buffers of one connection (all zero: `.bss` in a `static`), with
+/// TCP rings of `RX` and `TX` bytes.
 #[derive(Debug)]
-pub struct IscsiBytes {
-    pub(crate) tcp_rx: [u8; ISCSI_TCP_RX],
-    pub(crate) tcp_tx: [u8; ISCSI_TCP_TX],
+pub struct IscsiBytes<const RX: usize = ISCSI_TCP_RX, const TX: usize = ISCSI_TCP_TX> {
+    pub(crate) tcp_rx: [u8; RX],
+    pub(crate) tcp_tx: [u8; TX],
     pub(crate) pdu: [u8; ISCSI_PDU],
     pub(crate) collect: [u8; ISCSI_COLLECT],
 }
 
-impl IscsiBytes {
+impl<const RX: usize, const TX: usize> IscsiBytes<RX, TX> {
     /// Zeroed buffers.
     pub const fn new() -> Self {
         IscsiBytes {
-            tcp_rx: [0; ISCSI_TCP_RX],
-            tcp_tx: [0; ISCSI_TCP_TX],
+            tcp_rx: [0; RX],
+            tcp_tx: [0; TX],
             pdu: [0; ISCSI_PDU],
             collect: [0; ISCSI_COLLECT],
         }
     }
 }
 
-impl Default for IscsiBytes {
+impl<const RX: usize, const TX: usize> Default for IscsiBytes<RX, TX> {
     fn default() -> Self {
         Self::new()
     }
@@ -146,10 +147,10 @@ fn seed_bytes(seed: u64, token: u64) -> [u8; 16] {
 }
 
 impl<'a, D: Disks, const C: usize> Iscsi<'a, D, C> {
-    pub(crate) fn new(
+    pub(crate) fn new<const RX: usize, const TX: usize>(
         config: IscsiConfig<'a>,
         sockets: &mut SocketSet<'a>,
-        buffers: &'a mut [IscsiBytes; C],
+        buffers: &'a mut [IscsiBytes<RX, TX>; C],
         scsi: &'a mut [ScsiTarget],
         disks: D,
         seed: u64,
