@@ -202,6 +202,7 @@ fn crc32c_header_and_data_digests_carry_reads_and_writes() {
     let both = LoginOptions {
         header_digest: true,
         data_digest: true,
+        ..LoginOptions::default()
     };
     let name = "iqn.2026-11.test.sanboot:digest";
     let mut ini = Initiator::login_with(s.port, name, OPEN_IQN, 0, both)
