@@ -533,6 +533,14 @@ async fn connection(
             pdus_in = stats.pdus_in, pdus_out = stats.pdus_out,
             "iscsi session ended"
         ),
+        // A login that never reached full feature phase: refused (unknown
+        // target, not on the allow-list, CHAP failed), timed out, or a probe.
+        None if !conn.initiator_name().is_empty() => tracing::info!(
+            %peer,
+            initiator = %conn.initiator_name(),
+            reason = how,
+            "iscsi login failed"
+        ),
         None => tracing::debug!(%peer, reason = how, "iscsi connection ended before login"),
     }
 }

@@ -98,8 +98,12 @@ fn chap_right_secret_logs_in_and_wrong_or_missing_secret_is_refused() {
 
     let log = s.log();
     assert!(
-        log.contains("alice") || log.contains("CHAP") || log.contains("chap"),
+        log.contains("auth=\"CHAP\""),
         "no login line names the authentication:\n{log}"
+    );
+    assert!(
+        log.contains("iscsi login failed"),
+        "refused logins are not logged:\n{log}"
     );
 }
 
