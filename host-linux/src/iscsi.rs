@@ -468,6 +468,20 @@ async fn connection(
         if close || conn.is_closed() {
             break End::Closed;
         }
+        // Bytes that arrived behind the final Login Request wait while the
+        // session is admitted; feed them now rather than after the next read.
+        if start < end {
+            let n = conn.handle_input(
+                shared.now(),
+                rx.get(start..end).unwrap_or_default(),
+                &targets,
+                &mut backend,
+            );
+            if n > 0 {
+                start += n;
+                continue;
+            }
+        }
         // Make room for more input.
         if start > 0 && rx.len() - end < conn.max_pdu_len() {
             rx.copy_within(start..end, 0);
