@@ -588,6 +588,54 @@ mod tests {
     }
 
     #[test]
+    fn without_write_cache_every_write_is_synced_before_returning() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Disk::open(
+            &dir.path().join("d.img"),
+            DiskOptions {
+                create_size: Some(1 << 20),
+                write_cache: false,
+                ..DiskOptions::default()
+            },
+        )
+        .unwrap();
+        assert!(!d.lun_config(1, "x").write_cache);
+        d.write(0, &[1u8; 512], false).unwrap();
+        d.write(512, &[2u8; 512], false).unwrap();
+        assert_eq!(d.syncs(), 2);
+    }
+
+    #[test]
+    fn extended_copy_handles_overlapping_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = disk(dir.path(), 1 << 20);
+        let data: Vec<u8> = (0..4096u32).map(|i| i as u8).collect();
+        d.write(0, &data, false).unwrap();
+        let copy = |src, dst| Io::Copy {
+            src,
+            dst,
+            len: 4096,
+            nexus: 0,
+            list_id: None,
+        };
+        // Forward overlap: destination after the source.
+        assert_eq!(d.perform(&copy(0, 1024), &[]), IoResult::Ok);
+        let mut back = vec![0u8; 4096];
+        d.read(1024, &mut back).unwrap();
+        assert_eq!(back, data);
+        // ORWRITE ors the Data-Out in.
+        let or = Io::OrWrite {
+            offset: 1024,
+            len: 4,
+            fua: false,
+        };
+        assert_eq!(d.perform(&or, &[0xf0; 4]), IoResult::Ok);
+        let mut head = [0u8; 4];
+        d.read(1024, &mut head).unwrap();
+        assert_eq!(head, [0xf0, 0xf1, 0xf2, 0xf3]);
+    }
+
+    #[test]
     fn read_only_disk_refuses_writes_at_the_os_level() {
         let dir = tempfile::tempdir().unwrap();
         drop(disk(dir.path(), 1 << 20));
