@@ -425,7 +425,7 @@ async fn connection(
                 progress = true;
                 match req {
                     StorageRequest::Release { io } => backend.release(io),
-                    StorageRequest::Flush { .. } | StorageRequest::Write { fua: true, .. } => {
+                    _ if backend.may_block(&req) => {
                         let r = tokio::task::block_in_place(|| backend.storage(&req));
                         completions.push((req.io(), r));
                     }

@@ -335,6 +335,25 @@ impl HostBackend {
         r.unwrap_or(Err(StorageError::NotReady))
     }
 
+    /// Whether `req` may block for long (fdatasync, hole punching, big
+    /// copies): the caller then lets tokio move other tasks off this thread.
+    pub fn may_block(&self, req: &StorageRequest<'_>) -> bool {
+        match (req, self.pending.get(&req.io().0)) {
+            (StorageRequest::Read { .. } | StorageRequest::Release { .. }, _) => false,
+            (
+                StorageRequest::Write {
+                    fua, target, lun, ..
+                },
+                Some(p),
+            ) if matches!(p.io, Io::Write { .. }) => {
+                *fua || self
+                    .disk(*target, *lun)
+                    .is_some_and(|d| !d.options().write_cache)
+            }
+            _ => true,
+        }
+    }
+
     /// The task using `io` is over.
     pub fn release(&mut self, io: IoId) {
         self.pending.remove(&io.0);
