@@ -182,6 +182,7 @@ const E2E: &[(&str, &str, &str)] = &[
     ("chain", "sanboot_iscsi", "bios_chain"),
     ("iscsi", "sanboot_iscsi", ""),
     ("smoltcp", "smoltcp_boot", ""),
+    ("firmware", "smoltcp_firmware", ""),
     ("peers", "harness_peers", ""),
 ];
 
@@ -201,6 +202,7 @@ pub fn e2e(args: &[String]) -> Result<()> {
             "boot_uefi",
             "sanboot_iscsi",
             "smoltcp_boot",
+            "smoltcp_firmware",
             "harness_peers",
         ] {
             push(file, "");

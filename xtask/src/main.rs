@@ -1,8 +1,9 @@
-//! `cargo xtask <ci|e2e|fuzz|demo|bench>`: every workflow is one command.
+//! `cargo xtask <ci|e2e|fuzz|demo|bench|firmware>`: every workflow is one command.
 
 mod bench;
 mod ci;
 mod demo;
+mod firmware;
 mod fuzz;
 mod util;
 
@@ -12,11 +13,12 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [args]
 
   ci [--fuzz-seconds N] [--no-fuzz]   fmt, clippy, docs, embedded builds, all tests, short fuzz runs
-  e2e [full|proxy|uefi|bios|chain|iscsi|smoltcp|peers]
+  e2e [full|proxy|uefi|bios|chain|iscsi|smoltcp|firmware|peers]
                                       end-to-end QEMU tests (root); no name = all of them
   fuzz [TARGET] [--seconds N]         run fuzz targets (all when no TARGET), N seconds each
   demo [bios|uefi] [--timeout S]      namespace lab: sanboot serves, a QEMU station boots, console shown
-  bench <what> [args]                 benchmarks against peer software";
+  bench <what> [args]                 benchmarks against peer software
+  firmware                            build the firmware crates (firmware/) and print their sizes";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -33,6 +35,7 @@ fn main() -> Result<()> {
         "fuzz" => fuzz::run(rest),
         "demo" => demo::run(rest),
         "bench" => bench::run(rest),
+        "firmware" => firmware::run(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())
