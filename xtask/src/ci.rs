@@ -115,6 +115,8 @@ pub fn run(args: &[String]) -> Result<()> {
         sanboot_bin = Some(util::build_sanboot()?);
         Ok(start.elapsed())
     });
+    let timings = util::target_dir().join("e2e").join("timings.txt");
+    let timings_before = std::fs::read_to_string(&timings).map_or(0, |t| t.len());
     step(o, "cargo test --workspace (unit, integration, e2e)", || {
         let mut cmd = cargo_step(&["test", "--workspace"]);
         quiet_error_backtraces(&mut cmd);
@@ -139,6 +141,19 @@ pub fn run(args: &[String]) -> Result<()> {
                 }
             }
             Err(e) => step(o, "list fuzz targets", || Err(e)),
+        }
+    }
+
+    // The e2e tests' output is captured when they pass; their boot times
+    // (QEMU power-on to the marker on the serial console) are kept here.
+    if let Some(new) = std::fs::read_to_string(&timings)
+        .ok()
+        .and_then(|t| t.get(timings_before..).map(str::to_string))
+        .filter(|t| !t.is_empty())
+    {
+        println!("\n== e2e boot times (power-on to marker, seconds) ==");
+        for line in new.lines() {
+            println!("  {line}");
         }
     }
 
