@@ -142,6 +142,92 @@ fn bios_ipxe_boots_its_per_mac_script_from_smoltcp() -> Result<()> {
     Ok(())
 }
 
+/// ProxyDHCP beside a home router: the router hands out the address,
+/// smoltcp answers on 67 and 4011 with the boot file, then serves the chain.
+#[test]
+fn bios_ipxe_boots_its_per_mac_script_via_smoltcp_proxy_dhcp() -> Result<()> {
+    sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
+    let _one = sanboot_tests::one_station_at_a_time();
+    let mut lab = Lab::new("smoltcp_proxy")?;
+    let _pcap = lab.capture()?;
+    let router_ns = lab.add_router(sanboot_tests::ROUTER)?;
+    let router = peers::plain_dhcp(&lab, &router_ns)?;
+    let root = sanboot::tftp_root(&lab)?;
+    sanboot_tests::write_done_script(&root)?;
+    let _ra = peers::router_advertisements(&lab)?;
+    let config = sanboot::config(&lab, DhcpMode::Proxy, &sanboot_tests::chain_host());
+    let server = start_smoltcp(&lab, &config)?;
+
+    let mut station = Station::start(&lab, Boot::BiosRom)?;
+    let took = station
+        .wait_for(sanboot_tests::DONE_MARKER, Duration::from_secs(90))
+        .with_context(|| {
+            format!(
+                "sanboot-smoltcp log (last 40 lines):\n{}\nrouter log:\n{}",
+                server.log_tail(40),
+                router.log_tail(20)
+            )
+        })?;
+    sanboot_tests::record_timing("smoltcp_proxy bios-rom", took);
+    let console = station.console();
+    let address = sanboot_tests::assert_pool_address(&console)?;
+    ensure!(
+        router.log().contains(&format!("DHCPACK(eth0) {address}")),
+        "the router's log shows no DHCPACK of {address}:\n{}",
+        router.log_tail(20)
+    );
+    sanboot_tests::assert_seed_chain(&console)?;
+    ensure!(
+        server.log().contains("ProxyDHCP"),
+        "sanboot-smoltcp logged no ProxyDHCP reply:\n{}",
+        server.log_tail(40)
+    );
+    Ok(())
+}
+
+/// OVMF's own PXE client (a plain PXE client) gets `ipxe.efi` (about a
+/// megabyte, real TFTP windows and block sizes) from smoltcp, then iPXE
+/// walks the seed chain.
+#[test]
+fn uefi_pxe_gets_ipxe_efi_then_its_script_from_smoltcp() -> Result<()> {
+    sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
+    let _one = sanboot_tests::one_station_at_a_time();
+    let lab = Lab::new("smoltcp_uefi")?;
+    let _pcap = lab.capture()?;
+    let root = sanboot::tftp_root(&lab)?;
+    sanboot_tests::write_done_script(&root)?;
+    let _ra = peers::router_advertisements(&lab)?;
+    let config = sanboot::config(&lab, DhcpMode::Full, &sanboot_tests::chain_host());
+    let server = start_smoltcp(&lab, &config)?;
+
+    let mut station = Station::start(&lab, Boot::UefiPxe)?;
+    let took = station
+        .wait_for(sanboot_tests::DONE_MARKER, Duration::from_secs(180))
+        .with_context(|| {
+            format!(
+                "sanboot-smoltcp log (last 40 lines):\n{}",
+                server.log_tail(40)
+            )
+        })?;
+    sanboot_tests::record_timing("smoltcp_uefi edk2-pxe", took);
+    let console = station.console();
+    sanboot_tests::assert_seed_chain(&console)?;
+    let requests = tftp_requests(&server.log());
+    ensure!(
+        requests.first().is_some_and(|r| r.ends_with("ipxe.efi")),
+        "the first RRQ was not ipxe.efi: {requests:?}"
+    );
+    let log = server.log();
+    ensure!(
+        log.lines().any(|l| l.contains("ended: Some(Complete)")
+            && l.contains("bytes acked")
+            && !l.contains(" 0 of ")),
+        "no completed transfer in the log:\n{}",
+        server.log_tail(40)
+    );
+    Ok(())
+}
+
 /// The whole boot from smoltcp: DHCP, the seed chain, and `sanboot` from
 /// smoltcp's iSCSI target; the disk's MBR reads sectors through iPXE's
 /// INT 13h and prints them, then `SANBOOT-OK`.

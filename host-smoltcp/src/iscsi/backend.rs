@@ -18,7 +18,10 @@ use crate::storage::{BlockDevice, Disks};
 
 /// SCSI state of one target: up to 4 LUNs, 8 I_T nexus slots, 4
 /// persistent-reservation registrations per LUN.
-pub type ScsiTarget = scsi::Target<4, 8, 4>;
+pub type ScsiTarget = scsi::Target<4, { NEXUS_SLOTS as usize }, 4>;
+
+/// I_T nexus slots of a [`ScsiTarget`].
+pub const NEXUS_SLOTS: u16 = 8;
 
 /// Bounce buffer for read-modify-write work, one logical block.
 const BOUNCE: usize = 512;

@@ -351,6 +351,8 @@ impl<'a, D: Disks, const C: usize> Iscsi<'a, D, C> {
             slot.end -= slot.start;
             slot.start = 0;
         }
+        // A full buffer the machine takes nothing from can never progress.
+        let stuck = slot.start == 0 && slot.end == slot.pdu.len();
         if conn.poll_timeout().is_some_and(|t| t <= now) {
             conn.handle_timeout(now);
         }
@@ -370,7 +372,12 @@ impl<'a, D: Disks, const C: usize> Iscsi<'a, D, C> {
                                 let _ = initiator.push_str(conn.initiator_name());
                                 glue.state.nexus = Some(NexusInfo {
                                     id: adm.nexus,
-                                    index: i as u16,
+                                    // Slots past the SCSI layer's nexus table are
+                                    // served without unit attentions or reservations.
+                                    index: u16::try_from(i)
+                                        .ok()
+                                        .filter(|&x| x < backend::NEXUS_SLOTS)
+                                        .unwrap_or(u16::MAX),
                                     initiator,
                                     isid: req.isid,
                                     target: req.target,
@@ -436,9 +443,11 @@ impl<'a, D: Disks, const C: usize> Iscsi<'a, D, C> {
         slot.closing = close;
         let peer_gone = !socket.is_active() || !socket.may_recv();
         // `close` is graceful in smoltcp: queued PDUs go out before the FIN.
-        let ended = close || conn.is_closed() || peer_gone;
+        let ended = close || conn.is_closed() || peer_gone || stuck;
         if ended {
-            let reason = if close || conn.is_closed() {
+            let reason = if stuck {
+                "receive buffer full"
+            } else if close || conn.is_closed() {
                 "logout"
             } else {
                 "closed by initiator"
