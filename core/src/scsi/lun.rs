@@ -612,16 +612,17 @@ impl<const N: usize, const R: usize> Lun<N, R> {
         let blocks = u64::from(cdb.u8(13));
         self.write_protect()?;
         self.check_range(lba, blocks)?;
-        if blocks == 0 {
-            return Ok(done(0));
-        }
         if blocks > u64::from(MAX_COMPARE_AND_WRITE_BLOCKS) {
             return Err(bad_cdb(13, None));
         }
         let (offset, len) = self.bytes_of(lba, blocks)?;
+        // The Data-Out must hold exactly the verify and write halves; an
+        // initiator that meant 256 blocks wrote 0 in this one-byte field.
         if Some(expected_len) != len.checked_mul(2) {
-            // The Data-Out must hold exactly the verify and write halves.
             return Err(bad_cdb(13, None));
+        }
+        if blocks == 0 {
+            return Ok(done(0));
         }
         Ok(Step::Io(Io::CompareAndWrite {
             offset,

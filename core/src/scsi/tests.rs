@@ -620,6 +620,15 @@ fn compare_and_write_writes_on_match_and_miscompares_otherwise() {
         h.run_edtl(&n1(), &cdb, &data, 4 * 512).status,
         Status::CheckCondition
     );
+    // 256 blocks does not fit the one-byte field: 0 blocks with 256 blocks
+    // of Data-Out is refused (CompareAndWrite.Simple).
+    cdb[13] = 0;
+    assert_eq!(
+        h.run(&n1(), &cdb, &vec![0; 512 * 512]).sense(),
+        (5, 0x24, 0)
+    );
+    assert!(h.run(&n1(), &cdb, &[]).good());
+    cdb[13] = 1;
     // Beyond the end.
     cdb[9] = 64;
     assert_eq!(h.run(&n1(), &cdb, &data).sense(), (5, 0x21, 0));
@@ -1323,4 +1332,32 @@ fn extended_copy_rejects_bad_parameter_lists() {
     assert_eq!(h.run(&n1(), &xcopy_cdb(p.len()), &p).sense().0, 0x0a);
     let p = xcopy_list(1, 0, &[t.clone()], &[b2b_desc(0, 0, 2048, 0, 4095)]);
     assert_eq!(h.run(&n1(), &xcopy_cdb(p.len()), &p).sense().0, 0x0a);
+}
+
+#[test]
+fn target_lun_reset_reaches_every_nexus() {
+    // MultipathIO.Reset: after a LUN reset through one path, each path's
+    // next TUR reports a unit attention.
+    let mut t: Target<2, 4, 2> = Target::new();
+    t.add_lun(0, LunConfig::new(64, NAA)).unwrap();
+    let mut buf = [0u8; 64];
+    for n in [n1(), n2()] {
+        let _ = t.command(0, &n, &[0; 6], 0, &mut buf);
+        assert_eq!(
+            t.command(0, &n, &[0; 6], 0, &mut buf),
+            Step::Done(Response::good(0))
+        );
+    }
+    t.lun_reset(0);
+    for n in [n1(), n2()] {
+        let step = t.command(0, &n, &[0; 6], 0, &mut buf);
+        assert!(
+            matches!(step, Step::Done(r) if r.sense.unwrap().asc == 0x29),
+            "{step:?}"
+        );
+        assert_eq!(
+            t.command(0, &n, &[0; 6], 0, &mut buf),
+            Step::Done(Response::good(0))
+        );
+    }
 }
