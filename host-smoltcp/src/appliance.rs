@@ -2,7 +2,7 @@
 
 use sanboot_core::dhcp::{self, server::PXE_PORT, server::SERVER_PORT, Mode};
 use sanboot_core::time::Instant as CoreInstant;
-use smoltcp::iface::{Interface, SocketHandle, SocketSet, SocketStorage};
+use smoltcp::iface::{Interface, PollResult, SocketHandle, SocketSet, SocketStorage};
 use smoltcp::phy::Device;
 use smoltcp::socket::udp;
 use smoltcp::time::Instant;
@@ -60,6 +60,8 @@ pub struct Appliance<'a, F: Files, D: Disks, const LEASES: usize, const T: usize
     iscsi: Option<Iscsi<'a, D, C>>,
     files: F,
     scratch: &'a mut [u8],
+    /// The last poll stopped at its round limit with work left.
+    busy: bool,
 }
 
 impl<F: Files, D: Disks, const LEASES: usize, const T: usize, const C: usize> core::fmt::Debug
@@ -202,6 +204,7 @@ impl<'a, F: Files, D: Disks, const LEASES: usize, const T: usize, const C: usize
             iscsi,
             files,
             scratch: &mut scratch[..],
+            busy: false,
         })
     }
 
@@ -249,9 +252,10 @@ impl<'a, F: Files, D: Disks, const LEASES: usize, const T: usize, const C: usize
         on_event: &mut dyn FnMut(Event<'_>),
     ) {
         let t = core_instant(now);
+        let mut moved = true;
         for _ in 0..8 {
             self.iface.poll(now, device, &mut self.sockets);
-            let mut moved = false;
+            moved = false;
             if let Some(d) = self.dhcp.as_mut() {
                 moved |= d.process(t, &mut self.sockets, self.scratch, on_event);
             }
@@ -270,12 +274,20 @@ impl<'a, F: Files, D: Disks, const LEASES: usize, const T: usize, const C: usize
                 break;
             }
         }
-        self.iface.poll(now, device, &mut self.sockets);
+        // Send what the last round produced, but take nothing in: a frame
+        // taken here (an ACK freeing transmit room, say) would wait for the
+        // next frame or timer before any machine saw it.
+        while self.iface.poll_egress(now, device, &mut self.sockets) != PollResult::None {}
+        // Still busy after the bounded rounds: come back at once.
+        self.busy = moved;
     }
 
     /// When [`Appliance::poll`] must run again at the latest if no frame
     /// arrives (`None`: only on a frame).
     pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
+        if self.busy {
+            return Some(now);
+        }
         let net = self.iface.poll_at(now, &self.sockets);
         let machines = [
             self.dhcp.as_ref().and_then(|d| d.poll_timeout()),
