@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use sanboot_core::scsi::{
-    unmap_ranges, Io, IoError, IoResult, Lun, LunConfig, Nexus, Status, Step,
+    unmap_ranges, Io, IoError, IoResult, LunConfig, Nexus, Status, Step, Target,
 };
 
 const NAMES: [&str; 3] = ["iqn.2026-11.fuzz:a", "iqn.2026-11.fuzz:b", "iqn.2026-11.fuzz:c"];
@@ -84,20 +84,29 @@ fuzz_target!(|data: &[u8]| {
     cfg.read_only = mode & 0x20 != 0;
     cfg.block_size = if mode & 0x40 != 0 { 4096 } else { 512 };
     cfg.max_transfer_blocks = if mode & 0x80 != 0 { 128 } else { 0 };
-    let mut lun: Lun<4, 3> = Lun::new(cfg);
+    let mut second = cfg.clone();
+    second.naa += 1;
+    second.thin_provisioning = !cfg.thin_provisioning;
+    // LUNs 0 and 5 exist; commands also go to absent LUN 7.
+    let mut target: Target<2, 4, 3> = Target::new();
+    assert!(target.add_lun(0, cfg).is_ok());
+    assert!(target.add_lun(5, second).is_ok());
     let mut buf = [0u8; 4096];
 
     while let Some(op) = inp.byte() {
         match op {
-            0xf0 => lun.reset(),
+            0xf0 => target.lun_reset(0),
             0xf1 => {
                 let i = inp.byte().unwrap_or(0);
-                lun.nexus_lost(u16::from(i % 5));
+                target.nexus_lost(u16::from(i % 5));
             }
             0xf2 => {
                 let b = inp.byte().unwrap_or(0);
-                lun.resize(1 + u64::from(b) * 100);
+                if let Some(l) = target.lun_mut(u64::from(b & 1) * 5) {
+                    l.resize(1 + u64::from(b) * 100);
+                }
             }
+            0xf3 => target.target_reset(),
             _ => {
                 let n = nexus(op);
                 let cdb_len = [6usize, 10, 12, 16][usize::from(op >> 3 & 3)];
@@ -110,9 +119,12 @@ fuzz_target!(|data: &[u8]| {
                 } else {
                     dout.len() as u32
                 };
-                let size = lun.config().size_bytes();
-                let bs = u64::from(lun.config().block_size);
-                let mut step = lun.command(&n, cdb, edtl, &mut buf);
+                let lun_nr = [0u64, 5, 7][usize::from(hi >> 4) % 3];
+                let (size, bs) = target
+                    .lun(lun_nr)
+                    .map(|l| (l.config().size_bytes(), u64::from(l.config().block_size)))
+                    .unwrap_or((0, 512));
+                let mut step = target.command(lun_nr, &n, cdb, edtl, &mut buf);
                 let mut rounds = 0;
                 loop {
                     rounds += 1;
@@ -127,7 +139,7 @@ fuzz_target!(|data: &[u8]| {
                             break;
                         }
                         Step::DataOut { .. } => {
-                            step = lun.data_out(&n, cdb, dout, &mut buf);
+                            step = target.data_out(lun_nr, &n, cdb, dout, &mut buf);
                             assert!(!matches!(step, Step::DataOut { .. }));
                         }
                         Step::Io(io) => {
@@ -137,7 +149,7 @@ fuzz_target!(|data: &[u8]| {
                                     assert!(o + l <= size);
                                 }
                             }
-                            let r = lun.complete(&io, result_for(&io, lo), &mut buf);
+                            let r = target.complete(lun_nr, &io, result_for(&io, lo), &mut buf);
                             match io {
                                 Io::Read { len, .. } if r.status == Status::Good => {
                                     assert_eq!(r.data_len, len)
@@ -154,11 +166,11 @@ fuzz_target!(|data: &[u8]| {
 
     // The unit still answers: after draining unit attentions, TUR is GOOD
     // (or RESERVATION CONFLICT when another nexus holds RESERVE(6)).
-    for i in 0..4u8 {
+    for (i, lun_nr) in (0..4u8).flat_map(|i| [(i, 0u64), (i, 5)]) {
         let n = nexus(i);
         let mut last = None;
         for _ in 0..16 {
-            match lun.command(&n, &[0; 6], 0, &mut buf) {
+            match target.command(lun_nr, &n, &[0; 6], 0, &mut buf) {
                 Step::Done(r) if r.status == Status::CheckCondition => continue,
                 Step::Done(r) => {
                     last = Some(r.status);

@@ -23,6 +23,26 @@
 //!    compares it with the initiator's Expected Data Transfer Length and
 //!    reports underflow/overflow; this layer never looks at the wire.
 //!
+//! # Commands
+//!
+//! SPC-4: TEST UNIT READY, INQUIRY (standard; VPD 00h, 80h, 83h, B0h, B1h,
+//! B2h), REQUEST SENSE, REPORT LUNS ([`Target`]), REPORT SUPPORTED
+//! OPERATION CODES (all / one command, RCTD), MODE SENSE(6)/(10) and MODE
+//! SELECT(6)/(10) (caching page, control page with D_SENSE and SWP,
+//! informational exceptions page), RESERVE/RELEASE(6)/(10), PERSISTENT
+//! RESERVE IN (READ KEYS, READ RESERVATION, REPORT CAPABILITIES, READ FULL
+//! STATUS) and OUT (REGISTER, REGISTER AND IGNORE EXISTING KEY, RESERVE,
+//! RELEASE, CLEAR, PREEMPT, PREEMPT AND ABORT; all six types), EXTENDED
+//! COPY (LID1, block to block inside the LUN) and RECEIVE COPY RESULTS.
+//! SBC-3: READ/WRITE(6)/(10)/(12)/(16), WRITE AND VERIFY(10)/(12)/(16),
+//! VERIFY(10)/(12)/(16) (BYTCHK 0, 1, 3), READ CAPACITY(10)/(16), SYNCHRONIZE
+//! CACHE(10)/(16), PRE-FETCH(10)/(16), WRITE SAME(10)/(16) (UNMAP, NDOB),
+//! UNMAP, GET LBA STATUS, COMPARE AND WRITE, ORWRITE(16), START STOP UNIT,
+//! PREVENT ALLOW MEDIUM REMOVAL, READ DEFECT DATA(10)/(12). Everything else
+//! is INVALID COMMAND OPERATION CODE, and REPORT SUPPORTED OPERATION CODES
+//! lists exactly what this LUN serves (UNMAP only when thin-provisioned),
+//! so initiators such as libiscsi's test suite skip the rest.
+//!
 //! The layer keeps no per-task state: a command's later steps are recomputed
 //! from its CDB, so any number of commands may be in flight at once.
 //! Atomicity of COMPARE AND WRITE against concurrent writes to the same
