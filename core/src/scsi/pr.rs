@@ -125,7 +125,9 @@ fn access_of(cdb: Bytes<'_>) -> Access {
         | op::PRE_FETCH_10
         | op::PRE_FETCH_16
         | op::MODE_SENSE_6
-        | op::MODE_SENSE_10 => Access::Read,
+        | op::MODE_SENSE_10
+        | op::READ_DEFECT_DATA_10
+        | op::READ_DEFECT_DATA_12 => Access::Read,
         op::SERVICE_ACTION_IN_16 if cdb.u8(1) & 0x1f == op::SAI_GET_LBA_STATUS => Access::Read,
         op::WRITE_6
         | op::WRITE_10
