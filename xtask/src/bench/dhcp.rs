@@ -76,6 +76,8 @@ struct Point {
     ra_avg_ms: f64,
     ra_max_ms: f64,
     non_unique: u64,
+    /// Leases found in the server's lease file after it stopped.
+    persisted: Option<u64>,
     ack_per_s: f64,
     loss_pct: f64,
     srv_cpu_pct: f64,
@@ -124,6 +126,7 @@ pub fn bench(opts: &Opts) -> Result<()> {
         "RA avg ms",
         "RA max ms",
         "non-unique",
+        "leases on disk",
         "srv CPU %",
         "PSI %",
         "note",
@@ -195,6 +198,28 @@ pub fn bench(opts: &Opts) -> Result<()> {
         }
         pts.sort_by_key(|p| p.rate);
     }
+    // One bisection round between the best sustained rate and the first
+    // failing one above it: the steps are coarse (2000 → 4000 is 2×).
+    for (i, &server) in servers.iter().enumerate() {
+        let Some(pts) = points.get_mut(i) else {
+            continue;
+        };
+        let ok = |p: &Point| p.error.is_none() && p.loss_pct < SUSTAINED_LOSS_PCT;
+        let Some(good) = pts.iter().filter(|p| ok(p)).map(|p| p.rate).max() else {
+            continue;
+        };
+        let bad = pts
+            .iter()
+            .filter(|p| p.error.is_none() && !ok(p) && p.rate > good)
+            .map(|p| p.rate)
+            .min();
+        let Some(bad) = bad else { continue };
+        let mid = (good + bad) / 2 / 100 * 100;
+        if mid > good && mid < bad && bad - good > good / 4 {
+            pts.push(measure(server, mid)?);
+            pts.sort_by_key(|p| p.rate);
+        }
+    }
     for (&server, points) in servers.iter().zip(&points) {
         let sustained = points
             .iter()
@@ -220,6 +245,9 @@ pub fn bench(opts: &Opts) -> Result<()> {
                 sys::f(p.ra_avg_ms, 2),
                 sys::f(p.ra_max_ms, 1),
                 p.non_unique.to_string(),
+                p.persisted
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 sys::f(p.srv_cpu_pct, 0),
                 sys::f(p.psi_pct, 1),
                 note,
@@ -356,9 +384,11 @@ fn point(
     srv.stop();
     net.kill_leftovers(SRV_NS);
     let d = after.since(&before);
+    let persisted = leases_on_disk(server, dir);
     let out = fs::read_to_string(&out_path)?;
     let mut p = parse_perfdhcp(&out);
     p.rate = rate;
+    p.persisted = persisted;
     p.ack_per_s = p.acks as f64 / period as f64;
     p.loss_pct = if p.discovers > 0 {
         (1.0 - p.acks as f64 / p.discovers as f64) * 100.0
@@ -380,6 +410,29 @@ fn point(
         ));
     }
     Ok(p)
+}
+
+/// Counts the leases a server left in its lease file (persistence check).
+fn leases_on_disk(server: Server, dir: &Path) -> Option<u64> {
+    let count = |p: &Path| -> u64 {
+        fs::read_to_string(p)
+            .map(|s| {
+                s.lines()
+                    .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+                    .count() as u64
+            })
+            .unwrap_or(0)
+    };
+    match server {
+        // One CSV line per lease update, after a header line.
+        Server::Kea => Some(count(&dir.join("kea-leases4.csv")).saturating_sub(1)),
+        Server::Dnsmasq => Some(count(&dir.join("dnsmasq.leases"))),
+        Server::DnsmasqRo => None,
+        Server::Sanboot => {
+            let files = fs::read_dir(dir.join("state")).ok()?;
+            Some(files.filter_map(|e| e.ok()).map(|e| count(&e.path())).sum())
+        }
+    }
 }
 
 /// perfdhcp prints one "***Statistics for: X***" block per exchange type.
