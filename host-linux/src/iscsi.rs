@@ -68,6 +68,12 @@ pub(crate) struct Shared {
     kills: Mutex<HashMap<u64, Arc<Notify>>>,
     portal: String,
     epoch: std::time::Instant,
+    /// Large Data-In payloads go out with sendfile when
+    /// `SANBOOT_ISCSI_SENDFILE=1`. Off by default: over loopback it measured
+    /// slower than pread + one write per batch (1.2 vs 1.6 GB/s, 1 MiB QD16
+    /// reads), since the receiver copies anyway and the batch becomes many
+    /// syscalls.
+    sendfile: bool,
 }
 
 impl Shared {
@@ -188,6 +194,7 @@ pub async fn run(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result
         }),
         kills: Mutex::new(HashMap::new()),
         epoch: std::time::Instant::now(),
+        sendfile: std::env::var("SANBOOT_ISCSI_SENDFILE").is_ok_and(|v| v == "1"),
     });
     tracing::info!(listen = %local, portal = %shared.portal, targets = config.targets.len(), "iscsi target listening");
     let tokens = AtomicU64::new(1);
@@ -414,7 +421,7 @@ async fn connection(
                         // Without data digests the core never reads Data-In
                         // payload: it can go from the page cache to the
                         // socket with sendfile.
-                        backend.set_zero_copy(!p.data_digest);
+                        backend.set_zero_copy(!p.data_digest && shared.sendfile);
                     }
                     Event::Close => close = true,
                 }

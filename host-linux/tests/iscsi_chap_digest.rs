@@ -102,7 +102,7 @@ fn chap_right_secret_logs_in_and_wrong_or_missing_secret_is_refused() {
         "no login line names the authentication:\n{log}"
     );
     assert!(
-        log.contains("iscsi login failed"),
+        s.wait_log("iscsi login failed", std::time::Duration::from_secs(5)),
         "refused logins are not logged:\n{log}"
     );
 }

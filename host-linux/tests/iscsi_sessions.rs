@@ -43,7 +43,7 @@ fn a_second_login_with_the_same_isid_reinstates_the_session() {
     );
     assert_eq!(new.read10(0, 1).unwrap().status, 0);
     assert!(
-        s.log().contains("session reinstated"),
+        s.wait_log("session reinstated", std::time::Duration::from_secs(5)),
         "no log line for the reinstatement:\n{}",
         s.log()
     );

@@ -55,6 +55,8 @@ pub struct Sanboot {
     strace: bool,
     /// Extra lines for the `[iscsi]` table.
     iscsi_extra: String,
+    /// Extra environment for the process.
+    envs: Vec<(String, String)>,
     runs: u32,
 }
 
@@ -77,6 +79,7 @@ impl Sanboot {
             targets: targets.to_string(),
             strace,
             iscsi_extra: String::new(),
+            envs: Vec::new(),
             runs: 0,
         };
         s.spawn();
@@ -87,6 +90,17 @@ impl Sanboot {
     pub fn with_iscsi_option(mut self, line: &str) -> Sanboot {
         self.iscsi_extra.push_str(line);
         self.iscsi_extra.push('\n');
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.spawn();
+        self
+    }
+
+    /// Restarts with `key=value` in the environment.
+    pub fn with_env(mut self, key: &str, value: &str) -> Sanboot {
+        self.envs.push((key.into(), value.into()));
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -150,6 +164,7 @@ impl Sanboot {
                 "SANBOOT_LOG",
                 std::env::var("SANBOOT_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
@@ -233,6 +248,21 @@ impl Sanboot {
             let _ = f.read_to_string(&mut s);
         }
         strip_ansi(&s)
+    }
+
+    /// Waits up to `timeout` for `needle` to appear in the log (log lines
+    /// about a connection may follow what its peer saw by a moment).
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// `iscsi://[cred@]127.0.0.1:PORT/IQN/LUN[?args]`.
