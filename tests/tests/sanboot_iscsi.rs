@@ -127,3 +127,100 @@ fn uefi_pxe_sanboots_the_hybrid_disk() -> Result<()> {
     sanboot_tests::record_timing("sanboot_iscsi uefi edk2-pxe", took);
     Ok(())
 }
+
+/// The same BIOS boot with the target locked down: mutual CHAP (iPXE
+/// proves itself with the secret its generated script sets, sanboot proves
+/// itself back) and an initiator allow-list holding exactly the name the
+/// script gives the station.
+#[test]
+fn bios_rom_sanboots_with_mutual_chap_and_an_allow_list() -> Result<()> {
+    sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
+    let _one = sanboot_tests::one_station_at_a_time();
+    let lab = Lab::new("iscsi_chap")?;
+    let _pcap = lab.capture()?;
+    let disk = disk::build(lab.dir(), 16, false)?;
+    sanboot::tftp_root(&lab)?;
+    let _ra = peers::router_advertisements(&lab)?;
+    let initiator = format!(
+        "iqn.2010-04.org.ipxe:station1-{}",
+        sanboot_tests::STATION_MAC_HYP
+    );
+    let hosts = sanboot_tests::sanboot_host(&disk.path).replace(
+        &format!("iqn = \"{}\"\n", sanboot_tests::TARGET_IQN),
+        &format!(
+            "iqn = \"{}\"\ninitiators = [\"{initiator}\"]\n\
+             chap = {{ user = \"station1\", secret = \"e2e-secret-0123\", \
+             mutual_user = \"sanboot\", mutual_secret = \"e2e-mutual-4567\" }}\n",
+            sanboot_tests::TARGET_IQN
+        ),
+    );
+    let config = sanboot::config(&lab, DhcpMode::Full, &hosts);
+    let sanboot = Sanboot::start(&lab, &config)?;
+    let mut station = Station::start(&lab, Boot::BiosRom)?;
+
+    let took = station
+        .wait_for("SANBOOT-OK", Duration::from_secs(90))
+        .with_context(|| sanboot_context(&sanboot))?;
+    sanboot_tests::record_timing("sanboot_iscsi bios-rom mutual-chap", took);
+    sanboot_tests::assert_in_order(&station.console(), &disk.expected_lines())?;
+    let login = sanboot.wait_log_line(&["login", &initiator], Duration::from_secs(5))?;
+    ensure!(
+        login.contains("CHAP"),
+        "the login was not authenticated with CHAP: {login}"
+    );
+    Ok(())
+}
+
+/// A station that knows the wrong CHAP secret does not get the disk: iPXE
+/// reports that it cannot open the SAN device, and the MBR never runs.
+#[test]
+fn bios_rom_with_a_wrong_chap_secret_is_refused() -> Result<()> {
+    sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
+    let _one = sanboot_tests::one_station_at_a_time();
+    let lab = Lab::new("iscsi_chap_refused")?;
+    let _pcap = lab.capture()?;
+    let disk = disk::build(lab.dir(), 16, false)?;
+    let root = sanboot::tftp_root(&lab)?;
+    std::fs::write(
+        root.join("wrong-secret.ipxe"),
+        format!(
+            "#!ipxe\nset username station1\nset password not-the-secret-9\n\
+             sanboot iscsi:{}::::{}\n",
+            sanboot_tests::SERVER,
+            sanboot_tests::TARGET_IQN
+        ),
+    )?;
+    let _ra = peers::router_advertisements(&lab)?;
+    let hosts = sanboot_tests::sanboot_host(&disk.path)
+        .replace(
+            &format!("iqn = \"{}\"\n", sanboot_tests::TARGET_IQN),
+            &format!(
+                "iqn = \"{}\"\nchap = {{ user = \"station1\", secret = \"e2e-secret-0123\" }}\n",
+                sanboot_tests::TARGET_IQN
+            ),
+        )
+        .replace(
+            "boot = \"sanboot\"",
+            &format!(
+                "boot = \"chain\"\nchain = \"tftp://{}/wrong-secret.ipxe\"",
+                sanboot_tests::SERVER
+            ),
+        );
+    let config = sanboot::config(&lab, DhcpMode::Full, &hosts);
+    let sanboot = Sanboot::start(&lab, &config)?;
+    let mut station = Station::start(&lab, Boot::BiosRom)?;
+
+    let outcome = station.wait_for("SANBOOT-OK", Duration::from_secs(90));
+    let console = station.console();
+    ensure!(
+        outcome.is_err() && !console.contains("SANBOOT-OK"),
+        "the station booted the disk with a wrong CHAP secret"
+    );
+    ensure!(
+        console.contains("Could not open SAN device"),
+        "iPXE did not report the refused login; console:\n{}\n{}",
+        sanboot_tests::process::tail(&console, 30),
+        sanboot_context(&sanboot)
+    );
+    Ok(())
+}
