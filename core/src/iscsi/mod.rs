@@ -74,6 +74,25 @@
 //! - Completions may arrive in any order; a completion for an aborted task
 //!   is accepted and ignored.
 //!
+//! # Transport rules the connection applies
+//!
+//! - CmdSN: a non-immediate request outside `[ExpCmdSN, MaxCmdSN]` is
+//!   silently ignored (RFC 7143 §4.2.2.1); MaxCmdSN advertises free task
+//!   slots (one is kept for immediate commands) and never moves backwards.
+//! - Residuals: Data-In carries `min(EDTL, SPDTL)` bytes; a write with
+//!   SPDTL > EDTL collects and writes only EDTL bytes (GOOD, overflow
+//!   residual), with SPDTL < EDTL extra Data-Out is accepted and dropped
+//!   (underflow residual).
+//! - A Data-Out with a wrong DataSN, buffer offset, TTT or length fails only
+//!   its command (CHECK CONDITION, ABORTED COMMAND 4B/00); later Data-Out for
+//!   it is ignored. A bad header digest, an oversized data segment or a
+//!   non-login PDU before login closes the connection (ERL 0); a bad data
+//!   digest or an unknown opcode gets a Reject.
+//! - Not implemented: multi-connection sessions (MaxConnections=1), ERL > 0
+//!   (SNACK is rejected), CDBs longer than 16 bytes (extended-CDB AHS),
+//!   bidirectional commands, multi-PDU Text Requests (C bit from the
+//!   initiator; long Text Responses are continued correctly).
+//!
 //! # What is sent to iPXE
 //!
 //! GOOD status rides in the last Data-In (S bit); any other status comes in
