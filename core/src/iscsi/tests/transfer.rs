@@ -664,3 +664,126 @@ fn random_io_against_model() {
     assert_eq!(h.conn.stats().protocol_errors, 0);
     assert_eq!(h.conn.stats().cmdsn_dropped, 0);
 }
+
+fn tmf(function: TmfFunction, itt: u32, ref_itt: u32, cmd_sn: u32, ref_cmd_sn: u32) -> [u8; 48] {
+    let mut t = [0u8; 48];
+    TaskMgmtRequest {
+        immediate: true,
+        function,
+        lun: 1 << 48,
+        itt,
+        ref_task_tag: ref_itt,
+        cmd_sn,
+        exp_stat_sn: 0,
+        ref_cmd_sn,
+        exp_data_sn: 0,
+    }
+    .emit(&mut Bhs::new_unchecked(&mut t[..]));
+    t
+}
+
+#[test]
+fn abort_of_a_finished_task_and_cold_reset() {
+    let mut h = ipxe_logged_in(TargetLimits::default());
+    let out = h.feed(&command(1, 0, &[0u8; 6], 0, false, false, &[], true));
+    assert_eq!(response(&out).status, 0);
+    // the TUR is done: "task does not exist" (libiscsi accepts this outcome)
+    let out = h.feed(&tmf(TmfFunction::AbortTask, 2, 1, 1, 0));
+    let r = TaskMgmtResponse::parse(&bhs(&out[0])).unwrap();
+    assert_eq!(r.response, TmfResponse::NoSuchTask);
+    // a task that never arrived (RefCmdSN not yet seen) counts as aborted
+    let out = h.feed(&tmf(TmfFunction::AbortTask, 3, 0x99, 1, 5));
+    let r = TaskMgmtResponse::parse(&bhs(&out[0])).unwrap();
+    assert_eq!(r.response, TmfResponse::Complete);
+    // unsupported functions
+    let out = h.feed(&tmf(TmfFunction::TaskReassign, 4, 0, 1, 0));
+    let r = TaskMgmtResponse::parse(&bhs(&out[0])).unwrap();
+    assert_eq!(r.response, TmfResponse::NotSupported);
+    // TARGET COLD RESET: answered, then the connection goes
+    let out = h.feed(&tmf(TmfFunction::TargetColdReset, 5, 0, 1, 0));
+    let r = TaskMgmtResponse::parse(&bhs(&out[0])).unwrap();
+    assert_eq!(r.response, TmfResponse::Complete);
+    assert!(h.closed);
+    assert_eq!(h.backend.tmfs, [TmfFunction::TargetColdReset]);
+    assert_eq!(h.backend.lost.len(), 1);
+}
+
+#[test]
+fn nop_out_consumes_cmdsn_and_logout_of_other_cid() {
+    let mut h = ipxe_logged_in(TargetLimits::default());
+    // a non-immediate NOP-Out takes CmdSN 0
+    let mut p = [0u8; 48];
+    NopOut {
+        immediate: false,
+        lun: 0,
+        itt: 9,
+        ttt: RESERVED_TAG,
+        cmd_sn: 0,
+        exp_stat_sn: 2,
+        data_len: 0,
+    }
+    .emit(&mut Bhs::new_unchecked(&mut p[..]));
+    let out = h.feed(&p);
+    assert_eq!(NopIn::parse(&bhs(&out[0])).unwrap().exp_cmd_sn, 1);
+    // a NOP-Out with ITT 0xffffffff wants no answer
+    NopOut {
+        immediate: true,
+        lun: 0,
+        itt: RESERVED_TAG,
+        ttt: RESERVED_TAG,
+        cmd_sn: 1,
+        exp_stat_sn: 3,
+        data_len: 0,
+    }
+    .emit(&mut Bhs::new_unchecked(&mut p[..]));
+    assert!(h.feed(&p).is_empty());
+    // logout of a CID that is not ours: "CID not found", connection stays
+    let mut l = [0u8; 48];
+    LogoutRequest {
+        immediate: true,
+        reason: LogoutReason::CloseConnection,
+        itt: 0x20,
+        cid: 7,
+        cmd_sn: 1,
+        exp_stat_sn: 0,
+    }
+    .emit(&mut Bhs::new_unchecked(&mut l[..]));
+    let out = h.feed(&l);
+    assert_eq!(LogoutResponse::parse(&bhs(&out[0])).unwrap().response, 1);
+    assert!(!h.closed);
+}
+
+#[test]
+fn full_window_then_task_set_full_for_immediates() {
+    let mut h = ipxe_logged_in(TargetLimits::default());
+    h.sync_storage = false;
+    // 8 slots, 1 kept back: MaxCmdSN allows 7 commands
+    for i in 0..7u32 {
+        assert!(h
+            .feed(&command(i, i, &read10(i, 1), 512, true, false, &[], true))
+            .is_empty());
+    }
+    // the 8th non-immediate command is beyond MaxCmdSN: ignored
+    assert!(h
+        .feed(&command(7, 7, &read10(7, 1), 512, true, false, &[], true))
+        .is_empty());
+    assert_eq!(h.conn.stats().cmdsn_dropped, 1);
+    // immediate commands: the reserved slot, then TASK SET FULL
+    let mut imm = |itt: u32| {
+        let mut p = command(itt, 7, &read10(0, 1), 512, true, false, &[], true);
+        p[0] |= 0x40;
+        h.feed(&p)
+    };
+    assert!(imm(100).is_empty());
+    let out = imm(101);
+    let s = response(&out);
+    assert_eq!((s.itt, s.status), (101, 0x28));
+    // completing frees slots and MaxCmdSN moves on
+    while let Some(io) = h.pending.pop() {
+        h.complete(io);
+    }
+    let out = h.feed(&command(7, 7, &[0u8; 6], 0, false, false, &[], true));
+    let s = response(&out);
+    assert_eq!(s.exp_cmd_sn, 8);
+    assert!(s.max_cmd_sn >= 14);
+}
