@@ -41,7 +41,8 @@ pub struct ScsiRequest<'a> {
     pub io: IoId,
     /// Initiator Task Tag.
     pub itt: u32,
-    /// The CDB (16 bytes from the BHS; shorter CDBs are zero padded).
+    /// The CDB: 16 bytes from the BHS (shorter CDBs are zero padded), plus
+    /// the Extended CDB AHS for longer ones (up to 32 bytes).
     pub cdb: &'a [u8],
     /// Expected Data Transfer Length.
     pub edtl: u32,

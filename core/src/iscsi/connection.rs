@@ -533,7 +533,7 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
         &mut self,
         bhs: &Bhs<T>,
         cmd: &ScsiCommand,
-        _ahs: &[u8],
+        ahs: &[u8],
         data: &[u8],
         backend: &mut B,
     ) {
@@ -592,7 +592,14 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
         t.read = cmd.read;
         t.write = cmd.write;
         t.attr = cmd.attr;
-        t.cdb = cmd.cdb;
+        match super::pdu::full_cdb(&cmd.cdb, ahs, &mut t.cdb) {
+            Some(n) => t.cdb_len = n,
+            None => {
+                // Longer than MAX_CDB: let the SCSI layer refuse the opcode
+                // from the first 16 bytes (INVALID FIELD / OPCODE).
+                t.cdb_len = 16;
+            }
+        }
         t.unsolicited_open = cmd.write && !cmd.final_bit && !self_initial_r2t;
         t.unsolicited_end = unsolicited_end.max(data.len() as u32);
         t.phase = Phase::Collecting;
@@ -603,7 +610,7 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
             lun_raw: t.lun_raw,
             io: t.io(slot),
             itt: t.itt,
-            cdb: &t.cdb,
+            cdb: t.cdb.get(..t.cdb_len).unwrap_or(&[]),
             edtl: t.edtl,
             read: t.read,
             write: t.write,
@@ -845,7 +852,7 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
             lun_raw: t.lun_raw,
             io: t.io(slot),
             itt: t.itt,
-            cdb: &t.cdb,
+            cdb: t.cdb.get(..t.cdb_len).unwrap_or(&[]),
             edtl: t.edtl,
             read: t.read,
             write: t.write,

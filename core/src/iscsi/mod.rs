@@ -89,8 +89,8 @@
 //!   non-login PDU before login closes the connection (ERL 0); a bad data
 //!   digest or an unknown opcode gets a Reject.
 //! - Not implemented: multi-connection sessions (MaxConnections=1), ERL > 0
-//!   (SNACK is rejected), CDBs longer than 16 bytes (extended-CDB AHS),
-//!   bidirectional commands, multi-PDU Text Requests (C bit from the
+//!   (SNACK is rejected), CDBs longer than 32 bytes (an Extended CDB AHS up
+//!   to 32 is passed on), bidirectional commands, multi-PDU Text Requests (C bit from the
 //!   initiator; long Text Responses are continued correctly).
 //!
 //! # What is sent to iPXE

@@ -1515,6 +1515,45 @@ impl AsyncMessage {
     }
 }
 
+/// AHSType of an Extended CDB AHS (RFC 7143 §11.2.1.3).
+pub const AHS_EXTENDED_CDB: u8 = 1;
+/// AHSType of a Bidirectional Read Expected Data Transfer Length AHS.
+pub const AHS_BIDI_READ_LENGTH: u8 = 2;
+
+/// Iterate over the Additional Header Segments of a PDU: `(AHSType,
+/// AHS-Specific byte followed by the data)`. Stops at the first malformed one.
+pub fn ahs_segments(ahs: &[u8]) -> impl Iterator<Item = (u8, &[u8])> + '_ {
+    let mut rest = ahs;
+    core::iter::from_fn(move || {
+        let [l0, l1, ty, ..] = *rest else {
+            return None;
+        };
+        // AHSLength counts the AHS-Specific byte and the data, not the
+        // 3 bytes of length and type; each AHS is padded to 4 bytes.
+        let len = usize::from(u16::from_be_bytes([l0, l1]));
+        let body = rest.get(3..3 + len)?;
+        rest = rest.get(pad4(3 + len)..).unwrap_or(&[]);
+        Some((ty, body))
+    })
+}
+
+/// The whole CDB of a SCSI Command: the 16 bytes of the BHS plus an
+/// Extended CDB AHS, if any. Returns the length written into `out`, or
+/// `None` when `out` is too small.
+pub fn full_cdb(bhs_cdb: &[u8; 16], ahs: &[u8], out: &mut [u8]) -> Option<usize> {
+    out.get_mut(..16)?.copy_from_slice(bhs_cdb);
+    let mut n = 16;
+    for (ty, body) in ahs_segments(ahs) {
+        if ty == AHS_EXTENDED_CDB {
+            // Skip the reserved AHS-Specific byte.
+            let ext = body.get(1..).unwrap_or(&[]);
+            out.get_mut(16..16 + ext.len())?.copy_from_slice(ext);
+            n = 16 + ext.len();
+        }
+    }
+    Some(n)
+}
+
 /// Any PDU an initiator sends, parsed from its BHS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -1638,6 +1677,24 @@ mod tests {
         let mut out = [0xa5u8; BHS_LEN];
         d.emit(&mut Bhs::new_unchecked(&mut out[..]));
         assert_eq!(&out[..], &bytes[..BHS_LEN]);
+    }
+
+    #[test]
+    fn extended_cdb_ahs() {
+        // a 32-byte CDB: 16 in the BHS, 16 in an AHS of length 17 (+1 reserved)
+        let mut ahs = [0u8; 20];
+        ahs[..3].copy_from_slice(&[0, 17, AHS_EXTENDED_CDB]);
+        for (i, b) in ahs[4..20].iter_mut().enumerate() {
+            *b = 16 + i as u8;
+        }
+        let bhs_cdb: [u8; 16] = core::array::from_fn(|i| i as u8);
+        let mut out = [0u8; 32];
+        assert_eq!(full_cdb(&bhs_cdb, &ahs, &mut out), Some(32));
+        assert!(out.iter().enumerate().all(|(i, &b)| b == i as u8));
+        assert_eq!(full_cdb(&bhs_cdb, &ahs, &mut [0u8; 20]), None);
+        assert_eq!(full_cdb(&bhs_cdb, &[], &mut out), Some(16));
+        // malformed AHS lengths end the walk without a panic
+        assert_eq!(ahs_segments(&[0, 200, 1, 0]).count(), 0);
     }
 
     #[test]

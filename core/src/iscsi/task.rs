@@ -7,6 +7,9 @@ use heapless::Deque;
 use super::backend::IoId;
 use super::pdu::Residual;
 
+/// Longest CDB we accept (16 in the BHS + an Extended CDB AHS).
+pub const MAX_CDB: usize = 32;
+
 /// Most R2Ts outstanding per task (caps the negotiated MaxOutstandingR2T).
 pub const MAX_R2T: usize = 8;
 
@@ -92,7 +95,8 @@ pub(crate) struct Task<const S: usize> {
     pub read: bool,
     pub write: bool,
     pub attr: u8,
-    pub cdb: [u8; 16],
+    pub cdb: [u8; MAX_CDB],
+    pub cdb_len: usize,
     /// Any storage request was issued (the host may hold buffers).
     pub used_storage: bool,
 
@@ -143,7 +147,8 @@ impl<const S: usize> Task<S> {
             read: false,
             write: false,
             attr: 0,
-            cdb: [0; 16],
+            cdb: [0; MAX_CDB],
+            cdb_len: 16,
             used_storage: false,
             sink: Sink::Scratch,
             xfer_len: 0,
