@@ -50,7 +50,11 @@ impl<const N: usize, const R: usize> Lun<N, R> {
                 0xb1 => {
                     vpd_header(&mut w, page);
                     w.u16(1); // MEDIUM ROTATION RATE: non-rotating medium
-                    w.zeros(58);
+                    w.u8(0); // PRODUCT TYPE
+                             // WABEREQ 01b: reads after SANITIZE BLOCK ERASE succeed
+                             // (thin LUNs only, where BLOCK ERASE is served).
+                    w.u8(if self.cfg.thin_provisioning { 0x40 } else { 0 });
+                    w.zeros(56);
                 }
                 0xb2 => {
                     vpd_header(&mut w, page);
@@ -121,7 +125,7 @@ impl<const N: usize, const R: usize> Lun<N, R> {
 
     fn block_limits(&self, w: &mut Writer<'_>) {
         let thin = self.cfg.thin_provisioning;
-        w.u8(0x01); // WSNZ: WRITE SAME with 0 blocks is refused, never "to the end"
+        w.u8(0x00); // WSNZ = 0: WRITE SAME with 0 blocks runs to the last block
         w.u8(crate::scsi::lun::MAX_COMPARE_AND_WRITE_BLOCKS);
         w.u16(1); // OPTIMAL TRANSFER LENGTH GRANULARITY
         w.u32(self.cfg.max_transfer_blocks);

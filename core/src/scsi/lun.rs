@@ -403,6 +403,7 @@ impl<const N: usize, const R: usize> Lun<N, R> {
             op::PRE_FETCH_10 | op::PRE_FETCH_16 => self.prefetch(cdb),
             op::WRITE_SAME_10 | op::WRITE_SAME_16 => self.write_same(cdb, expected_len),
             op::UNMAP => self.unmap(cdb),
+            op::SANITIZE => self.sanitize(cdb),
             op::COMPARE_AND_WRITE => self.compare_and_write(cdb, expected_len),
             op::ORWRITE_16 => self.orwrite(cdb),
             op::EXTENDED_COPY => self.extended_copy(cdb),
@@ -495,10 +496,12 @@ impl<const N: usize, const R: usize> Lun<N, R> {
         }
         self.write_protect()?;
         self.check_range(lba, blocks)?;
-        if blocks == 0 {
-            // WSNZ = 1
-            return Err(bad_cdb(len_byte, None));
-        }
+        // WSNZ = 0: zero blocks means "from LBA to the last block".
+        let blocks = if blocks == 0 {
+            self.cfg.blocks.saturating_sub(lba)
+        } else {
+            blocks
+        };
         let max = self.cfg.max_write_same_blocks;
         if max != 0 && blocks > max {
             return Err(bad_cdb(len_byte, None));
@@ -508,12 +511,43 @@ impl<const N: usize, const R: usize> Lun<N, R> {
             // The Data-Out must be exactly one block (or nothing with NDOB).
             return Err(bad_cdb(len_byte, None));
         }
+        if blocks == 0 {
+            return Ok(done(0));
+        }
         let (offset, _) = self.bytes_of(lba, 1)?;
         Ok(Step::Io(Io::WriteSame {
             offset,
             blocks,
             data_out_len,
             unmap,
+        }))
+    }
+
+    /// SANITIZE BLOCK ERASE on a thin LUN: every block is deallocated (reads
+    /// return zeros afterwards, WABEREQ 01b). The operation completes before
+    /// status, with or without IMMED. Other service actions are refused.
+    fn sanitize(&self, cdb: Bytes<'_>) -> CmdResult {
+        if cdb.bit(1, 6) {
+            return Err(bad_cdb(1, Some(6)));
+        }
+        for byte in 2..7u16 {
+            if cdb.u8(usize::from(byte)) != 0 {
+                return Err(bad_cdb(byte, None));
+            }
+        }
+        if cdb.u8(1) & 0x1f != 0x02 {
+            return Err(bad_cdb(1, Some(4)));
+        }
+        if cdb.u16(7) != 0 {
+            // BLOCK ERASE takes no parameter list.
+            return Err(bad_cdb(7, None));
+        }
+        self.write_protect()?;
+        Ok(Step::Io(Io::WriteSame {
+            offset: 0,
+            blocks: self.cfg.blocks,
+            data_out_len: 0,
+            unmap: true,
         }))
     }
 

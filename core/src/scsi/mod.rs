@@ -37,7 +37,7 @@
 //! SBC-3: READ/WRITE(6)/(10)/(12)/(16), WRITE AND VERIFY(10)/(12)/(16),
 //! VERIFY(10)/(12)/(16) (BYTCHK 0, 1, 3), READ CAPACITY(10)/(16), SYNCHRONIZE
 //! CACHE(10)/(16), PRE-FETCH(10)/(16), WRITE SAME(10)/(16) (UNMAP, NDOB),
-//! UNMAP, GET LBA STATUS, COMPARE AND WRITE, ORWRITE(16), START STOP UNIT,
+//! UNMAP, GET LBA STATUS, SANITIZE (BLOCK ERASE), COMPARE AND WRITE, ORWRITE(16), START STOP UNIT,
 //! PREVENT ALLOW MEDIUM REMOVAL, READ DEFECT DATA(10)/(12). Everything else
 //! is INVALID COMMAND OPERATION CODE, and REPORT SUPPORTED OPERATION CODES
 //! lists exactly what this LUN serves (UNMAP only when thin-provisioned),
@@ -262,9 +262,11 @@ pub enum Io {
     },
     /// WRITE SAME 10/16: collect `data_out_len` bytes (one block, or 0 for
     /// NDOB meaning a block of zeros) and write that block `blocks` times
-    /// from `offset`. With `unmap`, the host should deallocate the range
-    /// instead when the block is all zeros (LBPRZ: deallocated blocks read
-    /// as zeros), as [`write_same_may_unmap`] says.
+    /// from `offset`. With `unmap` (thin LUNs only) deallocate the range
+    /// instead, whatever the block holds (SBC-4: UNMAP=1, ANCHOR=0 →
+    /// deallocate; deallocated blocks read back as zeros, LBPRZ=1); the
+    /// Data-Out block is still received. SANITIZE BLOCK ERASE arrives as an
+    /// `unmap` WRITE SAME of the whole LUN with no Data-Out.
     WriteSame {
         /// Byte offset.
         offset: u64,
@@ -326,9 +328,9 @@ pub enum IoError {
     Other,
 }
 
-/// Whether a WRITE SAME with the UNMAP bit may deallocate instead of
-/// writing: only when the block is all zeros (deallocated blocks read back
-/// as zeros, LBPRZ=1).
+/// Whether a WRITE SAME *without* the UNMAP bit may still be done as a
+/// deallocation on a thin LUN (an optimisation): only when the block is all
+/// zeros, since deallocated blocks read back as zeros (LBPRZ=1).
 pub fn write_same_may_unmap(block: &[u8]) -> bool {
     block.iter().all(|&b| b == 0)
 }

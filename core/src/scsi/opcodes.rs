@@ -224,6 +224,12 @@ static COMMANDS: &[Cmd] = &[
         usage: &[op::UNMAP, 0x01, 0, 0, 0, 0, 0x1f, 0xff, 0xff, 0],
         thin_only: true,
     },
+    Cmd {
+        opcode: op::SANITIZE,
+        sa: Some(0x02), // BLOCK ERASE
+        usage: &[op::SANITIZE, 0xa2, 0, 0, 0, 0, 0, 0xff, 0xff, 0],
+        thin_only: true,
+    },
     c(
         op::MODE_SELECT_10,
         &[op::MODE_SELECT_10, 0x11, 0, 0, 0, 0, 0, 0xff, 0xff, 0],

@@ -142,6 +142,7 @@ fn access_of(cdb: Bytes<'_>) -> Access {
         | op::COMPARE_AND_WRITE
         | op::ORWRITE_16
         | op::EXTENDED_COPY
+        | op::SANITIZE
         | op::MODE_SELECT_6
         | op::MODE_SELECT_10
         | op::SYNCHRONIZE_CACHE_10

@@ -205,7 +205,8 @@ impl Host {
                 } else {
                     out[..bs].to_vec()
                 };
-                let hole = unmap && write_same_may_unmap(&block);
+                let hole = unmap;
+                let block = if hole { vec![0; bs] } else { block };
                 for b in 0..blocks as usize {
                     let o = offset as usize + b * bs;
                     self.disk[o..o + bs].copy_from_slice(&block);
@@ -327,7 +328,7 @@ fn inquiry_vpd_pages() {
     assert_eq!(out.data, want);
     // Block limits: 0x3c bytes, WSNZ set, CAW length, unmap fields 0 on a thick LUN.
     let out = h.run(&n1(), &[0x12, 1, 0xb0, 0, 255, 0], &[]);
-    assert_eq!(&out.data[..6], &[0, 0xb0, 0, 0x3c, 0x01, 0xff]);
+    assert_eq!(&out.data[..6], &[0, 0xb0, 0, 0x3c, 0x00, 0xff]);
     assert_eq!(&out.data[20..28], &[0; 8]);
     // Logical block provisioning: nothing on a thick LUN.
     let out = h.run(&n1(), &[0x12, 1, 0xb2, 0, 255, 0], &[]);
@@ -640,9 +641,11 @@ fn write_same_and_unmap_on_thin_lun() {
     let mut ws = [0x41, 0, 0, 0, 0, 10, 0, 0, 4, 0];
     assert!(h.run(&n1(), &ws, &[7; 512]).good());
     assert_eq!(h.run(&n1(), &read10(10, 4), &[]).data, vec![7; 2048]);
-    // 0 blocks: WSNZ=1 so refused; one past the end is out of range.
+    // 0 blocks (WSNZ=0): from the LBA to the last block.
     ws[8] = 0;
-    assert_eq!(h.run(&n1(), &ws, &[7; 512]).sense(), (5, 0x24, 0));
+    assert!(h.run(&n1(), &ws, &[7; 512]).good());
+    assert_eq!(h.run(&n1(), &read10(1023, 1), &[]).data, vec![7; 512]);
+    // One past the end is out of range.
     let ws_end = [0x41, 0, 0, 0, 0x04, 0x01, 0, 0, 0, 0];
     assert_eq!(h.run(&n1(), &ws_end, &[7; 512]).sense(), (5, 0x21, 0));
     // Data-Out must be exactly one block.
@@ -1313,14 +1316,12 @@ fn extended_copy_rejects_bad_parameter_lists() {
         h.run(&n1(), &xcopy_cdb(p.len()), &p).sense(),
         (5, 0x26, 0x09)
     );
-    // Reserved LU ID TYPE: invalid field; NUL target: copy aborted.
+    // LU ID TYPE and NUL are obsolete in SPC-4: ignored (libiscsi 1.19
+    // ExtendedCopy.ValidTgtDescr expects GOOD from an SPC-4 device).
     let p = xcopy_list(1, 0, &[ident_desc(NAA, 3, false)], &[seg.clone()]);
-    assert_eq!(h.run(&n1(), &xcopy_cdb(p.len()), &p).sense(), (5, 0x26, 0));
+    assert!(h.run(&n1(), &xcopy_cdb(p.len()), &p).good());
     let p = xcopy_list(1, 0, &[ident_desc(NAA, 0, true)], &[seg.clone()]);
-    assert_eq!(
-        h.run(&n1(), &xcopy_cdb(p.len()), &p).sense(),
-        (0x0a, 0x0d, 0x02)
-    );
+    assert!(h.run(&n1(), &xcopy_cdb(p.len()), &p).good());
     // Another LUN's designator is not reachable from here.
     let p = xcopy_list(1, 0, &[ident_desc(NAA + 7, 0, false)], &[seg.clone()]);
     assert_eq!(
@@ -1360,4 +1361,51 @@ fn target_lun_reset_reaches_every_nexus() {
             Step::Done(Response::good(0))
         );
     }
+}
+
+#[test]
+fn write_same_unmap_deallocates_whatever_the_block_holds() {
+    // SBC-4: UNMAP=1, ANCHOR=0 deallocates (WriteSame10.UnmapUntilEnd sends
+    // 0xff blocks and expects zeros back with LBPRZ).
+    let mut h = Host::thin(64);
+    assert!(h.run(&n1(), &write10(60, 4), &[0xff; 2048]).good());
+    let ws = [0x41, 0x08, 0, 0, 0, 60, 0, 0, 0, 0];
+    assert!(h.run(&n1(), &ws, &[0xff; 512]).good());
+    assert_eq!(h.run(&n1(), &read10(60, 4), &[]).data, vec![0; 2048]);
+    // Without thin provisioning the UNMAP bit is an invalid field.
+    let mut thick = Host::disk(64);
+    assert_eq!(thick.run(&n1(), &ws, &[0xff; 512]).sense(), (5, 0x24, 0));
+}
+
+#[test]
+fn sanitize_block_erase_deallocates_the_lun() {
+    let mut h = Host::thin(64);
+    assert!(h.run(&n1(), &write10(0, 64), &[b'a'; 64 * 512]).good());
+    let cdb = [0x48, 0x02, 0, 0, 0, 0, 0, 0, 0, 0];
+    let o = h.run(&n1(), &cdb, &[]);
+    assert!(o.good(), "{:?}", o.sense);
+    assert_eq!(h.run(&n1(), &read10(0, 64), &[]).data, vec![0; 64 * 512]);
+    let mut gls = [0u8; 16];
+    gls[0] = 0x9e;
+    gls[1] = 0x12;
+    gls[13] = 24;
+    let out = h.run(&n1(), &gls, &[]);
+    assert_eq!(&out.data[16..21], &[0, 0, 0, 64, 1]);
+    // Reserved bit, reserved bytes, a parameter list, other service actions.
+    for bad in [
+        [0x48, 0x42, 0, 0, 0, 0, 0, 0, 0, 0],
+        [0x48, 0x02, 0, 0, 4, 0, 0, 0, 0, 0],
+        [0x48, 0x02, 0, 0, 0, 0, 0, 0, 8, 0],
+        [0x48, 0x01, 0, 0, 0, 0, 0, 0, 0, 0],
+        [0x48, 0x03, 0, 0, 0, 0, 0, 0, 0, 0],
+        [0x48, 0x07, 0, 0, 0, 0, 0, 0, 0, 0],
+    ] {
+        assert_eq!(h.run(&n1(), &bad, &[]).sense(), (5, 0x24, 0), "{bad:?}");
+    }
+    // WABEREQ 01b in VPD B1.
+    let out = h.run(&n1(), &[0x12, 1, 0xb1, 0, 255, 0], &[]);
+    assert_eq!(out.data[7], 0x40);
+    // A fully provisioned LUN does not offer SANITIZE.
+    let mut thick = Host::disk(64);
+    assert_eq!(thick.run(&n1(), &cdb, &[]).sense(), (5, 0x20, 0));
 }

@@ -103,18 +103,15 @@ impl<const N: usize, const R: usize> Lun<N, R> {
                 // UNSUPPORTED TARGET DESCRIPTOR TYPE CODE
                 return Err(Fail::Check(Sense::illegal((0x26, 0x07), false, off, None)));
             }
-            if d.u8(1) >> 6 != 0 {
-                // LU ID TYPE other than LUN
-                return Err(bad_param(off.saturating_add(1)));
-            }
-            let nul = d.bit(1, 5);
+            // LU ID TYPE and NUL are obsolete in SPC-4 (which we claim):
+            // ignored, the designator alone names the logical unit.
             let device_type = d.u8(1) & 0x1f;
             // Designator: NAA, logical unit association, 8 bytes, ours.
             let ours = d.u8(5) & 0x3f == 0x03 && d.u8(7) == 8 && d.u64(8) == self.cfg.naa;
             let block = d.u24(29);
             let ok_block = block == 0 || block == self.cfg.block_size;
             if let Some(slot) = reachable.get_mut(i) {
-                *slot = !nul && device_type == 0 && ours && ok_block;
+                *slot = device_type == 0 && ours && ok_block;
             }
         }
         let n_targets = targets.len() / TARGET_DESC;
