@@ -220,3 +220,42 @@ fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// A `read_only = true` LUN: libiscsi's ReadOnly suite runs (instead of
+/// skipping) and passes: MODE SENSE reports WP and every write kind is
+/// refused with DATA PROTECT.
+#[test]
+fn read_only_lun_passes_the_readonly_suite() {
+    require_tool("iscsi-test-cu", "libiscsi-bin");
+    let images = tempfile::tempdir().unwrap();
+    let image = images.path().join("ro.img");
+    std::fs::write(&image, vec![0x5au8; 8 << 20]).unwrap();
+    let targets = format!(
+        "[[target]]\niqn = \"{IQN}\"\n[[target.lun]]\nid = 0\nimage = \"{}\"\nread_only = true\n",
+        image.display()
+    );
+    let sanboot = Sanboot::start(&targets);
+    let url = sanboot.url(None, IQN, 0, "");
+    let mut cmd = Command::new("iscsi-test-cu");
+    cmd.args([
+        "-d",
+        "-i",
+        INITIATOR,
+        "-I",
+        INITIATOR_2,
+        "-t",
+        "ALL.ReadOnly",
+    ])
+    .arg(&url);
+    let (code, output) = run_with_timeout(&mut cmd, Duration::from_secs(120));
+    let cases = parse(&output);
+    let got: Vec<(&str, Outcome)> = cases.iter().map(|c| (c.name.as_str(), c.outcome)).collect();
+    assert_eq!(
+        got,
+        [("ReadOnlySBC", Outcome::Pass)],
+        "exit {code:?}\n{output}\nsanboot log tail:\n{}",
+        tail(&sanboot.log(), 20)
+    );
+    // The image is untouched.
+    assert!(std::fs::read(&image).unwrap().iter().all(|&b| b == 0x5a));
+}
