@@ -11,7 +11,9 @@
 //! / [`Disk::perform`] with `fua`) returns only after `fdatasync` returned.
 //! The iSCSI binding sends a command's status only after the method returned,
 //! so an acknowledged FUA write or SYNCHRONIZE CACHE is on stable storage.
-//! [`Disk::syncs`] counts completed `fdatasync` calls so tests can see it.
+//! [`Disk::syncs`] counts completed `fdatasync` calls, and each one is
+//! logged at trace level (`SANBOOT_LOG=sanboot::disk=trace`) so tests can
+//! see it.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -194,7 +196,10 @@ impl Disk {
     /// when this returns `Ok`.
     pub fn sync(&self) -> io::Result<()> {
         self.file.sync_data()?;
-        self.syncs.fetch_add(1, Ordering::Relaxed);
+        let n = self.syncs.fetch_add(1, Ordering::Relaxed) + 1;
+        // Written after fdatasync returned and before any status that
+        // depends on it: the durability test counts these lines.
+        tracing::trace!(image = %self.path.display(), n, "fdatasync done");
         Ok(())
     }
 

@@ -24,11 +24,16 @@ pub const IQN: &str = "iqn.2026-11.test.sanboot:disk1";
 pub const INITIATOR: &str = "iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test";
 pub const INITIATOR_2: &str = "iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test-2";
 
+/// Whether `tool` is on PATH.
+pub fn has_tool(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
 /// Fails the test with a clear message when `tool` is not on PATH.
 pub fn require_tool(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
+    let found = has_tool(tool);
     assert!(
         found,
         "`{tool}` is not installed: this test needs it (Debian package `{package}`; \
@@ -53,6 +58,8 @@ pub struct Sanboot {
     targets: String,
     /// Wrap the process in `strace -f -e trace=fdatasync`.
     strace: bool,
+    /// `SANBOOT_LOG` for the process.
+    log_filter: String,
     /// Extra lines for the `[iscsi]` table.
     iscsi_extra: String,
     /// Extra environment for the process.
@@ -63,12 +70,13 @@ pub struct Sanboot {
 impl Sanboot {
     /// Starts sanboot with these `[[target]]` tables.
     pub fn start(targets: &str) -> Sanboot {
-        Self::start_with(targets, false)
+        let filter = std::env::var("SANBOOT_LOG").unwrap_or_else(|_| "info".into());
+        Self::start_with(targets, false, &filter)
     }
 
-    /// Starts sanboot; with `strace`, every `fdatasync` it makes is logged to
-    /// [`Sanboot::strace_log`].
-    pub fn start_with(targets: &str, strace: bool) -> Sanboot {
+    /// Starts sanboot with `SANBOOT_LOG=filter`; with `strace`, every
+    /// `fdatasync` it makes is also logged to [`Sanboot::strace_log`].
+    pub fn start_with(targets: &str, strace: bool, filter: &str) -> Sanboot {
         if strace {
             require_tool("strace", "strace");
         }
@@ -80,6 +88,7 @@ impl Sanboot {
             strace,
             iscsi_extra: String::new(),
             envs: Vec::new(),
+            log_filter: filter.to_string(),
             runs: 0,
         };
         s.spawn();
@@ -160,10 +169,7 @@ impl Sanboot {
             .arg("--config")
             .arg(&config)
             .current_dir(self.dir())
-            .env(
-                "SANBOOT_LOG",
-                std::env::var("SANBOOT_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("SANBOOT_LOG", &self.log_filter)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
