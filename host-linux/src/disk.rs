@@ -339,7 +339,10 @@ impl Disk {
                     data_out
                 };
                 let total = blocks.saturating_mul(bs as u64);
-                if unmap && self.opts.thin && scsi::write_same_may_unmap(block) {
+                // UNMAP=1 deallocates whatever the block holds (SBC-4; the
+                // SCSI layer sets it on thin LUNs only); a zero block on a
+                // thin LUN may be punched too.
+                if self.opts.thin && (unmap || scsi::write_same_may_unmap(block)) {
                     self.punch_hole(offset, total).map_err(w)?;
                 } else {
                     self.write_same(offset, blocks, block).map_err(w)?;
@@ -551,6 +554,16 @@ mod tests {
         };
         assert_eq!(d.perform(&io, &[]), IoResult::Ok);
         assert_eq!(d.lba_status(0).unwrap(), (true, 2048));
+        // UNMAP=1 deallocates even when the block is not zeros.
+        let io = Io::WriteSame {
+            offset: 512,
+            blocks: 3000,
+            data_out_len: 512,
+            unmap: true,
+        };
+        assert_eq!(d.perform(&io, &block), IoResult::Ok);
+        d.read(512, &mut back).unwrap();
+        assert!(back.iter().all(|&b| b == 0));
     }
 
     #[test]
