@@ -56,6 +56,10 @@
 //! }
 //! ```
 //!
+//! `Connection<32, 1024>` is about 62 KiB (mostly the per-task scratch
+//! buffers and the 8 KiB login text buffer): box it on hosts, shrink the
+//! const generics on small boards. Login processing uses ~12 KiB of stack.
+//!
 //! Repeat 2–4 after every `complete_storage` too. The receive buffer must
 //! hold [`Connection::max_pdu_len`] bytes; the transmit buffer should hold
 //! 56 bytes plus the initiator's MaxRecvDataSegmentLength (iPXE: 8192).

@@ -787,3 +787,11 @@ fn full_window_then_task_set_full_for_immediates() {
     assert_eq!(s.exp_cmd_sn, 8);
     assert!(s.max_cmd_sn >= 14);
 }
+
+#[test]
+fn connection_footprint() {
+    // Documented in the module docs: hosts box a default connection.
+    let n = core::mem::size_of::<Connection>();
+    std::println!("Connection<32, 1024>: {n} bytes");
+    assert!(n < 80 * 1024, "{n}");
+}
