@@ -546,13 +546,14 @@ mod tests {
         let mut back = vec![0u8; 3000 * 512];
         d.read(512, &mut back).unwrap();
         assert!(back.iter().all(|&b| b == 0xab));
+        // UNMAP=1 deallocates whatever the block holds; the range reads as zeros.
         let io = Io::WriteSame {
             offset: 0,
             blocks: 2048,
-            data_out_len: 0,
+            data_out_len: 512,
             unmap: true,
         };
-        assert_eq!(d.perform(&io, &[]), IoResult::Ok);
+        assert_eq!(d.perform(&io, &block), IoResult::Ok);
         assert_eq!(d.lba_status(0).unwrap(), (true, 2048));
         // UNMAP=1 deallocates even when the block is not zeros.
         let io = Io::WriteSame {

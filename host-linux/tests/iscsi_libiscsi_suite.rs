@@ -163,7 +163,6 @@ fn parser_reads_cunit_output() {
 }
 
 #[test]
-#[ignore = "10 known failures wait for core fixes (see /work/wt/iscsi-scsi-notes.md); run with --ignored"]
 fn libiscsi_suite_passes_200_with_no_failures() {
     require_tool("iscsi-test-cu", "libiscsi-bin");
     let targets = format!(
