@@ -65,6 +65,8 @@ pub struct Sanboot {
     /// Extra environment for the process.
     envs: Vec<(String, String)>,
     runs: u32,
+    /// No run has listened yet (the port may still be changed).
+    first_start: bool,
 }
 
 impl Sanboot {
@@ -90,6 +92,7 @@ impl Sanboot {
             envs: Vec::new(),
             log_filter: filter.to_string(),
             runs: 0,
+            first_start: true,
         };
         s.spawn();
         s
@@ -176,22 +179,35 @@ impl Sanboot {
             .stderr(log);
         let child = cmd.spawn().expect("spawn sanboot");
         self.child = Some(child);
-        self.wait_listening();
+        if let Err(log) = self.wait_listening() {
+            // Another test may have taken the port between free_port() and
+            // bind: a first start retries on fresh ports.
+            if self.runs <= 3 && self.first_start && log.contains("cannot bind") {
+                self.port = free_port();
+                return self.spawn();
+            }
+            panic!("{log}");
+        }
+        self.first_start = false;
     }
 
-    fn wait_listening(&mut self) {
+    /// Waits until this process logged that it listens on our port and
+    /// accepts a connection. `Err(log)` when it exited first.
+    fn wait_listening(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
+        let ours = format!("listen=127.0.0.1:{}", self.port);
         loop {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    panic!(
+                    self.child = None;
+                    return Err(format!(
                         "sanboot exited before listening ({status}); log:\n{}",
                         self.log()
-                    );
+                    ));
                 }
             }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+            if self.log().contains(&ours) && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
