@@ -1,12 +1,18 @@
 //! The connection's [`Backend`] without allocation: the SCSI layer of the
-//! caller's targets, synchronous storage on [`Disks`], a fixed table of
-//! commands with storage work, and one collection buffer per connection for
-//! the commands whose Data-Out is not written as is (VERIFY, COMPARE AND
-//! WRITE, ORWRITE, WRITE SAME) and for parameter lists.
+//! caller's targets, synchronous storage on [`Disks`], and a fixed table of
+//! commands with storage work.
 //!
-//! A command whose Data-Out does not fit the collection buffer, or that
-//! needs it while another command holds it, ends with CHECK CONDITION
-//! (INVALID FIELD IN CDB) or BUSY: the connection goes on.
+//! Data-Out that is not written as is, is handled as it streams in, in
+//! bounce-buffer pieces: ORWRITE reads, ORs and writes each piece; VERIFY
+//! (BYTCHK 01b) and the compare half of COMPARE AND WRITE compare each
+//! piece, and the write half is written only if nothing differed (the
+//! halves arrive in order). Only one-block Data-Out (WRITE SAME, VERIFY
+//! with BYTCHK 11b) and parameter lists are collected, into one small
+//! buffer per connection. A command whose collected data does not fit, or
+//! that needs the buffer while another command holds it, ends with CHECK
+//! CONDITION (INVALID FIELD IN CDB) or BUSY: the connection goes on. Between
+//! pieces other commands may run, so COMPARE AND WRITE and ORWRITE are
+//! atomic only against commands whose data is not interleaved with theirs.
 
 use sanboot_core::iscsi::{
     pdu::TmfFunction, Backend, IoId, Plan, ReadChunk, Resume, ScsiRequest, StorageError,
@@ -23,8 +29,11 @@ pub type ScsiTarget = scsi::Target<4, { NEXUS_SLOTS as usize }, 4>;
 /// I_T nexus slots of a [`ScsiTarget`].
 pub const NEXUS_SLOTS: u16 = 8;
 
-/// Bounce buffer for read-modify-write work, one logical block.
-const BOUNCE: usize = 512;
+/// Bounce buffer for read-compare and read-modify-write work.
+const BOUNCE: usize = 4096;
+/// Logical block size of the LUNs this backend serves (a zero block for
+/// WRITE SAME with NDOB).
+const BLOCK: usize = 512;
 
 #[derive(Debug, Clone, Copy)]
 struct Pending {
@@ -35,6 +44,10 @@ struct Pending {
     result: Option<IoResult>,
     write_failed: bool,
     collects: bool,
+    /// First differing byte seen while streaming (VERIFY, COMPARE AND WRITE).
+    miscompare: Option<u64>,
+    /// A streamed read-modify-write failed.
+    failed: Option<IoError>,
 }
 
 /// Who this connection's session is, as the SCSI layer sees it.
@@ -176,49 +189,6 @@ fn perform(disk: &mut dyn BlockDevice, io: &Io, data: &[u8]) -> IoResult {
                 Ok(())
             })
         }
-        Io::CompareAndWrite { offset, len, fua } => {
-            let (cmp, new) = data.split_at(data.len().min(len as usize));
-            let r = chunks(offset, u64::from(len), |off, n, at| {
-                let b = bounce.get_mut(..n).ok_or(IoError::Other)?;
-                read(disk, off, b)?;
-                let want = cmp
-                    .get(at as usize..at as usize + n)
-                    .ok_or(IoError::Other)?;
-                if miscompare.is_none() {
-                    if let Some(i) = scsi::first_mismatch(b, want) {
-                        miscompare = Some(at + i as u64);
-                    }
-                }
-                Ok(())
-            });
-            r.and_then(|()| {
-                if miscompare.is_some() {
-                    return Ok(());
-                }
-                write(disk, offset, new)?;
-                if fua {
-                    disk.flush().map_err(|_| IoError::Write)?;
-                }
-                Ok(())
-            })
-        }
-        Io::OrWrite { offset, len, fua } => chunks(offset, u64::from(len), |off, n, at| {
-            let b = bounce.get_mut(..n).ok_or(IoError::Other)?;
-            read(disk, off, b)?;
-            let src = data
-                .get(at as usize..at as usize + n)
-                .ok_or(IoError::Other)?;
-            for (x, y) in b.iter_mut().zip(src) {
-                *x |= *y;
-            }
-            write(disk, off, b)
-        })
-        .and_then(|()| {
-            if fua {
-                disk.flush().map_err(|_| IoError::Write)?;
-            }
-            Ok(())
-        }),
         Io::WriteSame {
             offset,
             blocks,
@@ -226,7 +196,7 @@ fn perform(disk: &mut dyn BlockDevice, io: &Io, data: &[u8]) -> IoResult {
             ..
         } => {
             let block = if data_out_len == 0 {
-                bounce.get(..BOUNCE).unwrap_or_default()
+                bounce.get(..BLOCK).unwrap_or_default()
             } else {
                 data.get(..data_out_len as usize).unwrap_or_default()
             };
@@ -262,7 +232,12 @@ fn perform(disk: &mut dyn BlockDevice, io: &Io, data: &[u8]) -> IoResult {
         }
         // Fully provisioned: everything is mapped; UNMAP is not offered.
         Io::LbaStatus { .. } | Io::Unmap => Ok(()),
-        Io::Read { .. } | Io::Write { .. } | Io::Flush => Ok(()),
+        // Streamed as their Data-Out arrives (see `stream`), or plain I/O.
+        Io::CompareAndWrite { .. }
+        | Io::OrWrite { .. }
+        | Io::Read { .. }
+        | Io::Write { .. }
+        | Io::Flush => Ok(()),
     };
     match (r, miscompare) {
         (Err(e), _) => IoResult::Error(e),
@@ -301,7 +276,9 @@ impl<D: Disks, const TASKS: usize> Glue<'_, D, TASKS> {
             Step::Done(resp) => return complete(resp, buf),
             Step::DataOut { len } => {
                 if len as usize > self.collect.len() {
-                    let sense = Sense::new(SenseKey::IllegalRequest, asc::INVALID_FIELD_IN_CDB);
+                    // A parameter list longer than this target takes.
+                    let sense =
+                        Sense::new(SenseKey::IllegalRequest, asc::PARAMETER_LIST_LENGTH_ERROR);
                     return complete(Response::check(sense), buf);
                 }
                 return Plan::ReceiveParameters { len };
@@ -314,27 +291,25 @@ impl<D: Disks, const TASKS: usize> Glue<'_, D, TASKS> {
             Io::Flush => (Plan::Flush, None),
             Io::Verify {
                 offset,
+                len,
                 data_out_len,
-                ..
             } => (
                 Plan::Write {
                     offset,
                     len: data_out_len,
                     fua: false,
                 },
-                Some(data_out_len),
+                // BYTCHK 11b: one block compared with every block, kept here.
+                (data_out_len < len).then_some(data_out_len),
             ),
-            Io::CompareAndWrite { offset, len, .. } => {
-                let both = len.saturating_mul(2);
-                (
-                    Plan::Write {
-                        offset,
-                        len: both,
-                        fua: false,
-                    },
-                    Some(both),
-                )
-            }
+            Io::CompareAndWrite { offset, len, .. } => (
+                Plan::Write {
+                    offset,
+                    len: len.saturating_mul(2),
+                    fua: false,
+                },
+                None,
+            ),
             Io::WriteSame {
                 offset,
                 data_out_len,
@@ -353,7 +328,7 @@ impl<D: Disks, const TASKS: usize> Glue<'_, D, TASKS> {
                     len,
                     fua: false,
                 },
-                Some(len),
+                None,
             ),
             Io::WriteSame { .. } | Io::LbaStatus { .. } | Io::Copy { .. } | Io::Unmap => {
                 (Plan::Flush, None)
@@ -378,6 +353,8 @@ impl<D: Disks, const TASKS: usize> Glue<'_, D, TASKS> {
             result: None,
             write_failed: false,
             collects: collect_len.is_some(),
+            miscompare: None,
+            failed: None,
         };
         match self.state.pending.iter_mut().find(|p| p.is_none()) {
             Some(free) => *free = Some(entry),
@@ -413,6 +390,29 @@ impl<D: Disks, const TASKS: usize> Glue<'_, D, TASKS> {
             }
             (StorageRequest::Flush { .. }, Io::Flush) => {
                 disk.flush().map_err(|_| StorageError::WriteError)
+            }
+            (_, Io::OrWrite { fua, .. }) | (_, Io::CompareAndWrite { fua, .. }) => {
+                let result = match (p.failed, p.miscompare) {
+                    (Some(e), _) => IoResult::Error(e),
+                    (None, Some(offset)) => IoResult::Miscompare { offset },
+                    (None, None) if fua && disk.flush().is_err() => IoResult::Error(IoError::Write),
+                    (None, None) => IoResult::Ok,
+                };
+                if let Some(slot) = self.slot(p.io_id) {
+                    slot.result = Some(result);
+                }
+                Ok(())
+            }
+            (_, Io::Verify { .. }) if !p.collects => {
+                let result = match (p.failed, p.miscompare) {
+                    (Some(e), _) => IoResult::Error(e),
+                    (None, Some(offset)) => IoResult::Miscompare { offset },
+                    (None, None) => IoResult::Ok,
+                };
+                if let Some(slot) = self.slot(p.io_id) {
+                    slot.result = Some(result);
+                }
+                Ok(())
             }
             (_, io) => {
                 let data = if p.collects {
@@ -479,6 +479,78 @@ impl<D: Disks, const TASKS: usize> Glue<'_, D, TASKS> {
                 *p = None;
             }
         }
+    }
+}
+
+/// Handles a piece of Data-Out of a streamed operation (see the module
+/// docs): `Some((first new miscompare, failure))`, or `None` for a plain
+/// write. `at` is the piece's absolute offset on the LUN.
+fn stream(
+    disk: &mut dyn BlockDevice,
+    p: &Pending,
+    at: u64,
+    data: &[u8],
+) -> Option<(Option<u64>, Option<IoError>)> {
+    let mut bounce = [0u8; BOUNCE];
+    let mut compare = |disk: &mut dyn BlockDevice, start: u64, disk_at: u64, data: &[u8]| {
+        // `start`: offset of `data` from the start of the compared range.
+        let mut found = None;
+        let r = chunks(disk_at, data.len() as u64, |off, n, done| {
+            let b = bounce.get_mut(..n).ok_or(IoError::Other)?;
+            read(disk, off, b)?;
+            let want = data
+                .get(done as usize..done as usize + n)
+                .ok_or(IoError::Other)?;
+            if found.is_none() {
+                if let Some(i) = scsi::first_mismatch(b, want) {
+                    found = Some(start + done + i as u64);
+                }
+            }
+            Ok(())
+        });
+        (found, r.err())
+    };
+    match p.io {
+        Io::OrWrite { .. } => {
+            let mut or = [0u8; BOUNCE];
+            let r = chunks(at, data.len() as u64, |off, n, done| {
+                let b = or.get_mut(..n).ok_or(IoError::Other)?;
+                read(disk, off, b)?;
+                let src = data
+                    .get(done as usize..done as usize + n)
+                    .ok_or(IoError::Other)?;
+                for (x, y) in b.iter_mut().zip(src) {
+                    *x |= *y;
+                }
+                write(disk, off, b)
+            });
+            Some((None, r.err()))
+        }
+        Io::Verify { offset, .. } if !p.collects => {
+            Some(compare(disk, at.saturating_sub(offset), at, data))
+        }
+        Io::CompareAndWrite { offset, len, .. } => {
+            if p.failed.is_some() {
+                return Some((None, None));
+            }
+            let pos = at.saturating_sub(offset);
+            let len = u64::from(len);
+            // The part of this piece in the compare half, then the write half.
+            let split = usize::try_from(len.saturating_sub(pos))
+                .unwrap_or(usize::MAX)
+                .min(data.len());
+            let (cmp, new) = data.split_at(split);
+            let (mut found, mut failed) = (None, None);
+            if !cmp.is_empty() {
+                (found, failed) = compare(disk, pos, at, cmp);
+            }
+            if !new.is_empty() && p.miscompare.is_none() && found.is_none() && failed.is_none() {
+                let dst = offset.saturating_add(pos.saturating_add(split as u64) - len);
+                failed = write(disk, dst, new).err();
+            }
+            Some((found, failed))
+        }
+        _ => None,
     }
 }
 
@@ -585,10 +657,22 @@ impl<D: Disks, const TASKS: usize> Backend for Glue<'_, D, TASKS> {
             }
             return;
         }
-        let failed = match self.disks.disk(chunk.target, chunk.lun) {
-            Some(d) => d.write(chunk.offset, chunk.data).is_err(),
-            None => true,
+        let Some(disk) = self.disks.disk(chunk.target, chunk.lun) else {
+            if let Some(p) = self.slot(chunk.io.0) {
+                p.write_failed = true;
+                p.failed = Some(IoError::Other);
+            }
+            return;
         };
+        if let Some(streamed) = stream(disk, &p, chunk.offset, chunk.data) {
+            if let Some(slot) = self.slot(chunk.io.0) {
+                let (miscompare, failed) = streamed;
+                slot.miscompare = slot.miscompare.or(miscompare);
+                slot.failed = slot.failed.or(failed);
+            }
+            return;
+        }
+        let failed = disk.write(chunk.offset, chunk.data).is_err();
         if failed {
             if let Some(p) = self.slot(chunk.io.0) {
                 p.write_failed = true;

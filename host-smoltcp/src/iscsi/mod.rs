@@ -311,6 +311,10 @@ impl<'a, D: Disks, const C: usize> Iscsi<'a, D, C> {
             ));
             slot.peer = socket.remote_endpoint();
             socket.set_nagle_enabled(false);
+            // An initiator with Nagle on holds a Data-Out until the command
+            // before it is acknowledged: a delayed ACK would cost every
+            // write its delay.
+            socket.set_ack_delay(None);
             if let Some(peer) = slot.peer {
                 on_event(Event::IscsiConnected { peer });
             }
