@@ -197,6 +197,7 @@ const E2E: &[(&str, &str, &str)] = &[
     ("chain", "sanboot_iscsi", "bios_chain"),
     ("iscsi", "sanboot_iscsi", ""),
     ("smoltcp", "smoltcp_boot", ""),
+    ("smoltcp", "smoltcp_iscsi_tools", ""),
     ("firmware", "smoltcp_firmware", ""),
     ("peers", "harness_peers", ""),
 ];
@@ -217,6 +218,7 @@ pub fn e2e(args: &[String]) -> Result<()> {
             "boot_uefi",
             "sanboot_iscsi",
             "smoltcp_boot",
+            "smoltcp_iscsi_tools",
             "smoltcp_firmware",
             "harness_peers",
         ] {
