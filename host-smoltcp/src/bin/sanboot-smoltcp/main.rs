@@ -76,6 +76,9 @@ fn unix_millis() -> u64 {
 
 fn run(cli: Cli) -> Result<()> {
     let config = config::Config::load(&cli.config)?;
+    for w in compiled_limits(&config) {
+        println!("warning: {w}");
+    }
     let mac = translate::mac_arg(&cli.mac)?;
     let parts = translate::parts(&config)?;
     let dhcp_hosts = translate::dhcp_hosts(&config, &parts);
@@ -179,6 +182,40 @@ fn run(cli: Cli) -> Result<()> {
             .map(|d| d.min(Duration::from_millis(1000)));
         wait(fd, delay.or(Some(Duration::from_millis(1000)))).context("waiting for the tap")?;
     }
+}
+
+/// Config values this runner cannot follow: its capacities and ports are
+/// compiled in, like a firmware's.
+fn compiled_limits(config: &config::Config) -> Vec<String> {
+    let mut w = Vec::new();
+    if config.tftp.max_transfers != TRANSFERS {
+        w.push(format!(
+            "[tftp] max_transfers = {}: this runner has {TRANSFERS} transfer sockets",
+            config.tftp.max_transfers
+        ));
+    }
+    if config.tftp.listen.port() != 69 {
+        w.push(format!(
+            "[tftp] listen = {}: TFTP is on port 69",
+            config.tftp.listen
+        ));
+    }
+    if config.dhcp.port != 67 {
+        w.push(format!(
+            "[dhcp] port = {}: DHCP is on port 67",
+            config.dhcp.port
+        ));
+    }
+    if config.iscsi.max_sessions > CONNECTIONS {
+        w.push(format!(
+            "[iscsi] max_sessions = {}: this runner has {CONNECTIONS} iSCSI connections",
+            config.iscsi.max_sessions
+        ));
+    }
+    if config.dhcp.mode == config::DhcpMode::Full {
+        w.push("leases are kept in memory only (not in [server] state_dir)".into());
+    }
+    w
 }
 
 fn mac_str(m: [u8; 6]) -> String {
