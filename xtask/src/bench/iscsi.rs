@@ -61,6 +61,7 @@ struct Res {
     lat_p99_us: f64,
     cpu_s_per_gb: f64,
     cpu_pct: f64,
+    initiator_cpu_pct: f64,
     psi_pct: f64,
     error: Option<String>,
 }
@@ -109,6 +110,7 @@ pub fn bench(opts: &Opts) -> Result<()> {
         "lat p99 µs",
         "target CPU-s/GB",
         "target CPU %",
+        "initiator CPU %",
         "PSI %",
         "note",
     ]);
@@ -144,6 +146,7 @@ pub fn bench(opts: &Opts) -> Result<()> {
                 sys::f(r.lat_p99_us, 0),
                 sys::f(r.cpu_s_per_gb, 3),
                 sys::f(r.cpu_pct, 0),
+                sys::f(r.initiator_cpu_pct, 0),
                 sys::f(r.psi_pct, 1),
                 r.error
                     .clone()
@@ -158,6 +161,7 @@ pub fn bench(opts: &Opts) -> Result<()> {
             detail.row(vec![
                 label.into(),
                 (*name).into(),
+                "-".into(),
                 "-".into(),
                 "-".into(),
                 "-".into(),
@@ -344,8 +348,10 @@ fn workload(
     ]);
     let out = work.join(format!("load-{}-{mode}.out", t.name));
     let before = Sample::take(Some(t.proc.pid()));
+    let load0 = sys::reaped_children_cpu_secs();
     let mut p = Proc::spawn("iscsi-load", c, &out)?;
     let st = p.wait_exit(Duration::from_secs(secs + 60))?;
+    let load_cpu = sys::reaped_children_cpu_secs() - load0;
     let after = Sample::take(Some(t.proc.pid()));
     let text = fs::read_to_string(&out)?;
     let Some(line) = text.lines().rev().find(|l| l.starts_with("ios=")) else {
@@ -374,6 +380,7 @@ fn workload(
             f64::NAN
         },
         cpu_pct: d.proc_cpu_s / d.wall * 100.0,
+        initiator_cpu_pct: load_cpu / d.wall * 100.0,
         psi_pct: d.psi_pct,
         error: (errors > 0.0 || !st.success()).then(|| {
             format!(

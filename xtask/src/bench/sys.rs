@@ -323,6 +323,26 @@ impl Drop for Proc {
     }
 }
 
+/// CPU seconds of our own children that have been waited for (cutime +
+/// cstime of this process): around one `Proc::wait_exit`, the CPU the load
+/// generator used, to tell a client-bound point from a server-bound one.
+pub fn reaped_children_cpu_secs() -> f64 {
+    stat_ticks(std::process::id(), 13..15) as f64 / clk_tck()
+}
+
+fn stat_ticks(pid: u32, fields: std::ops::Range<usize>) -> u64 {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    fields
+        .filter_map(|i| f.get(i).and_then(|v| v.parse::<u64>().ok()))
+        .sum()
+}
+
 /// utime+stime of a process (all its threads), in seconds.
 pub fn proc_cpu_secs(pid: u32) -> f64 {
     let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {

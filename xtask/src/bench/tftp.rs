@@ -71,6 +71,7 @@ struct Run {
     window: u64,
     blksize: u64,
     srv_cpu_pct: f64,
+    cli_cpu_pct: f64,
     psi_pct: f64,
     error: String,
 }
@@ -115,6 +116,7 @@ pub fn bench(opts: &Opts) -> Result<()> {
         "wall s",
         "xfer med/max s",
         "srv CPU %",
+        "client CPU %",
         "PSI %",
         "note",
     ]);
@@ -136,7 +138,7 @@ pub fn bench(opts: &Opts) -> Result<()> {
             Ok(p) => running.push((server, p, run_dir)),
             Err(e) => {
                 let mut row = vec![server.name().to_string(), "start".into()];
-                row.extend(std::iter::repeat_n("-".to_string(), 8));
+                row.extend(std::iter::repeat_n("-".to_string(), 9));
                 row.push(format!("{e:#}").chars().take(200).collect());
                 detail.row(row);
                 results.push((server, vec![None; 4], vec![0; 3]));
@@ -234,6 +236,7 @@ pub fn bench(opts: &Opts) -> Result<()> {
                     } else {
                         sys::f(r.srv_cpu_pct, 0)
                     },
+                    sys::f(r.cli_cpu_pct, 0),
                     sys::f(r.psi_pct, 1),
                     note.chars().take(200).collect(),
                 ]);
@@ -511,8 +514,10 @@ fn client_run(
     c.args(["--count", &count.to_string(), "--timeout", "120"]);
     let out = dir.join("client.out");
     let before = Sample::take(Some(srv_pid));
+    let cli0 = sys::reaped_children_cpu_secs();
     let mut p = Proc::spawn("tftp-client", c, &out)?;
     let st = p.wait_exit(Duration::from_secs(150))?;
+    let cli_cpu = sys::reaped_children_cpu_secs() - cli0;
     let after = Sample::take(Some(srv_pid));
     let text = fs::read_to_string(&out)?;
     let Some(line) = text.lines().rev().find(|l| l.starts_with("ok=")) else {
@@ -534,6 +539,7 @@ fn client_run(
         window: num("window") as u64,
         blksize: num("blksize") as u64,
         srv_cpu_pct: d.proc_cpu_s / d.wall * 100.0,
+        cli_cpu_pct: cli_cpu / d.wall * 100.0,
         psi_pct: d.psi_pct,
         error: kv("error").unwrap_or("-").replace('_', " "),
     })
