@@ -691,3 +691,129 @@ impl<D: Disks, const TASKS: usize> Backend for Glue<'_, D, TASKS> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    extern crate std;
+    use super::*;
+    use crate::storage::RamDisk;
+    use std::{vec, vec::Vec};
+
+    fn pending(io: Io) -> Pending {
+        Pending {
+            io_id: 1,
+            target: 0,
+            lun: 0,
+            io,
+            result: None,
+            write_failed: false,
+            collects: false,
+            miscompare: None,
+            failed: None,
+        }
+    }
+
+    /// Feeds `data` in pieces of `piece` bytes, as Data-Out PDUs would.
+    fn feed(disk: &mut RamDisk<'_>, p: &mut Pending, base: u64, data: &[u8], piece: usize) {
+        for (i, c) in data.chunks(piece).enumerate() {
+            let at = base + (i * piece) as u64;
+            let (m, f) = stream(disk, p, at, c).unwrap();
+            p.miscompare = p.miscompare.or(m);
+            p.failed = p.failed.or(f);
+        }
+    }
+
+    #[test]
+    fn compare_and_write_writes_only_when_everything_matched() {
+        let mut bytes = vec![7u8; 8192];
+        let mut disk = RamDisk(&mut bytes);
+        let io = Io::CompareAndWrite {
+            offset: 1024,
+            len: 1024,
+            fua: false,
+        };
+        // Matching compare half, then the new data; pieces straddle the halves.
+        let mut data = vec![7u8; 1024];
+        data.extend(vec![9u8; 1024]);
+        let mut p = pending(io);
+        feed(&mut disk, &mut p, 1024, &data, 700);
+        assert_eq!((p.miscompare, p.failed), (None, None));
+        assert!(disk.0[1024..2048].iter().all(|&b| b == 9));
+        assert!(disk.0[2048..].iter().all(|&b| b == 7));
+
+        // A difference at byte 600 of the range: nothing is written.
+        let mut data = vec![9u8; 1024];
+        data[600] = 0;
+        data.extend(vec![5u8; 1024]);
+        let mut p = pending(io);
+        feed(&mut disk, &mut p, 1024, &data, 512);
+        assert_eq!(p.miscompare, Some(600));
+        assert!(disk.0[1024..2048].iter().all(|&b| b == 9));
+    }
+
+    #[test]
+    fn orwrite_and_verify_stream() {
+        let mut bytes = vec![0x0fu8; 8192];
+        let mut disk = RamDisk(&mut bytes);
+        let mut p = pending(Io::OrWrite {
+            offset: 4096,
+            len: 2048,
+            fua: false,
+        });
+        feed(&mut disk, &mut p, 4096, &[0xf0u8; 2048], 1000);
+        assert_eq!(p.failed, None);
+        assert!(disk.0[4096..6144].iter().all(|&b| b == 0xff));
+        assert!(disk.0[..4096].iter().all(|&b| b == 0x0f));
+
+        let mut p = pending(Io::Verify {
+            offset: 4096,
+            len: 2048,
+            data_out_len: 2048,
+        });
+        let mut want = vec![0xffu8; 2048];
+        want[1500] = 1;
+        feed(&mut disk, &mut p, 4096, &want, 512);
+        assert_eq!(p.miscompare, Some(1500));
+    }
+
+    #[test]
+    fn collected_write_same_and_overlapping_copy() {
+        let mut bytes = vec![0u8; 8192];
+        let mut disk = RamDisk(&mut bytes);
+        let block = [3u8; 512];
+        let io = Io::WriteSame {
+            offset: 512,
+            blocks: 4,
+            data_out_len: 512,
+            unmap: false,
+        };
+        assert_eq!(perform(&mut disk, &io, &block), IoResult::Ok);
+        assert!(disk.0[512..2560].iter().all(|&b| b == 3));
+        assert!(disk.0[2560..].iter().all(|&b| b == 0));
+        for (i, b) in disk.0.iter_mut().enumerate().take(8192) {
+            *b = (i / 512) as u8;
+        }
+        let copy = Io::Copy {
+            src: 0,
+            dst: 512,
+            len: 6000,
+            nexus: 0,
+            list_id: None,
+        };
+        assert_eq!(perform(&mut disk, &copy, &[]), IoResult::Ok);
+        let want: Vec<u8> = (0..6000).map(|i| (i / 512) as u8).collect();
+        assert_eq!(&disk.0[512..6512], &want[..]);
+        // Out of range: an error, not a panic.
+        let far = Io::WriteSame {
+            offset: 8000,
+            blocks: 2,
+            data_out_len: 512,
+            unmap: false,
+        };
+        assert!(matches!(
+            perform(&mut disk, &far, &block),
+            IoResult::Error(_)
+        ));
+    }
+}
