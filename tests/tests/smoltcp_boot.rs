@@ -185,6 +185,45 @@ fn bios_ipxe_boots_its_per_mac_script_via_smoltcp_proxy_dhcp() -> Result<()> {
     Ok(())
 }
 
+/// EDK2's PXE client beside a router: it takes its address from the
+/// router, asks smoltcp's ProxyDHCP on 4011 (a unicast reply, after ARP)
+/// and fetches `ipxe.efi`, then iPXE walks the chain.
+#[test]
+fn uefi_pxe_gets_ipxe_efi_via_smoltcp_proxy_dhcp() -> Result<()> {
+    sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
+    let _one = sanboot_tests::one_station_at_a_time();
+    let mut lab = Lab::new("smoltcp_proxy_uefi")?;
+    let _pcap = lab.capture()?;
+    let router_ns = lab.add_router(sanboot_tests::ROUTER)?;
+    let router = peers::plain_dhcp(&lab, &router_ns)?;
+    let root = sanboot::tftp_root(&lab)?;
+    sanboot_tests::write_done_script(&root)?;
+    let _ra = peers::router_advertisements(&lab)?;
+    let config = sanboot::config(&lab, DhcpMode::Proxy, &sanboot_tests::chain_host());
+    let server = start_smoltcp(&lab, &config)?;
+
+    let mut station = Station::start(&lab, Boot::UefiPxe)?;
+    let took = station
+        .wait_for(sanboot_tests::DONE_MARKER, Duration::from_secs(180))
+        .with_context(|| {
+            format!(
+                "sanboot-smoltcp log (last 40 lines):\n{}\nrouter log:\n{}",
+                server.log_tail(40),
+                router.log_tail(20)
+            )
+        })?;
+    sanboot_tests::record_timing("smoltcp_proxy edk2-pxe", took);
+    let console = station.console();
+    sanboot_tests::assert_pool_address(&console)?;
+    sanboot_tests::assert_seed_chain(&console)?;
+    let requests = tftp_requests(&server.log());
+    ensure!(
+        requests.first().is_some_and(|r| r.ends_with("ipxe.efi")),
+        "the first RRQ was not ipxe.efi: {requests:?}"
+    );
+    Ok(())
+}
+
 /// OVMF's own PXE client (a plain PXE client) gets `ipxe.efi` (about a
 /// megabyte, real TFTP windows and block sizes) from smoltcp, then iPXE
 /// walks the seed chain.
