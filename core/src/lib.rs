@@ -15,6 +15,8 @@
 
 #[macro_use]
 mod fmt;
+#[macro_use]
+mod macros;
 
 pub mod dhcp;
 pub mod ipxe;

@@ -98,29 +98,6 @@ pub enum Error {
     },
 }
 
-macro_rules! enum_with_unknown {
-    ($(#[$m:meta])* pub enum $name:ident($ty:ty) { $($(#[$vm:meta])* $var:ident = $val:expr,)* }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-        pub enum $name {
-            $($(#[$vm])* $var,)*
-            /// A value this code does not know.
-            Unknown($ty),
-        }
-        impl From<$ty> for $name {
-            fn from(v: $ty) -> Self {
-                match v { $($val => $name::$var,)* other => $name::Unknown(other) }
-            }
-        }
-        impl From<$name> for $ty {
-            fn from(v: $name) -> $ty {
-                match v { $($name::$var => $val,)* $name::Unknown(other) => other }
-            }
-        }
-    };
-}
-
 enum_with_unknown! {
     /// BOOTP `op`.
     pub enum Op(u8) {

@@ -36,40 +36,6 @@ impl fmt::Display for WireError {
     }
 }
 
-macro_rules! enum_with_unknown {
-    (
-        $(#[$enum_attr:meta])*
-        pub enum $name:ident($ty:ty) {
-            $( $(#[$variant_attr:meta])* $variant:ident = $value:expr ),+ $(,)?
-        }
-    ) => {
-        $(#[$enum_attr])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-        pub enum $name {
-            $( $(#[$variant_attr])* $variant, )+
-            /// A value this implementation does not know.
-            Unknown($ty),
-        }
-        impl From<$ty> for $name {
-            fn from(v: $ty) -> Self {
-                match v {
-                    $( $value => $name::$variant, )+
-                    other => $name::Unknown(other),
-                }
-            }
-        }
-        impl From<$name> for $ty {
-            fn from(v: $name) -> Self {
-                match v {
-                    $( $name::$variant => $value, )+
-                    $name::Unknown(other) => other,
-                }
-            }
-        }
-    };
-}
-
 enum_with_unknown! {
     /// BHS opcode (RFC 7143 §11.1.1), without the I bit.
     pub enum Opcode(u8) {

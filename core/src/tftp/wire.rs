@@ -65,111 +65,45 @@ impl fmt::Display for Error {
 
 impl core::error::Error for Error {}
 
-/// TFTP opcode (RFC 1350 §5, RFC 2347 for OACK).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Opcode {
-    /// 1: read request.
-    Rrq,
-    /// 2: write request.
-    Wrq,
-    /// 3: data.
-    Data,
-    /// 4: acknowledgment.
-    Ack,
-    /// 5: error.
-    Error,
-    /// 6: option acknowledgment.
-    Oack,
-    /// Anything else.
-    Unknown(u16),
-}
-
-impl From<u16> for Opcode {
-    fn from(v: u16) -> Self {
-        match v {
-            1 => Opcode::Rrq,
-            2 => Opcode::Wrq,
-            3 => Opcode::Data,
-            4 => Opcode::Ack,
-            5 => Opcode::Error,
-            6 => Opcode::Oack,
-            n => Opcode::Unknown(n),
-        }
+enum_with_unknown! {
+    /// TFTP opcode (RFC 1350 §5, RFC 2347 for OACK).
+    pub enum Opcode(u16) {
+        /// 1: read request.
+        Rrq = 1,
+        /// 2: write request.
+        Wrq = 2,
+        /// 3: data.
+        Data = 3,
+        /// 4: acknowledgment.
+        Ack = 4,
+        /// 5: error.
+        Error = 5,
+        /// 6: option acknowledgment.
+        Oack = 6,
     }
 }
 
-impl From<Opcode> for u16 {
-    fn from(v: Opcode) -> u16 {
-        match v {
-            Opcode::Rrq => 1,
-            Opcode::Wrq => 2,
-            Opcode::Data => 3,
-            Opcode::Ack => 4,
-            Opcode::Error => 5,
-            Opcode::Oack => 6,
-            Opcode::Unknown(n) => n,
-        }
-    }
-}
-
-/// ErrorCode of an ERROR packet (RFC 1350 appendix, RFC 2347 for 8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum ErrorCode {
-    /// 0: not defined, see error message.
-    NotDefined,
-    /// 1: file not found.
-    FileNotFound,
-    /// 2: access violation.
-    AccessViolation,
-    /// 3: disk full or allocation exceeded.
-    DiskFull,
-    /// 4: illegal TFTP operation.
-    IllegalOperation,
-    /// 5: unknown transfer ID.
-    UnknownTid,
-    /// 6: file already exists.
-    FileExists,
-    /// 7: no such user.
-    NoSuchUser,
-    /// 8: option negotiation refused (RFC 2347); also EDK2's "User aborted".
-    OptionNegotiation,
-    /// Anything else.
-    Unknown(u16),
-}
-
-impl From<u16> for ErrorCode {
-    fn from(v: u16) -> Self {
-        match v {
-            0 => ErrorCode::NotDefined,
-            1 => ErrorCode::FileNotFound,
-            2 => ErrorCode::AccessViolation,
-            3 => ErrorCode::DiskFull,
-            4 => ErrorCode::IllegalOperation,
-            5 => ErrorCode::UnknownTid,
-            6 => ErrorCode::FileExists,
-            7 => ErrorCode::NoSuchUser,
-            8 => ErrorCode::OptionNegotiation,
-            n => ErrorCode::Unknown(n),
-        }
-    }
-}
-
-impl From<ErrorCode> for u16 {
-    fn from(v: ErrorCode) -> u16 {
-        match v {
-            ErrorCode::NotDefined => 0,
-            ErrorCode::FileNotFound => 1,
-            ErrorCode::AccessViolation => 2,
-            ErrorCode::DiskFull => 3,
-            ErrorCode::IllegalOperation => 4,
-            ErrorCode::UnknownTid => 5,
-            ErrorCode::FileExists => 6,
-            ErrorCode::NoSuchUser => 7,
-            ErrorCode::OptionNegotiation => 8,
-            ErrorCode::Unknown(n) => n,
-        }
+enum_with_unknown! {
+    /// ErrorCode of an ERROR packet (RFC 1350 appendix, RFC 2347 for 8).
+    pub enum ErrorCode(u16) {
+        /// 0: not defined, see error message.
+        NotDefined = 0,
+        /// 1: file not found.
+        FileNotFound = 1,
+        /// 2: access violation.
+        AccessViolation = 2,
+        /// 3: disk full or allocation exceeded.
+        DiskFull = 3,
+        /// 4: illegal TFTP operation.
+        IllegalOperation = 4,
+        /// 5: unknown transfer ID.
+        UnknownTid = 5,
+        /// 6: file already exists.
+        FileExists = 6,
+        /// 7: no such user.
+        NoSuchUser = 7,
+        /// 8: option negotiation refused (RFC 2347); also EDK2's "User aborted".
+        OptionNegotiation = 8,
     }
 }
 
