@@ -21,15 +21,6 @@ impl fmt::Display for HexHyp {
     }
 }
 
-fn hex_digit(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
 /// Parses a MAC in hex-hyphen form, hex digits in either case
 /// (`52-54-00-E2-E0-01`). Exactly six two-digit octets; nothing else.
 pub fn parse_hexhyp(s: &str) -> Option<[u8; 6]> {
@@ -39,7 +30,8 @@ pub fn parse_hexhyp(s: &str) -> Option<[u8; 6]> {
         let [hi, lo] = parts.next()?.as_bytes() else {
             return None;
         };
-        *byte = (hex_digit(*hi)? << 4) | hex_digit(*lo)?;
+        let octet = (char::from(*hi).to_digit(16)? << 4) | char::from(*lo).to_digit(16)?;
+        *byte = u8::try_from(octet).ok()?;
     }
     match parts.next() {
         Some(_) => None,

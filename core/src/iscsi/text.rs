@@ -195,15 +195,6 @@ pub fn decode_binary(s: &str, out: &mut [u8]) -> Option<usize> {
     }
 }
 
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
 fn decode_hex(s: &str, out: &mut [u8]) -> Option<usize> {
     let b = s.as_bytes();
     if b.is_empty() {
@@ -218,10 +209,10 @@ fn decode_hex(s: &str, out: &mut [u8]) -> Option<usize> {
         let hi = if i == 0 && odd == 1 {
             0
         } else {
-            hex_val(*it.next()?)?
+            char::from(*it.next()?).to_digit(16)?
         };
-        let lo = hex_val(*it.next()?)?;
-        *d = (hi << 4) | lo;
+        let lo = char::from(*it.next()?).to_digit(16)?;
+        *d = u8::try_from((hi << 4) | lo).ok()?;
     }
     Some(n)
 }
