@@ -104,6 +104,11 @@ fn serve(path: PathBuf) -> Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        // Handlers first: a signal that arrives once we say "serving" must
+        // reach us, not the default action (death without a flush).
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(dhcp::run(config.clone(), stop_rx.clone()));
@@ -111,10 +116,9 @@ fn serve(path: PathBuf) -> Result<()> {
         tasks.spawn(iscsi::run(config.clone(), stop_rx.clone()));
         tracing::info!(config = %path.display(), "sanboot serving");
 
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let outcome = tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); Ok(()) }
-            _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); Ok(()) }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); Ok(()) }
             Some(done) = tasks.join_next() => match done {
                 Ok(Ok(())) => Err(anyhow::anyhow!("a service stopped unexpectedly")),
                 Ok(Err(e)) => Err(e),
@@ -127,6 +131,9 @@ fn serve(path: PathBuf) -> Result<()> {
             if let Ok(Err(e)) = done {
                 tracing::warn!("while stopping: {e:#}");
             }
+        }
+        if outcome.is_ok() {
+            tracing::info!("sanboot stopped");
         }
         outcome
     })
