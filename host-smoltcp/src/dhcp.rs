@@ -11,7 +11,7 @@
 use core::net::SocketAddrV4;
 
 use sanboot_core::dhcp::{server::PXE_PORT, server::SERVER_PORT, Server};
-use sanboot_core::time::Instant;
+use sanboot_core::time::{Duration, Instant};
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::udp;
 use smoltcp::wire::{IpAddress, IpEndpoint};
@@ -21,6 +21,10 @@ use crate::event::Event;
 
 /// Datagrams taken per socket per poll round.
 const RX_BURST: usize = 16;
+/// A reply still queued after this long waits for an ARP answer that is not
+/// coming (smoltcp keeps such a datagram forever): the socket is reset so
+/// that it cannot hold every other client back.
+const STUCK: Duration = Duration::from_millis(3000);
 
 /// The DHCP service.
 #[derive(Debug)]
@@ -28,6 +32,8 @@ pub(crate) struct Dhcp<'a, const N: usize> {
     pub(crate) server: Server<'a, N>,
     main: SocketHandle,
     pxe: Option<SocketHandle>,
+    /// Since when each socket (67, 4011) has had a reply queued.
+    queued_since: [Option<Instant>; 2],
 }
 
 impl<'a, const N: usize> Dhcp<'a, N> {
@@ -36,11 +42,43 @@ impl<'a, const N: usize> Dhcp<'a, N> {
         main: SocketHandle,
         pxe: Option<SocketHandle>,
     ) -> Self {
-        Dhcp { server, main, pxe }
+        Dhcp {
+            server,
+            main,
+            pxe,
+            queued_since: [None; 2],
+        }
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.server.poll_timeout()
+        let stuck = self.queued_since.iter().flatten().map(|t| *t + STUCK).min();
+        match (self.server.poll_timeout(), stuck) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Resets a socket whose reply has waited for ARP for [`STUCK`].
+    fn unstick(&mut self, now: Instant, sockets: &mut SocketSet<'_>) {
+        let ports = [(Some(self.main), SERVER_PORT), (self.pxe, PXE_PORT)];
+        for ((handle, port), since) in ports.into_iter().zip(self.queued_since.iter_mut()) {
+            let Some(handle) = handle else { continue };
+            let socket = sockets.get_mut::<udp::Socket>(handle);
+            if socket.send_queue() == 0 {
+                *since = None;
+                continue;
+            }
+            match *since {
+                None => *since = Some(now),
+                Some(t) if now >= t + STUCK => {
+                    socket.close();
+                    // Rebinding a closed socket to a non-zero port cannot fail.
+                    let _ = socket.bind(port);
+                    *since = None;
+                }
+                Some(_) => {}
+            }
+        }
     }
 
     /// Handles what arrived on 67 and 4011. True if anything moved.
@@ -54,6 +92,7 @@ impl<'a, const N: usize> Dhcp<'a, N> {
         if self.server.poll_timeout().is_some_and(|t| t <= now) {
             self.server.handle_timeout(now);
         }
+        self.unstick(now, sockets);
         let mut moved = false;
         let ports = [(Some(self.main), SERVER_PORT), (self.pxe, PXE_PORT)];
         for (handle, port) in ports {

@@ -374,3 +374,105 @@ fn a_full_pool_refuses_and_strangers_get_unknown_tid() {
         "the stranger did not disturb the transfer"
     );
 }
+
+/// A reply unicast to an address nobody answers ARP for stays queued in
+/// smoltcp forever; the DHCP socket must not stop serving everyone else.
+#[test]
+fn a_reply_stuck_on_arp_does_not_block_dhcp() {
+    use sanboot_smoltcp::smoltcp::wire::{DhcpMessageType, DhcpPacket, DhcpRepr};
+
+    let (mut server_end, client_end) = wire();
+    let (mut app, _) = appliance(&mut server_end);
+    let mut client = Client::new(client_end, MAC);
+    let mut events = Vec::new();
+    let mut now = 0;
+
+    let lease = |client: &mut Client,
+                 app: &mut App,
+                 server_end: &mut End,
+                 now: &mut i64,
+                 events: &mut Vec<String>| {
+        let h = client.sockets.add(dhcpv4::Socket::new());
+        // smoltcp's client repeats a DISCOVER after 10 s.
+        for _ in 0..3000 {
+            run(app, server_end, client, now, 1, events);
+            let got = match client.sockets.get_mut::<dhcpv4::Socket>(h).poll() {
+                Some(dhcpv4::Event::Configured(c)) => Some(c.address.address()),
+                _ => None,
+            };
+            if got.is_some() {
+                client.sockets.remove(h);
+                return got;
+            }
+        }
+        None
+    };
+    let leased = lease(
+        &mut client,
+        &mut app,
+        &mut server_end,
+        &mut now,
+        &mut events,
+    )
+    .unwrap();
+
+    // REBINDING: broadcast, ciaddr = the lease. The ACK goes unicast to the
+    // lease, which this host (192.0.2.50) does not answer ARP for.
+    client.set_ip(Ipv4Addr::new(192, 0, 2, 50));
+    let h = client.udp(68);
+    let repr = DhcpRepr {
+        message_type: DhcpMessageType::Request,
+        transaction_id: 0x1234,
+        secs: 0,
+        client_hardware_address: EthernetAddress(MAC),
+        client_ip: leased,
+        your_ip: Ipv4Addr::UNSPECIFIED,
+        server_ip: Ipv4Addr::UNSPECIFIED,
+        router: None,
+        subnet_mask: None,
+        relay_agent_ip: Ipv4Addr::UNSPECIFIED,
+        broadcast: false,
+        requested_ip: None,
+        client_identifier: None,
+        server_identifier: None,
+        parameter_request_list: None,
+        dns_servers: None,
+        max_size: None,
+        lease_duration: None,
+        renew_duration: None,
+        rebind_duration: None,
+        additional_options: &[],
+    };
+    let mut bytes = vec![0u8; repr.buffer_len()];
+    repr.emit(&mut DhcpPacket::new_unchecked(&mut bytes))
+        .unwrap();
+    let bcast = IpEndpoint::new(Ipv4Addr::BROADCAST.into(), 67);
+    client
+        .sockets
+        .get_mut::<udp::Socket>(h)
+        .send_slice(&bytes, bcast)
+        .unwrap();
+    run(
+        &mut app,
+        &mut server_end,
+        &mut client,
+        &mut now,
+        5,
+        &mut events,
+    );
+    assert_eq!(app.stats().dhcp.acks, 2, "{events:?}");
+    client.sockets.remove(h);
+
+    // Another DISCOVER (same host, new client socket) is answered once the
+    // stuck reply is dropped.
+    let start = now;
+    let again = lease(
+        &mut client,
+        &mut app,
+        &mut server_end,
+        &mut now,
+        &mut events,
+    );
+    assert_eq!(again, Some(leased));
+    assert!(now - start < 25_000, "took {} ms", now - start);
+}
