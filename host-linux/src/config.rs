@@ -247,8 +247,26 @@ pub struct Target {
     #[serde(default)]
     pub initiators: Vec<String>,
     pub chap: Option<Chap>,
+    /// How HeaderDigest/DataDigest offers are answered.
+    #[serde(default)]
+    pub digest: Digest,
     #[serde(default, rename = "lun")]
     pub luns: Vec<Lun>,
+}
+
+/// `[[target]] digest`: CRC32C header/data digest policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Digest {
+    /// Never CRC32C.
+    None,
+    /// The initiator's order decides (libiscsi's `None,CRC32C` → None).
+    #[default]
+    Allowed,
+    /// CRC32C whenever the initiator offers it.
+    Preferred,
+    /// CRC32C for header and data digests, or the login is refused.
+    Required,
 }
 
 /// CHAP secrets of a target; `mutual_*` makes the target prove itself too.

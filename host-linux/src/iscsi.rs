@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use sanboot_core::iscsi::{
-    ChapCredentials, Connection, Event, LoginStatus, SessionTable, StorageRequest, TargetConfig,
-    TargetLimits, Targets,
+    ChapCredentials, Connection, DigestPolicy, Event, LoginStatus, SessionTable, StorageRequest,
+    TargetConfig, TargetLimits, Targets,
 };
 use sanboot_core::scsi;
 use sanboot_core::time::Instant;
@@ -293,6 +293,12 @@ impl<'a> TargetViews<'a> {
                     })
                 }),
                 luns: l,
+                digest: match t.digest {
+                    config::Digest::None => DigestPolicy::Never,
+                    config::Digest::Allowed => DigestPolicy::Allowed,
+                    config::Digest::Preferred => DigestPolicy::Preferred,
+                    config::Digest::Required => DigestPolicy::Required,
+                },
             })
             .collect()
     }

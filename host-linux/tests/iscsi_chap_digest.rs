@@ -20,6 +20,8 @@ const CHAP_IQN: &str = "iqn.2026-11.test.sanboot:chap";
 const MUTUAL_IQN: &str = "iqn.2026-11.test.sanboot:mutual";
 const ACL_IQN: &str = "iqn.2026-11.test.sanboot:acl";
 const OPEN_IQN: &str = "iqn.2026-11.test.sanboot:open";
+const DIGEST_IQN: &str = "iqn.2026-11.test.sanboot:chap-digest";
+const REQUIRED_IQN: &str = "iqn.2026-11.test.sanboot:digest-required";
 const ALLOWED: &str = "iqn.2026-11.test.sanboot:allowed-initiator";
 
 fn targets() -> String {
@@ -54,6 +56,23 @@ iqn = "{OPEN_IQN}"
 [[target.lun]]
 id = 0
 image = "open.img"
+size = 8388608
+
+[[target]]
+iqn = "{DIGEST_IQN}"
+chap = {{ user = "carol", secret = "carol-secret-123" }}
+digest = "preferred"
+[[target.lun]]
+id = 0
+image = "digest.img"
+size = 8388608
+
+[[target]]
+iqn = "{REQUIRED_IQN}"
+digest = "required"
+[[target.lun]]
+id = 0
+image = "required.img"
 size = 8388608
 "#
     )
@@ -107,13 +126,16 @@ fn chap_right_secret_logs_in_and_wrong_or_missing_secret_is_refused() {
     );
 }
 
+/// libiscsi 1.19 offers `HeaderDigest=None,CRC32C` (it ignores the
+/// `?header_digest=crc32c` URL argument); a target with
+/// `digest = "preferred"` answers CRC32C, so this CHAP login runs with CRC32C
+/// header digests on every PDU.
 #[test]
-#[ignore = "libiscsi 1.19 ignores ?header_digest=crc32c and offers None,CRC32C: needs a target digest policy (requested from core)"]
 fn chap_with_crc32c_header_digest_reads_capacity() {
     let s = start();
     let url = s.url(
-        Some(("alice", "alice-secret-12")),
-        CHAP_IQN,
+        Some(("carol", "carol-secret-123")),
+        DIGEST_IQN,
         0,
         "header_digest=crc32c",
     );
@@ -124,15 +146,49 @@ fn chap_with_crc32c_header_digest_reads_capacity() {
         s.log()
     );
     // 8 MiB of 512-byte blocks: last LBA 16383.
-    assert!(
-        out.contains("16383") || out.contains("16384"),
-        "unexpected capacity:\n{out}"
-    );
+    assert!(out.contains("16383"), "unexpected capacity:\n{out}");
+    let (ok, out) = tool("iscsi-inq", &[&url]);
+    assert!(ok, "INQUIRY over CHAP + CRC32C failed:\n{out}");
     let log = s.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("iscsi login") && l.contains(DIGEST_IQN))
+        .unwrap_or_else(|| panic!("no login line for {DIGEST_IQN}:\n{log}"));
     assert!(
-        log.to_ascii_lowercase().contains("crc32c"),
-        "sanboot did not report a CRC32C header digest for the session:\n{log}"
+        line.contains("auth=\"CHAP\"") && line.contains("header_digest=\"CRC32C\""),
+        "login was not CHAP + CRC32C: {line}"
     );
+    // A wrong secret is still refused on the digest target.
+    let bad = s.url(Some(("carol", "not-carols-secret")), DIGEST_IQN, 0, "");
+    assert!(!tool("iscsi-inq", &[&bad]).0, "wrong secret accepted");
+}
+
+/// `digest = "required"`: libiscsi 1.19 (DataDigest=None only) is refused;
+/// our initiator offering CRC32C for both digests gets in.
+#[test]
+fn required_digests_refuse_initiators_without_them() {
+    let s = start();
+    let url = s.url(None, REQUIRED_IQN, 0, "");
+    let (ok, out) = tool("iscsi-inq", &[&url]);
+    assert!(
+        !ok,
+        "libiscsi without data digests logged in to a digest-required target:\n{out}"
+    );
+    let both = LoginOptions {
+        header_digest: true,
+        data_digest: true,
+        ..LoginOptions::default()
+    };
+    let mut ini = Initiator::login_with(
+        s.port,
+        "iqn.2026-11.test.sanboot:crc",
+        REQUIRED_IQN,
+        0,
+        both,
+    )
+    .unwrap_or_else(|e| panic!("CRC32C login refused: {e}\n{}", s.log()));
+    ini.ready().unwrap();
+    assert!(Initiator::login(s.port, "iqn.2026-11.test.sanboot:plain", REQUIRED_IQN, 0).is_err());
 }
 
 #[test]

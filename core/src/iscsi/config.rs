@@ -12,6 +12,24 @@ pub struct ChapCredentials<'a> {
     pub secret: &'a [u8],
 }
 
+/// How a target answers the initiator's HeaderDigest / DataDigest offers
+/// (RFC 7143 §6.2: the responder picks the first offered value it supports
+/// *and is allowed to use*).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum DigestPolicy {
+    /// Never CRC32C (an offer of CRC32C only is answered `Reject`).
+    Never,
+    /// The initiator's order decides (`None,CRC32C` → None).
+    #[default]
+    Allowed,
+    /// CRC32C whenever the initiator lists it (`None,CRC32C` → CRC32C).
+    Preferred,
+    /// CRC32C for both digests: a login that offers (or ends) without it is
+    /// refused with Initiator Error.
+    Required,
+}
+
 /// One iSCSI target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TargetConfig<'a> {
@@ -25,6 +43,8 @@ pub struct TargetConfig<'a> {
     pub mutual_chap: Option<ChapCredentials<'a>>,
     /// LUN numbers of this target (flat LUN numbers, as in REPORT LUNS).
     pub luns: &'a [u64],
+    /// Digest policy of this target (overrides [`TargetLimits::digest`]).
+    pub digest: DigestPolicy,
 }
 
 impl TargetConfig<'_> {
@@ -88,6 +108,9 @@ pub struct TargetLimits {
     pub login_timeout_ms: u64,
     /// Offer CRC32C digests when the initiator lists them.
     pub allow_digests: bool,
+    /// Digest policy for sessions without a target (discovery); a normal
+    /// session uses its target's [`TargetConfig::digest`].
+    pub digest: DigestPolicy,
 }
 
 impl Default for TargetLimits {
@@ -103,6 +126,7 @@ impl Default for TargetLimits {
             default_time2retain: 0,
             login_timeout_ms: 15_000,
             allow_digests: true,
+            digest: DigestPolicy::Allowed,
         }
     }
 }

@@ -11,7 +11,7 @@
 use heapless::{String, Vec};
 
 use super::chap::{self, ChallengeSource, CHALLENGE_LEN, CHAP_MD5, MAX_CHALLENGE_LEN};
-use super::config::{TargetLimits, Targets};
+use super::config::{DigestPolicy, TargetLimits, Targets};
 use super::params::{negotiate, KeyOutcome, SessionParams};
 use super::pdu::{LoginRequest, LoginResponse, Stage};
 use super::text::{self, pairs, parse_number, TextWriter};
@@ -332,6 +332,20 @@ impl Login {
             return self.fail(LoginStatus::TargetError);
         }
         self.response.data_len = self.response_text.len() as u32;
+        // A target that requires digests refuses a session that reaches full
+        // feature phase without them (both default to None when not offered).
+        let required = !self.discovery
+            && self
+                .target
+                .and_then(|i| targets.targets.get(i))
+                .is_some_and(|t| t.digest == DigestPolicy::Required);
+        if required
+            && self.response.transit
+            && self.response.nsg == Stage::FullFeature
+            && !(self.params.header_digest && self.params.data_digest)
+        {
+            return self.fail(LoginStatus::InitiatorError);
+        }
         self.advance_stat_sn();
         if self.response.transit && self.response.nsg == Stage::FullFeature {
             self.params.finish();
@@ -392,6 +406,18 @@ impl Login {
                 return Err(LoginStatus::SessionDoesNotExist);
             }
         }
+        // A normal session follows its target's digest policy.
+        let target_limits;
+        let limits = match self.target.and_then(|i| targets.targets.get(i)) {
+            Some(t) if !self.discovery => {
+                target_limits = TargetLimits {
+                    digest: t.digest,
+                    ..*limits
+                };
+                &target_limits
+            }
+            _ => limits,
+        };
         let chap_cfg = if self.discovery {
             None
         } else {
@@ -491,6 +517,7 @@ impl Login {
                         KeyOutcome::NotOperational => {
                             out.push(key, "NotUnderstood").map_err(overflow)?;
                         }
+                        KeyOutcome::Refused => return Err(LoginStatus::InitiatorError),
                     }
                 }
             }

@@ -129,7 +129,7 @@ pub use backend::{
     Backend, IoId, Plan, ReadChunk, Resume, ScsiRequest, StorageError, StorageRequest, TmfOutcome,
     WriteChunk,
 };
-pub use config::{ChapCredentials, TargetConfig, TargetLimits, Targets};
+pub use config::{ChapCredentials, DigestPolicy, TargetConfig, TargetLimits, Targets};
 pub use connection::{Connection, Event, Stats};
 pub use login::{LoginStatus, SessionRequest};
 pub use params::SessionParams;

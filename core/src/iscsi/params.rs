@@ -1,7 +1,7 @@
 //! Operational parameter negotiation (RFC 7143 §13): one function per key
 //! kind, applying the RFC's result function and writing our answer.
 
-use super::config::TargetLimits;
+use super::config::{DigestPolicy, TargetLimits};
 use super::text::{fmt_u64, parse_number, Overflow, TextWriter};
 
 /// Negotiated (or default) session and connection parameters.
@@ -81,6 +81,9 @@ pub enum KeyOutcome {
     Handled,
     /// Not an operational key: the caller handles it (login/security keys).
     NotOperational,
+    /// The offer is unacceptable under the target's policy (a required
+    /// digest missing): the login must fail.
+    Refused,
 }
 
 fn yes_no(v: bool) -> &'static str {
@@ -137,21 +140,30 @@ pub fn negotiate(
     }
     match key {
         "HeaderDigest" | "DataDigest" => {
-            // List: the first of the initiator's values that we support.
-            let mut chosen = None;
-            for v in value.split(',') {
-                match v {
-                    "CRC32C" if limits.allow_digests => {
-                        chosen = Some(true);
-                        break;
+            let crc = limits.allow_digests && value.split(',').any(|v| v == "CRC32C");
+            let none = value.split(',').any(|v| v == "None");
+            let chosen = match limits.digest {
+                DigestPolicy::Never => none.then_some(false),
+                // List: the first of the initiator's values that we support.
+                DigestPolicy::Allowed => value.split(',').find_map(|v| match v {
+                    "CRC32C" if limits.allow_digests => Some(true),
+                    "None" => Some(false),
+                    _ => None,
+                }),
+                DigestPolicy::Preferred => {
+                    if crc {
+                        Some(true)
+                    } else {
+                        none.then_some(false)
                     }
-                    "None" => {
-                        chosen = Some(false);
-                        break;
-                    }
-                    _ => {}
                 }
-            }
+                DigestPolicy::Required => {
+                    if !crc {
+                        return Ok(KeyOutcome::Refused);
+                    }
+                    Some(true)
+                }
+            };
             match chosen {
                 Some(c) => {
                     if key == "HeaderDigest" {
@@ -291,6 +303,41 @@ mod tests {
             .filter_map(Result::ok)
             .find(|p| p.key == key)
             .map(|p| p.value)
+    }
+
+    #[test]
+    fn digest_policy_decides_libiscsis_none_crc32c_offer() {
+        let offer = [("HeaderDigest", "None,CRC32C"), ("DataDigest", "None")];
+        let with = |digest| TargetLimits {
+            digest,
+            ..TargetLimits::default()
+        };
+        // Allowed: the initiator's order (None first).
+        let (p, _) = run(&offer, &with(DigestPolicy::Allowed));
+        assert!(!p.header_digest);
+        // Preferred: CRC32C when listed, None otherwise.
+        let (p, text) = run(&offer, &with(DigestPolicy::Preferred));
+        assert!(p.header_digest && !p.data_digest);
+        assert_eq!(answer(&text, "HeaderDigest"), Some("CRC32C"));
+        assert_eq!(answer(&text, "DataDigest"), Some("None"));
+        // Never: None even when CRC32C comes first; CRC32C alone is Reject.
+        let (p, text) = run(
+            &[("HeaderDigest", "CRC32C,None"), ("DataDigest", "CRC32C")],
+            &with(DigestPolicy::Never),
+        );
+        assert!(!p.header_digest && !p.data_digest);
+        assert_eq!(answer(&text, "DataDigest"), Some("Reject"));
+        // Required: CRC32C, and an offer without it refuses the login.
+        let l = with(DigestPolicy::Required);
+        let (p, _) = run(&[("HeaderDigest", "None,CRC32C")], &l);
+        assert!(p.header_digest);
+        let mut q = SessionParams::default();
+        let mut buf = [0u8; 64];
+        let mut w = TextWriter::new(&mut buf);
+        assert_eq!(
+            negotiate("DataDigest", "None", &l, false, &mut q, &mut w),
+            Ok(KeyOutcome::Refused)
+        );
     }
 
     #[test]

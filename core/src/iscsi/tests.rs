@@ -284,6 +284,7 @@ pub(crate) fn targets(
         chap,
         mutual_chap: mutual,
         luns: LUNS,
+        digest: crate::iscsi::DigestPolicy::Allowed,
     }]);
     std::boxed::Box::leak(t)
 }

@@ -233,6 +233,7 @@ fn login_failures() {
             chap: None,
             mutual_chap: None,
             luns: LUNS,
+            digest: crate::iscsi::DigestPolicy::Allowed,
         }]));
     let mut h = Harness::new(portal(allow), TargetLimits::default());
     let r = first(&mut h, "AuthMethod=None");
@@ -444,6 +445,7 @@ fn long_send_targets_response_is_continued() {
             chap: None,
             mutual_chap: None,
             luns: LUNS,
+            digest: crate::iscsi::DigestPolicy::Allowed,
         })
         .collect();
     let list: &'static [TargetConfig<'static>] = std::boxed::Box::leak(list.into_boxed_slice());
@@ -502,4 +504,35 @@ fn long_send_targets_response_is_continued() {
         .collect();
     assert_eq!(got.len(), 40);
     assert_eq!(got[39], names[39]);
+}
+
+#[test]
+fn required_digests_refuse_a_login_without_them() {
+    let required: &'static [TargetConfig<'static>] =
+        std::boxed::Box::leak(std::boxed::Box::new([TargetConfig {
+            name: TARGET,
+            initiators: &[],
+            chap: None,
+            mutual_chap: None,
+            luns: LUNS,
+            digest: crate::iscsi::DigestPolicy::Required,
+        }]));
+    for op_keys in [
+        "HeaderDigest=None,CRC32C\nDataDigest=None\n",
+        "MaxConnections=1\n",
+    ] {
+        let mut h = Harness::new(portal(required), TargetLimits::default());
+        let r = first(&mut h, "AuthMethod=None");
+        assert_eq!(status(&r), (0, 0));
+        let r = h.feed(&login_pdu(
+            Stage::Operational,
+            Stage::FullFeature,
+            true,
+            1,
+            0,
+            0,
+            op_keys,
+        ));
+        assert_eq!(status(&r[0]), (2, 0), "{op_keys:?}");
+    }
 }

@@ -161,6 +161,7 @@ impl<'c> Views<'c> {
                     })
                 }),
                 luns: l,
+                digest: Default::default(),
             })
             .collect()
     }
