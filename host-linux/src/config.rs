@@ -458,21 +458,11 @@ impl Config {
     }
 }
 
-/// Parses `aa:bb:cc:dd:ee:ff` or `aa-bb-cc-dd-ee-ff`, any case.
+/// Parses `aa:bb:cc:dd:ee:ff` or `aa-bb-cc-dd-ee-ff`, any case: the core's
+/// `${mac:hexhyp}` parser, with colons read as hyphens.
 pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split([':', '-']);
-    for byte in mac.iter_mut() {
-        let part = parts.next().context("too few octets")?;
-        if part.len() != 2 {
-            bail!("octet {part:?} is not two hex digits");
-        }
-        *byte = u8::from_str_radix(part, 16).with_context(|| format!("octet {part:?}"))?;
-    }
-    if parts.next().is_some() {
-        bail!("too many octets");
-    }
-    Ok(mac)
+    sanboot_core::ipxe::parse_hexhyp(&s.replace(':', "-"))
+        .context("expected six two-digit hex octets separated by ':' or '-'")
 }
 
 #[cfg(test)]
@@ -528,5 +518,7 @@ mod tests {
         assert!(parse_mac("52:54:00:e2:e0").is_err());
         assert!(parse_mac("52:54:00:e2:e0:01:02").is_err());
         assert!(parse_mac("5:54:00:e2:e0:01").is_err());
+        // u8::from_str_radix takes a sign: "+5" is not an octet.
+        assert!(parse_mac("+5:54:00:e2:e0:01").is_err());
     }
 }

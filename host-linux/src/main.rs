@@ -14,7 +14,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
@@ -96,7 +96,7 @@ fn check(path: PathBuf) -> Result<()> {
 
 fn print_script(path: PathBuf, mac: &str) -> Result<()> {
     let config = config::Config::load(&path)?;
-    let mac = config::parse_mac(mac)?;
+    let mac = config::parse_mac(mac).with_context(|| format!("--mac {mac}"))?;
     print!("{}", script::render_for_mac(&config, mac)?);
     Ok(())
 }
