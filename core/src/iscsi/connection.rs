@@ -357,6 +357,7 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
     /// 0 when `rx` does not yet hold a whole PDU (read more and call again
     /// with the unconsumed bytes first). Call repeatedly while it returns > 0,
     /// and drain `poll_event`, `poll_transmit` and `poll_storage` after.
+    #[must_use = "the consumed bytes must be dropped from the receive buffer"]
     pub fn handle_input<B: Backend>(
         &mut self,
         now: Instant,

@@ -382,6 +382,7 @@ impl Transfer {
     /// Writes the next datagram into `buf`, reading DATA contents from `source`.
     ///
     /// `Err` only when `buf` is shorter than [`Transfer::required_buffer_len`].
+    #[must_use = "a datagram written into `buf` is lost unless it is sent"]
     pub fn poll_transmit<R: ReadAt + ?Sized>(
         &mut self,
         now: Instant,

@@ -401,7 +401,8 @@ fn session_reinstatement_and_limit() {
         TargetLimits::default(),
         [1; 16],
     );
-    c.handle_input(Instant::from_millis(0), &other, &t, &mut backend);
+    let consumed = c.handle_input(Instant::from_millis(0), &other, &t, &mut backend);
+    assert_eq!(consumed, other.len());
     let Some(Event::SessionRequest(req)) = c.poll_event() else {
         panic!("no session request");
     };
