@@ -49,7 +49,26 @@ pub enum Event {
     },
     /// Everything to send has been handed out by `poll_transmit`: close the
     /// TCP connection and release the session (`SessionTable::release`).
+    /// [`Connection::close_reason`] says why.
     Close,
+}
+
+/// Why the connection closed itself (hosts log it; the peer saw it on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum CloseReason {
+    /// The initiator logged out (Logout Response sent).
+    Logout,
+    /// Login refused with this status (unknown target, initiator not
+    /// allowed, CHAP failed, no session slot, ...), sent in the Login Response.
+    LoginFailed(LoginStatus),
+    /// No login completed within `login_timeout_ms`.
+    LoginTimeout,
+    /// A PDU this connection cannot continue after (counted in
+    /// [`Stats::protocol_errors`]).
+    ProtocolError,
+    /// TARGET COLD RESET: the connection drops after its response.
+    TargetColdReset,
 }
 
 /// Counters for things that went wrong without a panic.
@@ -152,7 +171,9 @@ pub struct Connection<const TASKS: usize = 32, const SCRATCH: usize = 1024> {
     text_ttt: u32,
     releases: Deque<IoId, TASKS>,
     events: Deque<Event, 4>,
-    close_after_ctrl: bool,
+    /// Close once the control queue (the Logout or TMF response) is sent.
+    close_after_ctrl: Option<CloseReason>,
+    close_reason: Option<CloseReason>,
     nexus_reported: bool,
     stats: Stats,
 }
@@ -205,7 +226,8 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
             text_ttt: RESERVED_TAG,
             releases: Deque::new(),
             events: Deque::new(),
-            close_after_ctrl: false,
+            close_after_ctrl: None,
+            close_reason: None,
             nexus_reported: false,
             stats: Stats::default(),
         }
@@ -272,18 +294,25 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
         self.max_cmd_sn
     }
 
-    fn close(&mut self) {
+    /// Why the connection closed itself; `None` while it is open or when
+    /// only the host closed it ([`Connection::abort`]).
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.close_reason
+    }
+
+    fn close(&mut self, why: CloseReason) {
         if matches!(self.state, State::Closing | State::Closed) {
             return;
         }
         self.state = State::Closing;
+        self.close_reason = Some(why);
     }
 
     fn protocol_error(&mut self) {
         self.stats.protocol_errors += 1;
         self.abort_all_tasks();
         self.ctrl.clear();
-        self.close();
+        self.close(CloseReason::ProtocolError);
     }
 
     /// The host closes the connection (TCP reset/EOF, or a reinstating login
@@ -465,7 +494,7 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
             LoginStep::Fail(status) => {
                 debug!("iscsi: login failed: {:?}", status);
                 self.login_response_pending = true;
-                self.close();
+                self.close(CloseReason::LoginFailed(status));
             }
         }
     }
@@ -506,7 +535,7 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
         self.login.session_refused(status);
         self.login_response_pending = true;
         self.state = State::Login;
-        self.close();
+        self.close(CloseReason::LoginFailed(status));
     }
 
     /// Check CmdSN of a non-immediate request; true when it may proceed.
@@ -986,7 +1015,7 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
                 };
                 if t.function == TmfFunction::TargetColdReset && r == TmfResponse::Complete {
                     // A cold reset drops the connection after the response.
-                    self.close_after_ctrl = true;
+                    self.close_after_ctrl = Some(CloseReason::TargetColdReset);
                 }
                 r
             }
@@ -1091,7 +1120,7 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
         };
         if response == 0 {
             self.abort_all_tasks();
-            self.close_after_ctrl = true;
+            self.close_after_ctrl = Some(CloseReason::Logout);
         }
         self.queue_ctrl(Ctrl::Logout {
             itt: l.itt,
@@ -1218,7 +1247,7 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
                 debug!("iscsi: login timed out");
                 self.login_deadline = None;
                 self.login_response_pending = false;
-                self.close();
+                self.close(CloseReason::LoginTimeout);
             }
         }
     }
@@ -1296,7 +1325,7 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
         if let Some(n) = self.emit_ctrl(buf) {
             return Some(n);
         }
-        if self.state == State::FullFeature && !self.close_after_ctrl {
+        if self.state == State::FullFeature && self.close_after_ctrl.is_none() {
             if let Some(n) = self.emit_r2t(buf) {
                 return Some(n);
             }
@@ -1304,9 +1333,10 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
                 return Some(n);
             }
         }
-        if self.close_after_ctrl && self.ctrl.is_empty() {
-            self.close_after_ctrl = false;
-            self.close();
+        if self.ctrl.is_empty() {
+            if let Some(why) = self.close_after_ctrl.take() {
+                self.close(why);
+            }
         }
         if self.state == State::Closing {
             self.lose_nexus(backend);

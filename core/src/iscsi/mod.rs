@@ -130,7 +130,7 @@ pub use backend::{
     WriteChunk,
 };
 pub use config::{ChapCredentials, DigestPolicy, TargetConfig, TargetLimits, Targets};
-pub use connection::{Connection, Event, Stats};
+pub use connection::{CloseReason, Connection, Event, Stats};
 pub use login::{LoginStatus, SessionRequest};
 pub use params::SessionParams;
 pub use session::{Admission, SessionTable};

@@ -159,6 +159,10 @@ fn chap_failures() {
     ));
     assert_eq!(status(&r[0]), (2, 1));
     assert!(h.closed);
+    assert_eq!(
+        h.conn.close_reason(),
+        Some(CloseReason::LoginFailed(LoginStatus::AuthFailure))
+    );
     // reflected challenge in mutual CHAP
     let mut h = chap_harness();
     let (id, c) = chap_challenge(&mut h);
@@ -422,9 +426,11 @@ fn login_timeout() {
     h.conn.handle_timeout(Instant::from_millis(1));
     assert!(h.drain().is_empty());
     assert!(!h.closed);
+    assert_eq!(h.conn.close_reason(), None);
     h.conn.handle_timeout(deadline);
     h.drain();
     assert!(h.closed);
+    assert_eq!(h.conn.close_reason(), Some(CloseReason::LoginTimeout));
     assert_eq!(h.conn.poll_timeout(), None);
 }
 

@@ -423,6 +423,7 @@ fn nop_tmf_and_logout() {
     let r = LogoutResponse::parse(&bhs(&out[0])).unwrap();
     assert_eq!((r.itt, r.response), (0x20, 0));
     assert!(h.closed);
+    assert_eq!(h.conn.close_reason(), Some(CloseReason::Logout));
     assert_eq!(h.backend.lost.len(), 1);
 }
 
@@ -514,6 +515,7 @@ fn digests_on() {
     bad[49] ^= 1;
     h.feed(&bad);
     assert!(h.closed);
+    assert_eq!(h.conn.close_reason(), Some(CloseReason::ProtocolError));
     assert_eq!(h.conn.stats().digest_errors, 2);
 }
 
@@ -704,6 +706,7 @@ fn abort_of_a_finished_task_and_cold_reset() {
     let r = TaskMgmtResponse::parse(&bhs(&out[0])).unwrap();
     assert_eq!(r.response, TmfResponse::Complete);
     assert!(h.closed);
+    assert_eq!(h.conn.close_reason(), Some(CloseReason::TargetColdReset));
     assert_eq!(h.backend.tmfs, [TmfFunction::TargetColdReset]);
     assert_eq!(h.backend.lost.len(), 1);
 }
