@@ -11,7 +11,7 @@ use core::net::Ipv4Addr;
 use cortex_m_rt::entry;
 use sanboot_smoltcp::core_machines::dhcp::{self, BootFiles, Mode};
 use sanboot_smoltcp::core_machines::ipxe::{DirectEntry, HostBoot, IscsiDisk};
-use sanboot_smoltcp::core_machines::iscsi::{TargetConfig, Targets};
+use sanboot_smoltcp::core_machines::iscsi::{DigestPolicy, TargetConfig, Targets};
 use sanboot_smoltcp::core_machines::scsi::LunConfig;
 use sanboot_smoltcp::core_machines::tftp::TransferConfig;
 use sanboot_smoltcp::smoltcp::iface::SocketStorage;
@@ -99,6 +99,7 @@ static TARGETS: [TargetConfig<'static>; 1] = [TargetConfig {
     chap: None,
     mutual_chap: None,
     luns: &[0],
+    digest: DigestPolicy::Allowed,
 }];
 
 static FILES: [(&str, &[u8]); 1] = [("hello.txt", b"hello from flash\n")];

@@ -5,7 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 
 use anyhow::{bail, Context, Result};
-use sanboot_core::iscsi::{ChapCredentials, TargetConfig};
+use sanboot_core::iscsi::{ChapCredentials, DigestPolicy, TargetConfig};
 use sanboot_core::scsi::LunConfig;
 use sanboot_smoltcp::{BlockDevice, DiskError, Disks, ScsiTarget};
 
@@ -161,7 +161,12 @@ impl<'c> Views<'c> {
                     })
                 }),
                 luns: l,
-                digest: Default::default(),
+                digest: match t.digest {
+                    crate::config::Digest::None => DigestPolicy::Never,
+                    crate::config::Digest::Allowed => DigestPolicy::Allowed,
+                    crate::config::Digest::Preferred => DigestPolicy::Preferred,
+                    crate::config::Digest::Required => DigestPolicy::Required,
+                },
             })
             .collect()
     }
