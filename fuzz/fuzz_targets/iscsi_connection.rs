@@ -109,6 +109,7 @@ static TARGETS: [TargetConfig<'static>; 1] = [TargetConfig {
     chap: None,
     mutual_chap: None,
     luns: &[0, 1],
+    digest: sanboot_core::iscsi::DigestPolicy::Allowed,
 }];
 
 fuzz_target!(|data: &[u8]| {

@@ -16,6 +16,7 @@ static TARGETS: [TargetConfig<'static>; 2] = [
         chap: None,
         mutual_chap: None,
         luns: &[0, 1],
+        digest: sanboot_core::iscsi::DigestPolicy::Allowed,
     },
     TargetConfig {
         name: "iqn.2024-01.test.e2e:chap",
@@ -29,6 +30,7 @@ static TARGETS: [TargetConfig<'static>; 2] = [
             secret: b"target-secret-1",
         }),
         luns: &[0],
+        digest: sanboot_core::iscsi::DigestPolicy::Required,
     },
 ];
 
