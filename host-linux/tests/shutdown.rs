@@ -1,6 +1,7 @@
 //! `sanboot serve` stops cleanly on SIGTERM and SIGINT: exit status 0 within
 //! a few seconds, with every service's closing line in the log, even with
-//! DHCP off (a service with nothing to do) and an initiator still connected.
+//! DHCP off (a service with nothing to do) and an initiator still connected;
+//! a service that cannot start ends the process with status 1.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -102,38 +103,44 @@ impl Drop for Serving {
     }
 }
 
+/// Runs `sanboot serve` on a config with these ports; its log lines arrive
+/// on `Serving::log`.
+fn spawn(dir: &Path, tftp_port: u16, iscsi_port: u16) -> Serving {
+    let path = dir.join("sanboot.toml");
+    std::fs::write(&path, config(dir, tftp_port, iscsi_port)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sanboot"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("SANBOOT_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sanboot serve");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, log) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Serving {
+        child,
+        log,
+        lines: Vec::new(),
+        iscsi_port,
+    }
+}
+
 /// Starts `sanboot serve` and waits until TFTP and iSCSI listen. A start
 /// that lost a port to another process between probe and bind retries on
 /// fresh ports.
 fn start(dir: &Path) -> Serving {
     for _ in 0..3 {
         let (tftp_port, iscsi_port) = free_ports();
-        let path = dir.join("sanboot.toml");
-        std::fs::write(&path, config(dir, tftp_port, iscsi_port)).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sanboot"))
-            .args(["serve", "--config"])
-            .arg(&path)
-            .env("SANBOOT_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sanboot serve");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut s = Serving {
-            child,
-            log,
-            lines: Vec::new(),
-            iscsi_port,
-        };
+        let mut s = spawn(dir, tftp_port, iscsi_port);
         if s.wait_for("TFTP listening", STOP_WITHIN).is_some()
             && s.wait_for("iscsi target listening", STOP_WITHIN).is_some()
         {
@@ -143,6 +150,21 @@ fn start(dir: &Path) -> Serving {
         assert!(log.contains("cannot bind"), "sanboot did not start:\n{log}");
     }
     panic!("no free ports after 3 tries");
+}
+
+/// Waits for the process to exit, at most [`STOP_WITHIN`] after `since`.
+fn exit_status(s: &mut Serving, since: Instant, what: &str) -> std::process::ExitStatus {
+    loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(
+            since.elapsed() < STOP_WITHIN,
+            "still running {STOP_WITHIN:?} after {what}:\n{}",
+            s.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn signal(pid: u32, name: &str) {
@@ -164,17 +186,7 @@ fn stops_cleanly_on(sig: &str, announced: &str) {
 
     let asked = Instant::now();
     signal(s.child.id(), sig);
-    let status = loop {
-        if let Some(st) = s.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            asked.elapsed() < STOP_WITHIN,
-            "still running {STOP_WITHIN:?} after SIG{sig}:\n{}",
-            s.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_status(&mut s, asked, &format!("SIG{sig}"));
     drop(idle);
     let log = s.rest_of_log();
     assert_eq!(status.code(), Some(0), "exit status after SIG{sig}:\n{log}");
@@ -200,4 +212,22 @@ fn sigterm_stops_serve_cleanly() {
 #[test]
 fn sigint_stops_serve_cleanly() {
     stops_cleanly_on("INT", "SIGINT: shutting down");
+}
+
+/// A service that cannot start stops the others and the process: exit
+/// status 1, the port named on stderr.
+#[test]
+fn a_taken_port_fails_serve_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let tftp_port = taken.local_addr().unwrap().port();
+    let (_, iscsi_port) = free_ports();
+    let started = Instant::now();
+    let mut s = spawn(dir.path(), tftp_port, iscsi_port);
+    let status = exit_status(&mut s, started, "a failed bind");
+    let log = s.rest_of_log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    let want = format!("[tftp] listen = 127.0.0.1:{tftp_port}: cannot bind");
+    assert!(log.contains(&want), "no {want:?} in:\n{log}");
+    drop(taken);
 }
