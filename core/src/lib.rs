@@ -18,6 +18,8 @@ mod fmt;
 #[macro_use]
 mod macros;
 
+mod decimal;
+
 pub mod dhcp;
 pub mod ipxe;
 pub mod iscsi;

@@ -2,6 +2,8 @@
 //!
 //! Parsing borrows from the data segment; emitting writes into a caller buffer.
 
+pub use crate::decimal::fmt_u64;
+
 /// Longest key name the RFC allows (§6.1: up to 63 bytes).
 pub const MAX_KEY_LEN: usize = 63;
 /// Longest value we accept (§6.1: 255 for most keys, 8192 for a few; we
@@ -150,22 +152,6 @@ impl<'a> TextWriter<'a> {
         let s = fmt_u64(n, &mut digits);
         self.push(key, s)
     }
-}
-
-/// Format `n` in decimal into `buf`, returning the digits.
-pub fn fmt_u64(mut n: u64, buf: &mut [u8; 20]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        if let Some(b) = buf.get_mut(i) {
-            *b = b'0' + (n % 10) as u8;
-        }
-        n /= 10;
-        if n == 0 || i == 0 {
-            break;
-        }
-    }
-    core::str::from_utf8(buf.get(i..).unwrap_or(&[])).unwrap_or("0")
 }
 
 /// Parse a numerical value (RFC 7143 §6.1: decimal, `0x` hex; no base64 for

@@ -12,6 +12,8 @@
 
 use core::fmt;
 
+use crate::decimal::fmt_u64;
+
 /// Largest block size RFC 2348 allows (65535 minus IP and UDP headers).
 pub const MAX_BLKSIZE: u16 = 65464;
 /// Smallest block size RFC 2348 allows.
@@ -471,13 +473,8 @@ fn parse_decimal(b: &[u8]) -> Option<u64> {
     })
 }
 
-fn decimal_len(mut v: u64) -> usize {
-    let mut n = 1;
-    while v >= 10 {
-        v /= 10;
-        n += 1;
-    }
-    n
+fn decimal_len(v: u64) -> usize {
+    fmt_u64(v, &mut [0; 20]).len()
 }
 
 /// Sequential writer over a buffer whose size was checked up front; every
@@ -509,15 +506,7 @@ impl<'b> Writer<'b> {
     }
 
     fn decimal(&mut self, v: u64) {
-        let mut digits = [0u8; 20];
-        let len = decimal_len(v);
-        let mut rest = v;
-        for d in digits.get_mut(..len).unwrap_or(&mut []).iter_mut().rev() {
-            // `rest % 10` is below 10, so the cast cannot truncate.
-            *d = b'0' + (rest % 10) as u8;
-            rest /= 10;
-        }
-        self.put(digits.get(..len).unwrap_or(&[]));
+        self.put(fmt_u64(v, &mut [0; 20]).as_bytes());
     }
 
     fn options(&mut self, o: &Options) {
