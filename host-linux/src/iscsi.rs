@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use sanboot_core::iscsi::{
-    ChapCredentials, Connection, DigestPolicy, Event, LoginStatus, SessionTable, StorageRequest,
-    TargetConfig, TargetLimits, Targets,
+    ChapCredentials, CloseReason, Connection, DigestPolicy, Event, LoginStatus, SessionTable,
+    StorageRequest, TargetConfig, TargetLimits, Targets,
 };
 use sanboot_core::scsi;
 use sanboot_core::time::Instant;
@@ -547,9 +547,16 @@ async fn connection(
         .unwrap_or_else(|e| e.into_inner())
         .remove(&token);
     let _ = sock.shutdown().await;
+    let closed_because = match conn.close_reason() {
+        Some(CloseReason::Logout) | None => "logout".to_string(),
+        Some(CloseReason::LoginFailed(status)) => format!("login refused: {status:?}"),
+        Some(CloseReason::LoginTimeout) => "login timed out".to_string(),
+        Some(CloseReason::ProtocolError) => "protocol error".to_string(),
+        Some(CloseReason::TargetColdReset) => "target cold reset".to_string(),
+    };
     let how = match &end_reason {
         End::Disconnect(why) => why.as_str(),
-        End::Closed => "logout",
+        End::Closed => closed_because.as_str(),
         End::Reinstated => "session reinstated by a new login",
         End::Stop => "sanboot stopping",
     };

@@ -121,7 +121,10 @@ fn chap_right_secret_logs_in_and_wrong_or_missing_secret_is_refused() {
         "no login line names the authentication:\n{log}"
     );
     assert!(
-        s.wait_log("iscsi login failed", std::time::Duration::from_secs(5)),
+        s.wait_log(
+            "login refused: AuthFailure",
+            std::time::Duration::from_secs(5)
+        ),
         "refused logins are not logged:\n{log}"
     );
 }
