@@ -543,8 +543,12 @@ fn open(shared: &Shared, path: &str) -> Result<Source, Refusal> {
 }
 
 /// Opens `root/path` read-only, refusing anything that resolves outside `root`
-/// (a symlink pointing out, a race swapping a component) and anything that is
-/// not a regular file.
+/// (a symlink pointing out) and anything that is not a regular file.
+///
+/// Between the check and the open only the last component is guarded
+/// (`O_NOFOLLOW`): a directory inside the root swapped for a symlink in that
+/// window would be followed. The root belongs to the administrator, so this
+/// is not defended further (`openat2` with `RESOLVE_BENEATH` would be).
 fn open_under(root: &Path, path: &str) -> Result<std::fs::File, Refusal> {
     use std::os::unix::fs::OpenOptionsExt;
     let joined = root.join(path);
@@ -556,7 +560,7 @@ fn open_under(root: &Path, path: &str) -> Result<std::fs::File, Refusal> {
         tracing::warn!(file = path, resolved = %real.display(), "TFTP path resolves outside the root");
         return Err(Refusal::AccessViolation);
     }
-    // O_NOFOLLOW: the canonical path has no symlinks; if one appeared since, refuse.
+    // O_NOFOLLOW: the canonical path ends in no symlink; if one appeared there since, refuse.
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
