@@ -6,9 +6,10 @@
 //! worker stack holds, and one thread owning the machine needs no locking.
 //!
 //! Leases are written to `<state_dir>/leases` by writing `leases.tmp`,
-//! fsyncing it and renaming it over the old file, at most once per
-//! [`PERSIST_INTERVAL`] when something changed and once more on stop; the
-//! write runs on the blocking pool so the packet loop never waits for the disk.
+//! fsyncing it, renaming it over the old file and fsyncing the directory,
+//! at most once per [`PERSIST_INTERVAL`] when something changed and once
+//! more on stop; the write runs on the blocking pool so the packet loop
+//! never waits for the disk.
 //! Times in the file are Unix milliseconds, which is also the core's clock.
 
 use std::collections::hash_map::RandomState;
@@ -371,7 +372,13 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     f.write_all(text.as_bytes())?;
     f.sync_data()?;
     drop(f);
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path)?;
+    // The rename itself is durable only once the directory is synced.
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Writes the lease file when the lease generation moved, at most once per
