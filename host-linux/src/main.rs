@@ -114,25 +114,42 @@ fn serve(path: PathBuf) -> Result<()> {
         let mut int = signal(SignalKind::interrupt())?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(dhcp::run(config.clone(), stop_rx.clone()));
-        tasks.spawn(tftp::run(config.clone(), stop_rx.clone()));
-        tasks.spawn(iscsi::run(config.clone(), stop_rx.clone()));
+        // Which service a finished (or panicked) task was, for the error.
+        let names = std::collections::HashMap::from([
+            (
+                tasks.spawn(dhcp::run(config.clone(), stop_rx.clone())).id(),
+                "dhcp",
+            ),
+            (
+                tasks.spawn(tftp::run(config.clone(), stop_rx.clone())).id(),
+                "tftp",
+            ),
+            (
+                tasks
+                    .spawn(iscsi::run(config.clone(), stop_rx.clone()))
+                    .id(),
+                "iscsi",
+            ),
+        ]);
+        let name = |id| names.get(&id).copied().unwrap_or("a service");
         tracing::info!(config = %path.display(), "sanboot serving");
 
         let outcome = tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); Ok(()) }
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); Ok(()) }
-            Some(done) = tasks.join_next() => match done {
-                Ok(Ok(())) => Err(anyhow::anyhow!("a service stopped unexpectedly")),
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(e.into()),
+            Some(done) = tasks.join_next_with_id() => match done {
+                Ok((id, Ok(()))) => Err(anyhow::anyhow!("{} stopped unexpectedly", name(id))),
+                Ok((_, Err(e))) => Err(e),
+                Err(e) => Err(anyhow::anyhow!("{}: {e}", name(e.id()))),
             },
         };
         let _ = stop_tx.send(true);
         // Services finish their in-flight work (lease file, disk flushes) on stop.
-        while let Some(done) = tasks.join_next().await {
-            if let Ok(Err(e)) = done {
-                tracing::warn!("while stopping: {e:#}");
+        while let Some(done) = tasks.join_next_with_id().await {
+            match done {
+                Ok((_, Ok(()))) => {}
+                Ok((id, Err(e))) => tracing::warn!("{} while stopping: {e:#}", name(id)),
+                Err(e) => tracing::warn!("{} while stopping: {e}", name(e.id())),
             }
         }
         if outcome.is_ok() {
