@@ -406,6 +406,15 @@ impl Config {
             }
             let mut ids = std::collections::HashSet::new();
             for l in &t.luns {
+                if l.id > sanboot_core::ipxe::MAX_LUN {
+                    bail!(
+                        "[[target]] {}: lun {}: above {}, the largest LUN an initiator can \
+                         address (SAM flat space); REPORT LUNS would name another one",
+                        t.iqn,
+                        l.id,
+                        sanboot_core::ipxe::MAX_LUN
+                    );
+                }
                 if !ids.insert(l.id) {
                     bail!("[[target]] {}: lun {} defined twice", t.iqn, l.id);
                 }
@@ -501,6 +510,20 @@ mod tests {
         let c: Config = toml::from_str(&text).unwrap();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("has no lun 1"), "{err}");
+    }
+
+    #[test]
+    fn lun_beyond_flat_space_is_refused() {
+        let lun = |id| {
+            format!(
+                "{MINIMAL}\n[[target]]\niqn = \"iqn.2024-01.test:a\"\n[[target.lun]]\nid = {id}\nimage = \"a.img\"\n"
+            )
+        };
+        let ok: Config = toml::from_str(&lun(16383)).unwrap();
+        ok.validate().unwrap();
+        let c: Config = toml::from_str(&lun(16384)).unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("lun 16384: above 16383"), "{err}");
     }
 
     #[test]
