@@ -110,9 +110,14 @@ pub fn bench(opts: &Opts) -> Result<()> {
     let report = sys::Report::create("dhcp")?;
     let work = sys::bench_dir()?.join("dhcp-run");
     let net = Netns::veth_pair()?;
+    let quota = opts.cpu_quota.map(sys::CpuQuota::create).transpose()?;
+    let quota_line = match opts.cpu_quota {
+        Some(pct) => format!(" Server capped at {pct} % of one core (cgroup cpu quota)."),
+        None => String::new(),
+    };
     report.add(&format!(
         "## DHCP DORA rate ({})\n\nperfdhcp -4 -l {CLI_IF} -r RATE -p {period} -R {CLIENTS} -W 500000 in `{CLI_NS}` on CPU {CLI_CPU}; \
-         server in `{SRV_NS}` ({SRV_IP}/16, pool {POOL_START}-{POOL_END}) on CPU {SRV_CPU}; fresh server + state per point.\n{}\n",
+         server in `{SRV_NS}` ({SRV_IP}/16, pool {POOL_START}-{POOL_END}) on CPU {SRV_CPU}; fresh server + state per point.{quota_line}\n{}\n",
         sys::timestamp(),
         sys::machine_line()
     ))?;
@@ -135,12 +140,20 @@ pub fn bench(opts: &Opts) -> Result<()> {
     let measure = |server: Server, rate: u32| -> Result<Point> {
         sys::check_stop()?;
         let dir = sys::fresh_dir(&work.join(format!("{}-{rate}", server.name())))?;
-        let p =
-            point(server, sanboot.as_deref(), &net, &dir, rate, period).unwrap_or_else(|e| Point {
-                rate,
-                error: Some(format!("{e:#}")),
-                ..Point::default()
-            });
+        let p = point(
+            server,
+            sanboot.as_deref(),
+            quota.as_ref(),
+            &net,
+            &dir,
+            rate,
+            period,
+        )
+        .unwrap_or_else(|e| Point {
+            rate,
+            error: Some(format!("{e:#}")),
+            ..Point::default()
+        });
         sys::check_stop()?;
         eprintln!(
             "bench dhcp: {} @ {rate}/s: {:.0} ACK/s, loss {:.2} %, srv CPU {:.0} %, PSI {:.0} % {}",
@@ -354,12 +367,16 @@ fn start_server(server: Server, sanboot: Option<&Path>, dir: &Path) -> Result<Pr
 fn point(
     server: Server,
     sanboot: Option<&Path>,
+    quota: Option<&sys::CpuQuota>,
     net: &Netns,
     dir: &Path,
     rate: u32,
     period: u64,
 ) -> Result<Point> {
     let mut srv = start_server(server, sanboot, dir)?;
+    if let Some(q) = quota {
+        q.add(srv.pid())?;
+    }
     srv.wait_ready(Duration::from_secs(15), || {
         sys::listening(SRV_NS, false, 67)
     })?;

@@ -29,6 +29,8 @@ usage: cargo xtask bench <dhcp|tftp|iscsi|all> [options]
   --parallel N       tftp: concurrent 4 MiB transfers [100]
   --atftpd PATH      tftp: atftpd binary (windowsize-capable peer; default: extracted under target/bench/opt)
   --no-build         use the existing target/release/sanboot
+  --cpu-quota PCT    dhcp: cap the server at PCT % of one core (cgroup v1 cpu quota), so the server,
+                     not perfdhcp, is the limit: the same CPU budget for every server
   --quick            short points (dhcp 5 s, iscsi 5 s, tftp 20 parallel)";
 
 /// Options shared by the benches.
@@ -42,6 +44,7 @@ pub struct Opts {
     pub atftpd: Option<std::path::PathBuf>,
     pub build: bool,
     pub quick: bool,
+    pub cpu_quota: Option<u32>,
 }
 
 impl Opts {
@@ -55,6 +58,7 @@ impl Opts {
             atftpd: None,
             build: true,
             quick: false,
+            cpu_quota: None,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -73,6 +77,13 @@ impl Opts {
                 "--atftpd" => o.atftpd = Some(val()?.into()),
                 "--no-build" => o.build = false,
                 "--quick" => o.quick = true,
+                "--cpu-quota" => {
+                    let pct: u32 = val()?.parse().context("--cpu-quota")?;
+                    if !(1..=100).contains(&pct) {
+                        bail!("--cpu-quota must be 1..=100 (% of one core)");
+                    }
+                    o.cpu_quota = Some(pct);
+                }
                 "-h" | "--help" => {
                     println!("{USAGE}");
                     std::process::exit(0);

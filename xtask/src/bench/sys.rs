@@ -580,3 +580,41 @@ pub fn machine_line() -> String {
             .join(" ")
     )
 }
+
+/// A cgroup (v1 `cpu` controller) that caps its processes at a share of one
+/// core, so a bench can give every server the same CPU budget and make the
+/// server, not the load generator, the limit. Removed on drop.
+pub struct CpuQuota {
+    dir: PathBuf,
+}
+
+impl CpuQuota {
+    const ROOT: &'static str = "/sys/fs/cgroup/cpu";
+
+    pub fn create(pct: u32) -> Result<CpuQuota> {
+        let dir = Path::new(Self::ROOT).join(format!("sanboot-bench-{}", std::process::id()));
+        fs::create_dir(&dir).with_context(|| {
+            format!(
+                "creating {} (needs root and the cgroup v1 cpu controller)",
+                dir.display()
+            )
+        })?;
+        let quota = CpuQuota { dir };
+        fs::write(quota.dir.join("cpu.cfs_period_us"), "100000")?;
+        fs::write(quota.dir.join("cpu.cfs_quota_us"), (pct * 1000).to_string())?;
+        Ok(quota)
+    }
+
+    /// Moves the process (all its threads) into the cgroup.
+    pub fn add(&self, pid: u32) -> Result<()> {
+        fs::write(self.dir.join("cgroup.procs"), pid.to_string())
+            .with_context(|| format!("moving pid {pid} into {}", self.dir.display()))
+    }
+}
+
+impl Drop for CpuQuota {
+    fn drop(&mut self) {
+        // Its processes have been stopped by then; an empty cgroup can be removed.
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
