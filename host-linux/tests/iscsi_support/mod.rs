@@ -102,10 +102,7 @@ impl Sanboot {
     pub fn with_iscsi_option(mut self, line: &str) -> Sanboot {
         self.iscsi_extra.push_str(line);
         self.iscsi_extra.push('\n');
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.stop();
         self.spawn();
         self
     }
@@ -113,10 +110,7 @@ impl Sanboot {
     /// Restarts with `key=value` in the environment.
     pub fn with_env(mut self, key: &str, value: &str) -> Sanboot {
         self.envs.push((key.into(), value.into()));
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.stop();
         self.spawn();
         self
     }
@@ -237,6 +231,24 @@ impl Sanboot {
         }
     }
 
+    /// Ends the current run: SIGKILL to sanboot itself, then reap. Under
+    /// strace our child is strace, and killing only it would leave sanboot
+    /// running as an orphan.
+    fn stop(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        if self.strace {
+            let path = format!("/proc/{0}/task/{0}/children", c.id());
+            let children = std::fs::read_to_string(path).unwrap_or_default();
+            for pid in children.split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
     /// SIGKILL to the sanboot process (by PID), then reap it.
     pub fn kill9(&mut self) {
         let pid = self.pid();
@@ -306,10 +318,7 @@ impl Sanboot {
 
 impl Drop for Sanboot {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.stop();
     }
 }
 
