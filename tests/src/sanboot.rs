@@ -145,30 +145,13 @@ impl Sanboot {
     /// The paths of the TFTP read requests sanboot logged (the word after
     /// `RRQ`), in order.
     pub fn tftp_requests(&self) -> Vec<String> {
-        self.log()
-            .lines()
-            .filter_map(|l| {
-                let mut words = l.split_whitespace();
-                words.find(|w| *w == "RRQ")?;
-                words.next().map(str::to_string)
-            })
-            .collect()
+        tftp_requests(&self.log())
     }
 
     /// Fails unless sanboot logged TFTP read requests for `files`, in this
     /// order (other requests may come between).
     pub fn assert_tftp_requests(&self, files: &[String]) -> Result<()> {
-        let requests = self.tftp_requests();
-        let mut rest = requests.as_slice();
-        for f in files {
-            match rest.iter().position(|r| r.ends_with(f.as_str())) {
-                Some(i) => rest = rest.get(i + 1..).unwrap_or_default(),
-                None => {
-                    bail!("sanboot logged no TFTP RRQ for {f:?} (in order); it logged {requests:?}")
-                }
-            }
-        }
-        Ok(())
+        assert_requests_in_order("sanboot", &self.tftp_requests(), files)
     }
 
     /// Waits up to `timeout` for a log line containing every one of `words`
@@ -194,4 +177,30 @@ impl Sanboot {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// The RRQ paths in a server log: both hosts log `TFTP RRQ <path> from …`.
+pub fn tftp_requests(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            words.find(|w| *w == "RRQ")?;
+            words.next().map(str::to_string)
+        })
+        .collect()
+}
+
+/// Fails unless `requests` holds `files` in this order (other requests may
+/// come between); `server` names who logged them.
+pub fn assert_requests_in_order(server: &str, requests: &[String], files: &[String]) -> Result<()> {
+    let mut rest = requests;
+    for f in files {
+        match rest.iter().position(|r| r.ends_with(f.as_str())) {
+            Some(i) => rest = rest.get(i + 1..).unwrap_or_default(),
+            None => {
+                bail!("{server} logged no TFTP RRQ for {f:?} (in order); it logged {requests:?}")
+            }
+        }
+    }
+    Ok(())
 }

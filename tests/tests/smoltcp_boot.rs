@@ -55,17 +55,6 @@ fn binary() -> Result<PathBuf> {
         .map_err(anyhow::Error::msg)
 }
 
-/// The RRQ paths sanboot-smoltcp logged (`TFTP RRQ <path> from …`).
-fn tftp_requests(log: &str) -> Vec<String> {
-    log.lines()
-        .filter_map(|l| {
-            let mut words = l.split_whitespace();
-            words.find(|w| *w == "RRQ")?;
-            words.next().map(str::to_string)
-        })
-        .collect()
-}
-
 /// Moves 192.0.2.1 from the lab bridge to smoltcp: a tap on the bridge
 /// with `sanboot-smoltcp` behind it, started from `config_toml`.
 fn start_smoltcp(lab: &Lab, config_toml: &str) -> Result<Process> {
@@ -128,16 +117,10 @@ fn bios_ipxe_boots_its_per_mac_script_from_smoltcp() -> Result<()> {
     let console = station.console();
     let address = sanboot_tests::assert_pool_address(&console)?;
     sanboot_tests::assert_seed_chain(&console)?;
-    let requests = tftp_requests(&server.log());
+    let requests = sanboot::tftp_requests(&server.log());
     let mut want = vec!["boot.ipxe".to_string()];
     want.extend(sanboot_tests::seed_chain_files());
-    let mut rest = requests.as_slice();
-    for f in &want {
-        match rest.iter().position(|r| r.ends_with(f.as_str())) {
-            Some(i) => rest = rest.get(i + 1..).unwrap_or_default(),
-            None => bail!("sanboot-smoltcp logged no RRQ for {f:?} (in order): {requests:?}"),
-        }
-    }
+    sanboot::assert_requests_in_order("sanboot-smoltcp", &requests, &want)?;
     println!("station got {address} from smoltcp; it served {requests:?}");
     Ok(())
 }
@@ -216,7 +199,7 @@ fn uefi_pxe_gets_ipxe_efi_via_smoltcp_proxy_dhcp() -> Result<()> {
     let console = station.console();
     sanboot_tests::assert_pool_address(&console)?;
     sanboot_tests::assert_seed_chain(&console)?;
-    let requests = tftp_requests(&server.log());
+    let requests = sanboot::tftp_requests(&server.log());
     ensure!(
         requests.first().is_some_and(|r| r.ends_with("ipxe.efi")),
         "the first RRQ was not ipxe.efi: {requests:?}"
@@ -251,7 +234,7 @@ fn uefi_pxe_gets_ipxe_efi_then_its_script_from_smoltcp() -> Result<()> {
     sanboot_tests::record_timing("smoltcp_uefi edk2-pxe", took);
     let console = station.console();
     sanboot_tests::assert_seed_chain(&console)?;
-    let requests = tftp_requests(&server.log());
+    let requests = sanboot::tftp_requests(&server.log());
     ensure!(
         requests.first().is_some_and(|r| r.ends_with("ipxe.efi")),
         "the first RRQ was not ipxe.efi: {requests:?}"
