@@ -20,6 +20,7 @@ mod macros;
 
 mod decimal;
 
+pub mod block;
 pub mod dhcp;
 pub mod ipxe;
 pub mod iscsi;

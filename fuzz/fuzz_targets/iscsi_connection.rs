@@ -93,13 +93,18 @@ impl Backend for Ram {
             .expect("write inside the disk");
         dst.copy_from_slice(chunk.data);
     }
-    fn read_data(&mut self, chunk: ReadChunk<'_>) {
+    fn read_data(&mut self, chunk: ReadChunk<'_>) -> Result<(), sanboot_core::scsi::IoError> {
         let at = chunk.offset as usize;
         let src = self
             .disk
             .get(at..at + chunk.dst.len())
             .expect("read inside the disk");
         chunk.dst.copy_from_slice(src);
+        // Some reads fail: the command must end in CHECK CONDITION, not data.
+        if chunk.dst.first() == Some(&0xee) {
+            return Err(sanboot_core::scsi::IoError::Read);
+        }
+        Ok(())
     }
 }
 
@@ -182,7 +187,7 @@ fuzz_target!(|data: &[u8]| {
             let i = (step * 7) % pending.len();
             let io = pending.swap_remove(i);
             let res = if (step + i) % 11 == 0 {
-                Err(StorageError::ReadError)
+                Err(sanboot_core::scsi::IoError::Read)
             } else {
                 Ok(())
             };

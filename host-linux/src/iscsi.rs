@@ -4,13 +4,12 @@
 //! ([`crate::disk::Disk`]).
 //!
 //! A connection task loops: read → `handle_input` until it consumes nothing
-//! → events (session admission, reinstatement) → storage requests, done in
-//! place (see [`backend`]) and completed → `poll_transmit` into one batch →
-//! one socket write. Storage that must be durable (FUA, SYNCHRONIZE CACHE)
-//! is finished — `fdatasync` returned — before `complete_storage` is called,
-//! and only `poll_transmit` after that can produce the status.
-
-mod backend;
+//! → events (session admission, reinstatement) → storage requests, run by
+//! the core's [`Driver`] on the image files and completed → `poll_transmit`
+//! into one batch → one socket write. Storage that must be durable (FUA,
+//! SYNCHRONIZE CACHE) is finished — `fdatasync` returned — before
+//! `complete_storage` is called, and only `poll_transmit` after that can
+//! produce the status. This file holds no SCSI semantics: the driver does.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,16 +18,15 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use sanboot_core::iscsi::{
-    ChapCredentials, CloseReason, Connection, DigestPolicy, Event, LoginStatus, SessionTable,
-    StorageRequest, TargetConfig, TargetLimits, Targets,
+    Access, ChapCredentials, CloseReason, Connection, DigestPolicy, Driver, Event, LoginStatus,
+    Luns, SessionTable, StorageRequest, TargetConfig, TargetLimits, Targets,
 };
-use sanboot_core::scsi;
+use sanboot_core::scsi::{self, Units};
 use sanboot_core::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
-use self::backend::{Deferred, HostBackend, NexusInfo};
 use crate::config::{self, Config};
 use crate::disk::{Disk, DiskOptions};
 
@@ -44,6 +42,12 @@ const SESSION_SLOTS: usize = 256;
 type Conn = Connection<64, 4096>;
 /// Transmit batch: PDUs are gathered up to this size before one write.
 const TX_BATCH: usize = 1 << 20;
+/// The driver's collection buffer per connection: COMPARE AND WRITE is
+/// limited to what fits twice (255 blocks of 512, 32 of 4096 bytes).
+const COLLECT: usize = 256 << 10;
+/// The driver's bounce buffer per connection (VERIFY, ORWRITE, WRITE SAME,
+/// EXTENDED COPY pieces).
+const BOUNCE: usize = 256 << 10;
 
 /// One configured target: its SCSI state and its disks.
 pub(crate) struct TargetState {
@@ -51,29 +55,18 @@ pub(crate) struct TargetState {
     pub(crate) disks: HashMap<u64, Arc<Disk>>,
 }
 
-#[derive(Default)]
-struct Nexuses {
-    map: HashMap<u64, NexusInfo>,
-    free: Vec<u16>,
-}
-
 /// Everything connections share.
 pub(crate) struct Shared {
     config: Arc<Config>,
     pub(crate) targets: Vec<TargetState>,
     sessions: Mutex<SessionTable<SESSION_SLOTS>>,
-    nexuses: Mutex<Nexuses>,
+    /// Free I_T nexus slots of the SCSI layer.
+    nexus_slots: Mutex<Vec<u16>>,
     /// Per connection token: wakes that connection to close it (session
     /// reinstatement).
     kills: Mutex<HashMap<u64, Arc<Notify>>>,
     portal: String,
     epoch: std::time::Instant,
-    /// Large Data-In payloads go out with sendfile when
-    /// `SANBOOT_ISCSI_SENDFILE=1`. Off by default: over loopback it measured
-    /// slower than pread + one write per batch (1.2 vs 1.6 GB/s, 1 MiB QD16
-    /// reads), since the receiver copies anyway and the batch becomes many
-    /// syscalls.
-    sendfile: bool,
 }
 
 impl Shared {
@@ -81,35 +74,40 @@ impl Shared {
         Instant(self.epoch.elapsed().as_millis() as u64)
     }
 
-    fn register_nexus(
-        &self,
-        nexus: u64,
-        initiator: &str,
-        isid: [u8; 6],
-        target: Option<usize>,
-    ) -> NexusInfo {
-        let mut n = self.nexuses.lock().unwrap_or_else(|e| e.into_inner());
-        // Slots beyond the SCSI layer's table are served without unit
-        // attentions or SPC-2 reservations.
-        let index = n.free.pop().unwrap_or(u16::MAX);
-        let info = NexusInfo {
-            index,
-            initiator: initiator.to_string(),
-            isid,
-            target,
-        };
-        n.map.insert(nexus, info.clone());
-        info
+    /// A SCSI nexus slot for a new session; `u16::MAX` (served without
+    /// unit attentions or SPC-2 reservations) when all are taken.
+    fn take_nexus_slot(&self) -> u16 {
+        let mut free = self.nexus_slots.lock().unwrap_or_else(|e| e.into_inner());
+        free.pop().unwrap_or(u16::MAX)
     }
 
-    /// Forgets `nexus`; returns what it was so the SCSI layer can drop it.
-    pub(crate) fn nexus_lost(&self, nexus: u64) -> Option<NexusInfo> {
-        let mut n = self.nexuses.lock().unwrap_or_else(|e| e.into_inner());
-        let info = n.map.remove(&nexus)?;
-        if info.index < NEXUS_SLOTS {
-            n.free.push(info.index);
+    fn free_nexus_slot(&self, slot: u16) {
+        if slot < NEXUS_SLOTS {
+            let mut free = self.nexus_slots.lock().unwrap_or_else(|e| e.into_inner());
+            free.push(slot);
         }
-        Some(info)
+    }
+}
+
+/// The targets as the core's storage driver sees them.
+struct HostLuns(Arc<Shared>);
+
+impl Luns for HostLuns {
+    fn units<R>(&mut self, target: usize, f: impl FnOnce(&mut dyn Units) -> R) -> Option<R> {
+        let t = self.0.targets.get(target)?;
+        let mut scsi = t.scsi.lock().unwrap_or_else(|e| e.into_inner());
+        Some(f(&mut *scsi))
+    }
+
+    fn device<R>(
+        &mut self,
+        target: usize,
+        lun: u64,
+        access: Access,
+        f: impl FnOnce(&mut dyn sanboot_core::block::BlockDevice) -> R,
+    ) -> Option<R> {
+        let disk = self.0.targets.get(target)?.disks.get(&lun)?;
+        Some(disk.with_device(access, f))
     }
 }
 
@@ -143,8 +141,12 @@ fn open_targets(config: &Config) -> Result<Vec<TargetState>> {
             )
             .with_context(|| format!("[[target]] {} lun {}", t.iqn, l.id))?;
             let (naa, serial) = naa_and_serial(&t.iqn, l.id);
+            let mut lun = disk.lun_config(naa, &serial);
+            // Both halves of a COMPARE AND WRITE must fit the driver's buffer.
+            let fits = COLLECT / (2 * lun.block_size as usize);
+            lun.max_compare_and_write_blocks = u8::try_from(fits).unwrap_or(u8::MAX);
             scsi_target
-                .add_lun(l.id, disk.lun_config(naa, &serial))
+                .add_lun(l.id, lun)
                 .map_err(|_| anyhow::anyhow!("[[target]] {}: too many LUNs", t.iqn))?;
             tracing::info!(
                 target = %t.iqn,
@@ -188,13 +190,9 @@ pub async fn run(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result
         config: config.clone(),
         targets,
         sessions: Mutex::new(SessionTable::new()),
-        nexuses: Mutex::new(Nexuses {
-            map: HashMap::new(),
-            free: (0..NEXUS_SLOTS).rev().collect(),
-        }),
+        nexus_slots: Mutex::new((0..NEXUS_SLOTS).rev().collect()),
         kills: Mutex::new(HashMap::new()),
         epoch: std::time::Instant::now(),
-        sendfile: std::env::var("SANBOOT_ISCSI_SENDFILE").is_ok_and(|v| v == "1"),
     });
     tracing::info!(listen = %local, portal = %shared.portal, targets = config.targets.len(), "iscsi target listening");
     let tokens = AtomicU64::new(1);
@@ -353,7 +351,9 @@ async fn connection(
         random_seed(),
     ));
     conn.set_crc32c(crc32c::crc32c_append);
-    let mut backend = HostBackend::new(shared.clone());
+    let mut luns = HostLuns(shared.clone());
+    let mut driver: Driver<Vec<u8>, 64> = Driver::new(vec![0u8; COLLECT], vec![0u8; BOUNCE]);
+    let mut nexus_slot = None;
     let mut rx = vec![0u8; conn.max_pdu_len() + (256 << 10)];
     let (mut start, mut end) = (0usize, 0usize);
     let mut tx = vec![0u8; TX_BATCH + conn.max_pdu_len()];
@@ -367,7 +367,7 @@ async fn connection(
                 shared.now(),
                 rx.get(start..end).unwrap_or_default(),
                 &targets,
-                &mut backend,
+                &mut driver.bind(&mut luns),
             );
             if n == 0 {
                 break;
@@ -399,9 +399,9 @@ async fn connection(
                                         k.notify_one();
                                     }
                                 }
-                                let info =
-                                    shared.register_nexus(adm.nexus, &name, req.isid, req.target);
-                                backend.set_nexus(adm.nexus, info);
+                                let slot = shared.take_nexus_slot();
+                                nexus_slot = Some(slot);
+                                driver.set_nexus(adm.nexus, slot, &name, req.isid, req.target);
                                 conn.session_admitted(&adm);
                             }
                             Err(status) => {
@@ -424,10 +424,6 @@ async fn connection(
                             "iscsi login"
                         );
                         logged_in = Some((conn.initiator_name().to_string(), tname));
-                        // Without data digests the core never reads Data-In
-                        // payload: it can go from the page cache to the
-                        // socket with sendfile.
-                        backend.set_zero_copy(!p.data_digest && shared.sendfile);
                     }
                     Event::Close => close = true,
                 }
@@ -437,26 +433,28 @@ async fn connection(
             while let Some(req) = conn.poll_storage() {
                 progress = true;
                 match req {
-                    StorageRequest::Release { io } => backend.release(io),
-                    _ if backend.may_block(&req) => {
-                        let r = tokio::task::block_in_place(|| backend.storage(&req));
+                    StorageRequest::Release { io } => driver.release(io),
+                    _ if driver.may_block(&req) => {
+                        let r =
+                            tokio::task::block_in_place(|| driver.bind(&mut luns).perform(&req));
                         completions.push((req.io(), r));
                     }
                     _ => {
-                        let r = backend.storage(&req);
+                        let r = driver.bind(&mut luns).perform(&req);
                         completions.push((req.io(), r));
                     }
                 }
             }
             // Only now, after the storage work returned, may statuses go out.
             for (io, r) in completions.drain(..) {
-                conn.complete_storage(shared.now(), io, r, &mut backend);
+                conn.complete_storage(shared.now(), io, r, &mut driver.bind(&mut luns));
             }
             // Output, batched into one write.
             let mut filled = 0;
             while tx.len() - filled >= conn.max_pdu_len() {
                 let room = tx.get_mut(filled..).unwrap_or_default();
-                let Some(n) = conn.poll_transmit(shared.now(), room, &mut backend) else {
+                let Some(n) = conn.poll_transmit(shared.now(), room, &mut driver.bind(&mut luns))
+                else {
                     break;
                 };
                 filled += n;
@@ -464,13 +462,7 @@ async fn connection(
             if filled > 0 {
                 progress = true;
                 let out = tx.get(..filled).unwrap_or_default();
-                let deferred = backend.take_deferred();
-                let sent = if deferred.is_empty() {
-                    sock.write_all(out).await
-                } else {
-                    send_with_files(&mut sock, out, deferred).await
-                };
-                if let Err(e) = sent {
+                if let Err(e) = sock.write_all(out).await {
                     break 'conn End::Disconnect(format!("write: {e}"));
                 }
             }
@@ -488,7 +480,7 @@ async fn connection(
                 shared.now(),
                 rx.get(start..end).unwrap_or_default(),
                 &targets,
-                &mut backend,
+                &mut driver.bind(&mut luns),
             );
             if n > 0 {
                 start += n;
@@ -529,12 +521,15 @@ async fn connection(
     };
 
     if !conn.is_closed() {
-        conn.abort(&mut backend);
+        conn.abort(&mut driver.bind(&mut luns));
     }
     while let Some(req) = conn.poll_storage() {
         if let StorageRequest::Release { io } = req {
-            backend.release(io);
+            driver.release(io);
         }
+    }
+    if let Some(slot) = nexus_slot {
+        shared.free_nexus_slot(slot);
     }
     shared
         .sessions
@@ -577,73 +572,6 @@ async fn connection(
         ),
         None => tracing::debug!(%peer, reason = how, "iscsi connection ended before login"),
     }
-}
-
-/// Writes `out` (a batch of PDUs) where the payload ranges named by
-/// `deferred` are not in `out` but sent from the image files with
-/// `sendfile` (page cache → socket, no copy through user space).
-async fn send_with_files(
-    sock: &mut TcpStream,
-    out: &[u8],
-    mut deferred: Vec<Deferred>,
-) -> std::io::Result<()> {
-    let base = out.as_ptr() as usize;
-    deferred.sort_by_key(|d| d.tx_addr);
-    // Headers and payloads leave as full segments, not one per write.
-    let _ = socket2::SockRef::from(&*sock).set_cork(true);
-    let mut at = 0usize;
-    let mut result = Ok(());
-    for d in &deferred {
-        // Never send a range we did not fill: a stream with garbage in it
-        // is worse than a dropped connection.
-        let pos = d.tx_addr.wrapping_sub(base);
-        let (Some(head), true) = (out.get(at..pos), pos.saturating_add(d.len) <= out.len()) else {
-            result = Err(std::io::Error::other("deferred read outside the batch"));
-            break;
-        };
-        if let Err(e) = sock.write_all(head).await {
-            result = Err(e);
-            break;
-        }
-        if let Err(e) = sendfile_all(sock, &d.disk, d.offset, d.len).await {
-            result = Err(e);
-            break;
-        }
-        at = pos + d.len;
-    }
-    if result.is_ok() {
-        result = sock.write_all(out.get(at..).unwrap_or_default()).await;
-    }
-    let _ = socket2::SockRef::from(&*sock).set_cork(false);
-    result
-}
-
-async fn sendfile_all(
-    sock: &TcpStream,
-    disk: &Disk,
-    offset: u64,
-    len: usize,
-) -> std::io::Result<()> {
-    let mut off = offset;
-    let mut left = len;
-    while left > 0 {
-        sock.writable().await?;
-        match sock.try_io(tokio::io::Interest::WRITABLE, || {
-            rustix::fs::sendfile(&*sock, disk.file(), Some(&mut off), left)
-                .map_err(std::io::Error::from)
-        }) {
-            Ok(0) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "image shorter than a read",
-                ))
-            }
-            Ok(n) => left -= n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 fn admit(

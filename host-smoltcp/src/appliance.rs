@@ -11,7 +11,7 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
 use crate::buffers::{sockets_needed, udp_socket, Buffers, Slots, TRANSFER_PACKETS};
 use crate::config::Config;
 use crate::event::Event;
-use crate::iscsi::{backend::ScsiTarget, Iscsi, IscsiBytes};
+use crate::iscsi::{Iscsi, IscsiBytes, ScsiTarget};
 use crate::storage::{Disks, Files};
 use crate::tftp::{Tftp, TFTP_PORT};
 

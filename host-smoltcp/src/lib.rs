@@ -38,7 +38,7 @@
 //! | DHCP lease | `LEASES` of [`Appliance`] | 40 B (table base 1.7 KiB) |
 //! | TFTP transfer | `T` of [`Appliance`], [`Buffers`], [`Slots`] | `TX` (DATA window) + 512 B ACK ring + 512 B slots + 184 B state + 336 B socket ≈ `TX` + 1.5 KiB |
 //! | TFTP window | `TX / (blksize + 4) - 1`, ≤ 14 | (inside `TX`) |
-//! | iSCSI connection | `C` of [`Appliance`], [`IscsiBytes`] | 30.2 KiB core `Connection<8, 1024>` + `RX` + `TX` TCP rings + 12 KiB PDU + 1 KiB collect + 0.3 KiB socket |
+//! | iSCSI connection | `C` of [`Appliance`], [`IscsiBytes`] | 30.2 KiB core `Connection<8, 1024>` + `RX` + `TX` TCP rings + 12 KiB PDU + 1 KiB collect + 2 KiB bounce + 0.3 KiB socket |
 //! | iSCSI commands in flight | [`iscsi::ISCSI_TASKS`] = 8 per connection | 1 KiB scratch each (inside the 30.2 KiB) |
 //! | SCSI target | [`ScsiTarget`] (4 LUNs, 8 nexus, 4 PR keys) | 6.1 KiB |
 //! | fixed | DHCP 2×1472 in/out, PXE 1472 in/out, TFTP 69 rings, scratch `TX`, interface | 13 KiB + `TX` |
@@ -77,10 +77,9 @@ pub use buffers::{
 };
 pub use config::{Config, Scripts};
 pub use event::Event;
-pub use iscsi::{backend::ScsiTarget, IscsiBytes, IscsiConfig};
-pub use storage::{
-    BlockDevice, DiskError, Disks, Files, NoDisks, NoFiles, OneDisk, RamDisk, StaticFiles,
-};
+pub use iscsi::{IscsiBytes, IscsiConfig, ScsiTarget, ISCSI_MAX_COMPARE_AND_WRITE_BLOCKS};
+pub use sanboot_core::block::{BlockDevice, BlockError, RamDisk};
+pub use storage::{Disks, Files, NoDisks, NoFiles, OneDisk, StaticFiles};
 pub use tftp::TFTP_PORT;
 
 pub use sanboot_core as core_machines;

@@ -1,6 +1,8 @@
 //! What the appliance reads and writes besides the network: boot files for
-//! TFTP ([`Files`]) and the disks behind iSCSI LUNs ([`BlockDevice`]).
+//! TFTP ([`Files`]) and the disks behind iSCSI LUNs ([`Disks`] of the core's
+//! [`BlockDevice`]s).
 
+use sanboot_core::block::BlockDevice;
 use sanboot_core::tftp::{ReadError, Refusal};
 
 /// A read-only tree of boot files (iPXE binaries, kernels, chained scripts).
@@ -65,73 +67,6 @@ impl Files for NoFiles {
 
     fn read_at(&mut self, _: &mut (), _: u64, _: &mut [u8]) -> Result<(), ReadError> {
         Err(ReadError::Io)
-    }
-}
-
-/// The storage behind one LUN, addressed in bytes (the SCSI layer has
-/// already turned LBAs into offsets and checked them against [`len`]).
-///
-/// [`len`]: BlockDevice::len
-pub trait BlockDevice {
-    /// Size in bytes (a multiple of the LUN's block size).
-    fn len(&self) -> u64;
-    /// True for a zero-sized device.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// Fills `buf` with the bytes at `offset`.
-    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError>;
-    /// Stores `data` at `offset`.
-    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), DiskError>;
-    /// Makes every completed write durable.
-    fn flush(&mut self) -> Result<(), DiskError>;
-}
-
-/// A block device failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DiskError {
-    /// The range is outside the device.
-    OutOfRange,
-    /// The medium failed.
-    Io,
-}
-
-/// A disk held in RAM (or a writable copy of an image in flash).
-#[derive(Debug)]
-pub struct RamDisk<'a>(pub &'a mut [u8]);
-
-impl RamDisk<'_> {
-    fn range(&self, offset: u64, len: usize) -> Result<core::ops::Range<usize>, DiskError> {
-        let start = usize::try_from(offset).map_err(|_| DiskError::OutOfRange)?;
-        let end = start.checked_add(len).ok_or(DiskError::OutOfRange)?;
-        if end > self.0.len() {
-            return Err(DiskError::OutOfRange);
-        }
-        Ok(start..end)
-    }
-}
-
-impl BlockDevice for RamDisk<'_> {
-    fn len(&self) -> u64 {
-        self.0.len() as u64
-    }
-
-    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
-        let r = self.range(offset, buf.len())?;
-        let src = self.0.get(r).ok_or(DiskError::OutOfRange)?;
-        buf.copy_from_slice(src);
-        Ok(())
-    }
-
-    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), DiskError> {
-        let r = self.range(offset, data.len())?;
-        let dst = self.0.get_mut(r).ok_or(DiskError::OutOfRange)?;
-        dst.copy_from_slice(data);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), DiskError> {
-        Ok(())
     }
 }
 

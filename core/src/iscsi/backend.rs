@@ -7,6 +7,7 @@
 //! host may finish at any time and in any order.
 
 use super::pdu::TmfFunction;
+use crate::scsi::IoError;
 
 /// Identifies one storage operation of one task; stable until the host sees
 /// [`StorageRequest::Release`] for it.
@@ -124,21 +125,7 @@ pub enum Resume {
         len: u32,
     },
     /// The storage operation the last plan asked for finished.
-    Storage(Result<(), StorageError>),
-}
-
-/// A storage failure, mapped to sense data by the SCSI layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum StorageError {
-    /// Unrecovered read error.
-    ReadError,
-    /// Write error.
-    WriteError,
-    /// No space left (thin backing store).
-    NoSpace,
-    /// The LUN is gone.
-    NotReady,
+    Storage(Result<(), IoError>),
 }
 
 /// Work the host must do on storage; see [`super::Connection::poll_storage`].
@@ -308,6 +295,8 @@ pub trait Backend {
     /// asynchronous one copies it.
     fn write_data(&mut self, chunk: WriteChunk<'_>);
 
-    /// Fill `chunk.dst` with data of a completed read.
-    fn read_data(&mut self, chunk: ReadChunk<'_>);
+    /// Fill `chunk.dst` with data of a completed read. An error (a failed
+    /// or short read) ends the command with CHECK CONDITION instead of
+    /// sending `chunk.dst`.
+    fn read_data(&mut self, chunk: ReadChunk<'_>) -> Result<(), IoError>;
 }

@@ -1195,7 +1195,7 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
         &mut self,
         now: Instant,
         io: IoId,
-        result: Result<(), super::backend::StorageError>,
+        result: Result<(), crate::scsi::IoError>,
         backend: &mut B,
     ) {
         let _ = now;
@@ -1582,6 +1582,29 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
         if len == 0 {
             return None;
         }
+        let offset = t.data_in_sent;
+        // The data first: a failed or short read must not go out, and
+        // neither may a GOOD status after it.
+        let data = buf.get_mut(off..off + len as usize)?;
+        let read = match src {
+            Source::Scratch => {
+                let at = offset as usize;
+                data.copy_from_slice(t.scratch.get(at..at + len as usize)?);
+                Ok(())
+            }
+            Source::Storage { offset: base } => backend.read_data(ReadChunk {
+                io: t.io(slot),
+                target,
+                lun: t.lun,
+                offset: base + u64::from(offset),
+                dst: data,
+            }),
+        };
+        if let Err(e) = read {
+            self.resume(slot, Resume::Storage(Err(e)), backend);
+            return self.emit_response(slot, buf);
+        }
+        let t = self.tasks.get_mut(slot)?;
         let last = len == remaining;
         let end_of_burst = last || len == burst_left;
         // GOOD status rides in the final Data-In (S bit); anything else gets
@@ -1594,44 +1617,26 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
         } else {
             self.stat_sn
         };
-        let offset = t.data_in_sent;
-        {
-            let b = buf.get_mut(..off + len as usize)?;
-            let (head, data) = b.split_at_mut(off);
-            DataIn {
-                final_bit: end_of_burst,
-                ack: false,
-                status: if with_status { Some(0) } else { None },
-                residual: if with_status {
-                    t.residual
-                } else {
-                    Residual::None
-                },
-                lun: 0,
-                itt: t.itt,
-                ttt: RESERVED_TAG,
-                stat_sn,
-                exp_cmd_sn: exp,
-                max_cmd_sn: max,
-                data_sn: t.data_sn,
-                buffer_offset: offset,
-                data_len: len,
-            }
-            .emit(&mut Bhs::new_unchecked(head.get_mut(..BHS_LEN)?));
-            match src {
-                Source::Scratch => {
-                    let at = offset as usize;
-                    data.copy_from_slice(t.scratch.get(at..at + len as usize)?);
-                }
-                Source::Storage { offset: base } => backend.read_data(ReadChunk {
-                    io: t.io(slot),
-                    target,
-                    lun: t.lun,
-                    offset: base + u64::from(offset),
-                    dst: data,
-                }),
-            }
+        DataIn {
+            final_bit: end_of_burst,
+            ack: false,
+            status: if with_status { Some(0) } else { None },
+            residual: if with_status {
+                t.residual
+            } else {
+                Residual::None
+            },
+            lun: 0,
+            itt: t.itt,
+            ttt: RESERVED_TAG,
+            stat_sn,
+            exp_cmd_sn: exp,
+            max_cmd_sn: max,
+            data_sn: t.data_sn,
+            buffer_offset: offset,
+            data_len: len,
         }
+        .emit(&mut Bhs::new_unchecked(buf.get_mut(..BHS_LEN)?));
         t.data_sn = t.data_sn.wrapping_add(1);
         t.data_in_sent += len;
         if last {

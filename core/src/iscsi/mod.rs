@@ -108,6 +108,7 @@ pub mod chap;
 pub mod config;
 pub mod connection;
 pub mod crc32c;
+mod driver;
 pub mod login;
 pub mod params;
 pub mod pdu;
@@ -126,11 +127,11 @@ pub mod text;
 mod tests;
 
 pub use backend::{
-    Backend, IoId, Plan, ReadChunk, Resume, ScsiRequest, StorageError, StorageRequest, TmfOutcome,
-    WriteChunk,
+    Backend, IoId, Plan, ReadChunk, Resume, ScsiRequest, StorageRequest, TmfOutcome, WriteChunk,
 };
 pub use config::{ChapCredentials, DigestPolicy, TargetConfig, TargetLimits, Targets};
 pub use connection::{CloseReason, Connection, Event, Stats};
+pub use driver::{Access, Driver, Luns};
 pub use login::{LoginStatus, SessionRequest};
 pub use params::SessionParams;
 pub use session::{Admission, SessionTable};

@@ -129,10 +129,11 @@ impl Backend for MemBackend {
         self.disk[at..at + chunk.data.len()].copy_from_slice(chunk.data);
     }
 
-    fn read_data(&mut self, chunk: ReadChunk<'_>) {
+    fn read_data(&mut self, chunk: ReadChunk<'_>) -> Result<(), crate::scsi::IoError> {
         let at = chunk.offset as usize;
         let n = chunk.dst.len();
         chunk.dst.copy_from_slice(&self.disk[at..at + n]);
+        Ok(())
     }
 }
 

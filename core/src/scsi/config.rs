@@ -28,9 +28,13 @@ pub struct LunConfig {
     pub product: [u8; 16],
     /// PRODUCT REVISION LEVEL (4 ASCII bytes).
     pub revision: [u8; 4],
-    /// MAXIMUM TRANSFER LENGTH in blocks (VPD B0h); larger READ/WRITE get
-    /// INVALID FIELD IN CDB. 0 = no limit.
+    /// MAXIMUM TRANSFER LENGTH in blocks (VPD B0h); larger READ/WRITE/
+    /// VERIFY/ORWRITE get INVALID FIELD IN CDB. 0 = no limit.
     pub max_transfer_blocks: u32,
+    /// MAXIMUM COMPARE AND WRITE LENGTH in blocks (VPD B0h); longer COMPARE
+    /// AND WRITE gets INVALID FIELD IN CDB. The storage driver collects
+    /// `2 ×` this many blocks, so it is bounded by its collection buffer.
+    pub max_compare_and_write_blocks: u8,
     /// OPTIMAL TRANSFER LENGTH in blocks (VPD B0h).
     pub optimal_transfer_blocks: u32,
     /// MAXIMUM UNMAP LBA COUNT (VPD B0h), per UNMAP descriptor. Default
@@ -47,6 +51,10 @@ pub struct LunConfig {
 }
 
 impl LunConfig {
+    /// Default MAXIMUM TRANSFER LENGTH in bytes (8 MiB): what one command may
+    /// move, so what one initiator can make the target stream at once.
+    pub const DEFAULT_MAX_TRANSFER_BYTES: u32 = 8 << 20;
+
     /// Upper bound for [`LunConfig::max_unmap_descriptors`].
     pub const MAX_UNMAP_DESCRIPTORS: u32 = 256;
 
@@ -64,7 +72,8 @@ impl LunConfig {
             vendor: *b"SANBOOT ",
             product: *b"VIRTUAL-DISK    ",
             revision: *b"0001",
-            max_transfer_blocks: 0,
+            max_transfer_blocks: Self::DEFAULT_MAX_TRANSFER_BYTES / 512,
+            max_compare_and_write_blocks: 255,
             optimal_transfer_blocks: 0,
             max_unmap_blocks: u32::MAX,
             max_unmap_descriptors: 64,

@@ -126,7 +126,7 @@ impl<const N: usize, const R: usize> Lun<N, R> {
     fn block_limits(&self, w: &mut Writer<'_>) {
         let thin = self.cfg.thin_provisioning;
         w.u8(0x00); // WSNZ = 0: WRITE SAME with 0 blocks runs to the last block
-        w.u8(crate::scsi::lun::MAX_COMPARE_AND_WRITE_BLOCKS);
+        w.u8(self.cfg.max_compare_and_write_blocks);
         w.u16(1); // OPTIMAL TRANSFER LENGTH GRANULARITY
         w.u32(self.cfg.max_transfer_blocks);
         w.u32(self.cfg.optimal_transfer_blocks);

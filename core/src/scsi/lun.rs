@@ -5,9 +5,6 @@ use super::pr::Reservations;
 use super::sense::{asc, Sense, SenseKey};
 use super::{Io, IoError, IoResult, LunConfig, Nexus, Response, Step};
 
-/// MAXIMUM COMPARE AND WRITE LENGTH (VPD B0h) in blocks.
-pub(crate) const MAX_COMPARE_AND_WRITE_BLOCKS: u8 = 255;
-
 /// Why a command stops early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fail {
@@ -646,7 +643,7 @@ impl<const N: usize, const R: usize> Lun<N, R> {
         let blocks = u64::from(cdb.u8(13));
         self.write_protect()?;
         self.check_range(lba, blocks)?;
-        if blocks > u64::from(MAX_COMPARE_AND_WRITE_BLOCKS) {
+        if blocks > u64::from(self.cfg.max_compare_and_write_blocks) {
             return Err(bad_cdb(13, None));
         }
         let (offset, len) = self.bytes_of(lba, blocks)?;

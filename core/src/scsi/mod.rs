@@ -71,7 +71,7 @@ pub use cdb::opcode;
 pub use config::LunConfig;
 pub use lun::{Lun, LunStats};
 pub use sense::{asc, Sense, SenseBytes, SenseKey};
-pub use target::{encode_lun, lun_absent_command, Target, TargetFull};
+pub use target::{encode_lun, lun_absent_command, Target, TargetFull, Units};
 
 /// Who sent a command: one I_T nexus (initiator port × target port).
 ///

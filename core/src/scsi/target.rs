@@ -151,6 +151,77 @@ impl<const L: usize, const N: usize, const R: usize> Target<L, N, R> {
     }
 }
 
+/// A target's SCSI state as the storage driver ([`crate::iscsi::Driver`])
+/// uses it, whatever the capacities of the [`Target`] behind it.
+pub trait Units {
+    /// See [`Target::command`].
+    fn command(
+        &mut self,
+        lun: u64,
+        nexus: &Nexus<'_>,
+        cdb: &[u8],
+        expected_len: u32,
+        data_in: &mut [u8],
+    ) -> Step;
+    /// See [`Target::data_out`].
+    fn data_out(
+        &mut self,
+        lun: u64,
+        nexus: &Nexus<'_>,
+        cdb: &[u8],
+        data: &[u8],
+        data_in: &mut [u8],
+    ) -> Step;
+    /// See [`Target::complete`].
+    fn complete(&mut self, lun: u64, io: &Io, result: IoResult, data_in: &mut [u8]) -> Response;
+    /// The configuration of LUN `lun`, if it exists.
+    fn lun_config(&self, lun: u64) -> Option<&LunConfig>;
+    /// See [`Target::lun_reset`].
+    fn lun_reset(&mut self, lun: u64);
+    /// See [`Target::target_reset`].
+    fn target_reset(&mut self);
+    /// See [`Target::nexus_lost`].
+    fn nexus_lost(&mut self, index: u16);
+}
+
+impl<const L: usize, const N: usize, const R: usize> Units for Target<L, N, R> {
+    fn command(
+        &mut self,
+        lun: u64,
+        nexus: &Nexus<'_>,
+        cdb: &[u8],
+        expected_len: u32,
+        data_in: &mut [u8],
+    ) -> Step {
+        Target::command(self, lun, nexus, cdb, expected_len, data_in)
+    }
+    fn data_out(
+        &mut self,
+        lun: u64,
+        nexus: &Nexus<'_>,
+        cdb: &[u8],
+        data: &[u8],
+        data_in: &mut [u8],
+    ) -> Step {
+        Target::data_out(self, lun, nexus, cdb, data, data_in)
+    }
+    fn complete(&mut self, lun: u64, io: &Io, result: IoResult, data_in: &mut [u8]) -> Response {
+        Target::complete(self, lun, io, result, data_in)
+    }
+    fn lun_config(&self, lun: u64) -> Option<&LunConfig> {
+        self.lun(lun).map(|l| l.config())
+    }
+    fn lun_reset(&mut self, lun: u64) {
+        Target::lun_reset(self, lun)
+    }
+    fn target_reset(&mut self) {
+        Target::target_reset(self)
+    }
+    fn nexus_lost(&mut self, index: u16) {
+        Target::nexus_lost(self, index)
+    }
+}
+
 fn finish_absent(r: CmdResult) -> Step {
     match r {
         Ok(s) => s,

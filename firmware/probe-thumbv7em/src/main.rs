@@ -141,7 +141,7 @@ fn config() -> Config<'static> {
 type App = Appliance<
     'static,
     StaticFiles<'static>,
-    OneDisk<RamDisk<'static>>,
+    OneDisk<RamDisk<&'static mut [u8]>>,
     LEASES,
     TRANSFERS,
     CONNECTIONS,
@@ -164,7 +164,9 @@ fn main() -> ! {
 
     let nic: &'static mut OpaqueNic = NIC;
     let scsi: &'static mut ScsiTarget = SCSI.insert(ScsiTarget::new());
-    let _ = scsi.add_lun(0, LunConfig::new((DISK / 512) as u64, 0x5ac_de48_0000_0001));
+    let mut lun = LunConfig::new((DISK / 512) as u64, 0x5ac_de48_0000_0001);
+    lun.max_compare_and_write_blocks = sanboot_smoltcp::ISCSI_MAX_COMPARE_AND_WRITE_BLOCKS;
+    let _ = scsi.add_lun(0, lun);
     let mut clock = 0i64;
     let app = Appliance::<_, _, LEASES, TRANSFERS, CONNECTIONS>::new(
         config(),

@@ -408,10 +408,9 @@ extern "C" fn main() -> ! {
     // SAFETY: QEMU's loader put the image here; nothing else uses this RAM.
     let disk = unsafe { core::slice::from_raw_parts_mut(DISK_ADDR as *mut u8, DISK_SIZE) };
     let scsi = scsi_slot.insert(ScsiTarget::new());
-    let _ = scsi.add_lun(
-        0,
-        LunConfig::new((DISK_SIZE / 512) as u64, 0x5ac_de48_0000_0001),
-    );
+    let mut lun = LunConfig::new((DISK_SIZE / 512) as u64, 0x5ac_de48_0000_0001);
+    lun.max_compare_and_write_blocks = sanboot_smoltcp::ISCSI_MAX_COMPARE_AND_WRITE_BLOCKS;
+    let _ = scsi.add_lun(0, lun);
 
     let mac = net.mac_address();
     let mut nic = Nic {

@@ -4,25 +4,31 @@
 //! Per connection and poll round: bytes from the TCP ring are copied into a
 //! PDU buffer (a PDU may straddle the ring's wrap) and fed to
 //! `handle_input`; events admit sessions in the shared [`SessionTable`];
-//! storage requests run synchronously on the [`Disks`] and are completed
-//! before any PDU is produced, so no status leaves before its write (or
-//! flush) returned; then PDUs are produced into the shared scratch buffer
-//! while the TCP transmit ring has room.
+//! the core's storage [`Driver`] runs storage requests synchronously on the
+//! [`Disks`] and completes them before any PDU is produced, so no status
+//! leaves before its write (or flush) returned; then PDUs are produced into
+//! the shared scratch buffer while the TCP transmit ring has room.
 
-pub mod backend;
-
+use sanboot_core::block::BlockDevice;
 use sanboot_core::iscsi::{
-    Connection, Event as IscsiEvent, IoId, SessionTable, StorageError, StorageRequest,
+    Access, Connection, Driver, Event as IscsiEvent, Luns, SessionTable, StorageRequest,
     TargetLimits, Targets,
 };
+use sanboot_core::scsi::{self, Units};
 use sanboot_core::time::Instant;
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::IpEndpoint;
 
-use self::backend::{BackendState, Glue, NexusInfo, ScsiTarget};
 use crate::event::Event;
 use crate::storage::Disks;
+
+/// SCSI state of one target: up to 4 LUNs, 8 I_T nexus slots, 4
+/// persistent-reservation registrations per LUN.
+pub type ScsiTarget = scsi::Target<4, { NEXUS_SLOTS as usize }, 4>;
+
+/// I_T nexus slots of a [`ScsiTarget`].
+const NEXUS_SLOTS: u16 = 8;
 
 /// Commands in flight per connection.
 pub const ISCSI_TASKS: usize = 8;
@@ -39,8 +45,15 @@ pub const ISCSI_TCP_TX: usize = 16384;
 pub const ISCSI_PDU: usize = 12288;
 /// MaxRecvDataSegmentLength we declare.
 pub const ISCSI_MAX_RECV_DATA: u32 = 8192;
-/// Collection buffer per connection (parameter lists, COMPARE AND WRITE…).
+/// Collection buffer per connection (COMPARE AND WRITE, UNMAP lists, the
+/// one block of WRITE SAME).
 pub const ISCSI_COLLECT: usize = 1024;
+/// MAXIMUM COMPARE AND WRITE LENGTH the LUNs must report: both halves of
+/// 512-byte blocks fit [`ISCSI_COLLECT`].
+pub const ISCSI_MAX_COMPARE_AND_WRITE_BLOCKS: u8 = (ISCSI_COLLECT / 1024) as u8;
+/// Bounce buffer per connection for streamed VERIFY/ORWRITE pieces,
+/// WRITE SAME fills and EXTENDED COPY.
+pub const ISCSI_BOUNCE: usize = 2048;
 /// Smallest transmit room worth producing a PDU into.
 const MIN_TX_ROOM: usize = 1024;
 
@@ -76,6 +89,7 @@ pub struct IscsiBytes<const RX: usize = ISCSI_TCP_RX, const TX: usize = ISCSI_TC
     pub(crate) tcp_tx: [u8; TX],
     pub(crate) pdu: [u8; ISCSI_PDU],
     pub(crate) collect: [u8; ISCSI_COLLECT],
+    pub(crate) bounce: [u8; ISCSI_BOUNCE],
 }
 
 impl<const RX: usize, const TX: usize> IscsiBytes<RX, TX> {
@@ -86,6 +100,7 @@ impl<const RX: usize, const TX: usize> IscsiBytes<RX, TX> {
             tcp_tx: [0; TX],
             pdu: [0; ISCSI_PDU],
             collect: [0; ISCSI_COLLECT],
+            bounce: [0; ISCSI_BOUNCE],
         }
     }
 }
@@ -100,13 +115,35 @@ impl<const RX: usize, const TX: usize> Default for IscsiBytes<RX, TX> {
 struct Slot<'a> {
     socket: SocketHandle,
     pdu: &'a mut [u8],
-    collect: &'a mut [u8],
     start: usize,
     end: usize,
     conn: Option<IscsiConnection>,
-    backend: BackendState<ISCSI_TASKS>,
+    driver: Driver<&'a mut [u8], ISCSI_TASKS>,
     peer: Option<IpEndpoint>,
     closing: bool,
+}
+
+/// The targets as the core's storage driver sees them (one thread: the
+/// exclusive access COMPARE AND WRITE asks for is a given).
+struct SmolLuns<'b, D> {
+    scsi: &'b mut [ScsiTarget],
+    disks: &'b mut D,
+}
+
+impl<D: Disks> Luns for SmolLuns<'_, D> {
+    fn units<R>(&mut self, target: usize, f: impl FnOnce(&mut dyn Units) -> R) -> Option<R> {
+        Some(f(self.scsi.get_mut(target)?))
+    }
+
+    fn device<R>(
+        &mut self,
+        target: usize,
+        lun: u64,
+        _: Access,
+        f: impl FnOnce(&mut dyn BlockDevice) -> R,
+    ) -> Option<R> {
+        Some(f(self.disks.disk(target, lun)?))
+    }
 }
 
 /// The iSCSI service with `C` connections.
@@ -161,6 +198,7 @@ impl<'a, D: Disks, const C: usize> Iscsi<'a, D, C> {
                 tcp_tx,
                 pdu,
                 collect,
+                bounce,
             } = b;
             let socket = tcp::Socket::new(
                 tcp::SocketBuffer::new(&mut tcp_rx[..]),
@@ -169,11 +207,10 @@ impl<'a, D: Disks, const C: usize> Iscsi<'a, D, C> {
             Slot {
                 socket: sockets.add(socket),
                 pdu: &mut pdu[..],
-                collect: &mut collect[..],
                 start: 0,
                 end: 0,
                 conn: None,
-                backend: BackendState::new(),
+                driver: Driver::new(&mut collect[..], &mut bounce[..]),
                 peer: None,
                 closing: false,
             }
@@ -247,22 +284,19 @@ impl<'a, D: Disks, const C: usize> Iscsi<'a, D, C> {
         let Some(mut conn) = slot.conn.take() else {
             return;
         };
-        let mut glue = Glue {
-            state: &mut slot.backend,
+        let mut luns = SmolLuns {
             scsi: self.scsi,
             disks: &mut self.disks,
-            collect: slot.collect,
         };
         if !conn.is_closed() {
-            conn.abort(&mut glue);
+            conn.abort(&mut slot.driver.bind(&mut luns));
         }
         while let Some(req) = conn.poll_storage() {
             if let StorageRequest::Release { io } = req {
-                glue.release(io);
+                slot.driver.release(io);
             }
         }
         self.sessions.release(conn.token());
-        slot.backend = BackendState::new();
         slot.start = 0;
         slot.end = 0;
         slot.closing = false;
@@ -323,11 +357,9 @@ impl<'a, D: Disks, const C: usize> Iscsi<'a, D, C> {
             return (false, None);
         };
         let targets = self.config.targets;
-        let mut glue = Glue {
-            state: &mut slot.backend,
+        let mut luns = SmolLuns {
             scsi: self.scsi,
             disks: &mut self.disks,
-            collect: slot.collect,
         };
         let mut moved = false;
         let mut reinstated = None;
@@ -342,7 +374,7 @@ impl<'a, D: Disks, const C: usize> Iscsi<'a, D, C> {
         }
         loop {
             let input = slot.pdu.get(slot.start..slot.end).unwrap_or_default();
-            let n = conn.handle_input(now, input, &targets, &mut glue);
+            let n = conn.handle_input(now, input, &targets, &mut slot.driver.bind(&mut luns));
             if n == 0 {
                 break;
             }
@@ -372,20 +404,19 @@ impl<'a, D: Disks, const C: usize> Iscsi<'a, D, C> {
                         match self.sessions.admit(conn.initiator_name(), &req, token) {
                             Ok(adm) => {
                                 reinstated = reinstated.or(adm.reinstated);
-                                let mut initiator = heapless::String::new();
-                                let _ = initiator.push_str(conn.initiator_name());
-                                glue.state.nexus = Some(NexusInfo {
-                                    id: adm.nexus,
-                                    // Slots past the SCSI layer's nexus table are
-                                    // served without unit attentions or reservations.
-                                    index: u16::try_from(i)
-                                        .ok()
-                                        .filter(|&x| x < backend::NEXUS_SLOTS)
-                                        .unwrap_or(u16::MAX),
-                                    initiator,
-                                    isid: req.isid,
-                                    target: req.target,
-                                });
+                                // Slots past the SCSI layer's nexus table are
+                                // served without unit attentions or reservations.
+                                let index = u16::try_from(i)
+                                    .ok()
+                                    .filter(|&x| x < NEXUS_SLOTS)
+                                    .unwrap_or(u16::MAX);
+                                slot.driver.set_nexus(
+                                    adm.nexus,
+                                    index,
+                                    conn.initiator_name(),
+                                    req.isid,
+                                    req.target,
+                                );
                                 conn.session_admitted(&adm);
                             }
                             Err(status) => conn.session_refused(status),
@@ -403,23 +434,8 @@ impl<'a, D: Disks, const C: usize> Iscsi<'a, D, C> {
                     IscsiEvent::Close => close = true,
                 }
             }
-            let mut done: heapless::Vec<(IoId, Result<(), StorageError>), ISCSI_TASKS> =
-                heapless::Vec::new();
-            while !done.is_full() {
-                let Some(req) = conn.poll_storage() else {
-                    break;
-                };
+            if slot.driver.bind(&mut luns).run_storage(conn, now) > 0 {
                 progress = true;
-                match req {
-                    StorageRequest::Release { io } => glue.release(io),
-                    _ => {
-                        let r = glue.storage(&req);
-                        let _ = done.push((req.io(), r));
-                    }
-                }
-            }
-            for (io, r) in done {
-                conn.complete_storage(now, io, r, &mut glue);
             }
             loop {
                 let free = socket.send_capacity().saturating_sub(socket.send_queue());
@@ -430,7 +446,7 @@ impl<'a, D: Disks, const C: usize> Iscsi<'a, D, C> {
                 let Some(buf) = scratch.get_mut(..room) else {
                     break;
                 };
-                let Some(n) = conn.poll_transmit(now, buf, &mut glue) else {
+                let Some(n) = conn.poll_transmit(now, buf, &mut slot.driver.bind(&mut luns)) else {
                     break;
                 };
                 progress = true;

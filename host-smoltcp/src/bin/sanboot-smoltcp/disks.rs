@@ -7,7 +7,9 @@ use std::os::unix::fs::FileExt;
 use anyhow::{bail, Context, Result};
 use sanboot_core::iscsi::{ChapCredentials, DigestPolicy, TargetConfig};
 use sanboot_core::scsi::LunConfig;
-use sanboot_smoltcp::{BlockDevice, DiskError, Disks, ScsiTarget};
+use sanboot_smoltcp::{
+    BlockDevice, BlockError, Disks, ScsiTarget, ISCSI_MAX_COMPARE_AND_WRITE_BLOCKS,
+};
 
 use crate::config::{Config, Lun};
 
@@ -22,20 +24,29 @@ impl BlockDevice for FileDisk {
         self.len
     }
 
-    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
         self.file
             .read_exact_at(buf, offset)
-            .map_err(|_| DiskError::Io)
+            .map_err(|e| match e.kind() {
+                // The image shrank under us: no data there.
+                std::io::ErrorKind::UnexpectedEof => BlockError::OutOfRange,
+                _ => BlockError::Io,
+            })
     }
 
-    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), DiskError> {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), BlockError> {
         self.file
             .write_all_at(data, offset)
-            .map_err(|_| DiskError::Io)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                    BlockError::NoSpace
+                }
+                _ => BlockError::Io,
+            })
     }
 
-    fn flush(&mut self) -> Result<(), DiskError> {
-        self.file.sync_data().map_err(|_| DiskError::Io)
+    fn flush(&mut self) -> Result<(), BlockError> {
+        self.file.sync_data().map_err(|_| BlockError::Io)
     }
 }
 
@@ -98,6 +109,7 @@ pub fn open_all(config: &Config) -> Result<(Vec<ScsiTarget>, FileDisks)> {
             let (naa, serial) = naa_and_serial(&t.iqn, l.id);
             let mut cfg = LunConfig::new(disk.len / 512, naa);
             cfg.read_only = l.read_only;
+            cfg.max_compare_and_write_blocks = ISCSI_MAX_COMPARE_AND_WRITE_BLOCKS;
             for c in serial.chars().take(32) {
                 let _ = cfg.serial.push(c);
             }
