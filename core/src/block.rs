@@ -9,7 +9,10 @@
 //! Offsets and lengths are in bytes of the device; the SCSI layer has already
 //! checked them against the LUN's capacity, but a device that shrank under a
 //! running target (a truncated image) must still answer
-//! [`BlockError::OutOfRange`] rather than invent data.
+//! [`BlockError::OutOfRange`] rather than invent data. [`conformance::run`]
+//! checks a device does all this.
+
+pub mod conformance;
 
 /// A device failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -327,6 +327,24 @@ mod tests {
     }
 
     #[test]
+    fn image_files_pass_the_block_device_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        for thin in [true, false] {
+            let d = Disk::open(
+                &dir.path().join(format!("thin-{thin}.img")),
+                DiskOptions {
+                    create_size: Some(1 << 20),
+                    thin,
+                    ..DiskOptions::default()
+                },
+            )
+            .unwrap();
+            let r = io(&d, sanboot_core::block::conformance::run);
+            assert_eq!(r, Ok(()), "thin = {thin}");
+        }
+    }
+
+    #[test]
     fn flush_is_fdatasync_and_writes_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let d = disk(dir.path(), 1 << 20);

@@ -183,3 +183,28 @@ impl<'c> Views<'c> {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn image_files_pass_the_block_device_conformance_suite() {
+        let dir = std::env::temp_dir().join(format!("sanboot-smoltcp-disk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("d.img");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        file.set_len(1 << 20).unwrap();
+        let mut disk = FileDisk { file, len: 1 << 20 };
+        let r = sanboot_core::block::conformance::run(&mut disk);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(r, Ok(()));
+    }
+}
