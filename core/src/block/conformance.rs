@@ -59,7 +59,7 @@ fn write_and_check(
 /// least 64 KiB and a whole number of 512-byte blocks.
 pub fn run(dev: &mut dyn BlockDevice) -> Result<(), Failure> {
     let len = dev.len();
-    if len < 64 << 10 || len % 512 != 0 {
+    if len < 64 << 10 || len & 511 != 0 {
         return Err(fail("len() is at least 64 KiB, in whole 512-byte blocks"));
     }
     let mut buf = [0u8; 8192];
