@@ -93,14 +93,14 @@ impl Shared {
 struct HostLuns(Arc<Shared>);
 
 impl Luns for HostLuns {
-    fn units<R>(&mut self, target: usize, f: impl FnOnce(&mut dyn Units) -> R) -> Option<R> {
+    fn units<R>(&self, target: usize, f: impl FnOnce(&mut dyn Units) -> R) -> Option<R> {
         let t = self.0.targets.get(target)?;
         let mut scsi = t.scsi.lock().unwrap_or_else(|e| e.into_inner());
         Some(f(&mut *scsi))
     }
 
     fn device<R>(
-        &mut self,
+        &self,
         target: usize,
         lun: u64,
         access: Access,
@@ -351,7 +351,7 @@ async fn connection(
         random_seed(),
     ));
     conn.set_crc32c(crc32c::crc32c_append);
-    let mut luns = HostLuns(shared.clone());
+    let luns = HostLuns(shared.clone());
     let mut driver: Driver<Vec<u8>, 64> = Driver::new(vec![0u8; COLLECT], vec![0u8; BOUNCE]);
     let mut nexus_slot = None;
     let mut rx = vec![0u8; conn.max_pdu_len() + (256 << 10)];
@@ -367,7 +367,7 @@ async fn connection(
                 shared.now(),
                 rx.get(start..end).unwrap_or_default(),
                 &targets,
-                &mut driver.bind(&mut luns),
+                &mut driver.bind(&luns),
             );
             if n == 0 {
                 break;
@@ -435,25 +435,24 @@ async fn connection(
                 match req {
                     StorageRequest::Release { io } => driver.release(io),
                     _ if driver.may_block(&req) => {
-                        let r =
-                            tokio::task::block_in_place(|| driver.bind(&mut luns).perform(&req));
+                        let r = tokio::task::block_in_place(|| driver.bind(&luns).perform(&req));
                         completions.push((req.io(), r));
                     }
                     _ => {
-                        let r = driver.bind(&mut luns).perform(&req);
+                        let r = driver.bind(&luns).perform(&req);
                         completions.push((req.io(), r));
                     }
                 }
             }
             // Only now, after the storage work returned, may statuses go out.
             for (io, r) in completions.drain(..) {
-                conn.complete_storage(shared.now(), io, r, &mut driver.bind(&mut luns));
+                conn.complete_storage(shared.now(), io, r, &mut driver.bind(&luns));
             }
             // Output, batched into one write.
             let mut filled = 0;
             while tx.len() - filled >= conn.max_pdu_len() {
                 let room = tx.get_mut(filled..).unwrap_or_default();
-                let Some(n) = conn.poll_transmit(shared.now(), room, &mut driver.bind(&mut luns))
+                let Some(n) = conn.poll_transmit(shared.now(), room, &mut driver.bind(&luns))
                 else {
                     break;
                 };
@@ -480,7 +479,7 @@ async fn connection(
                 shared.now(),
                 rx.get(start..end).unwrap_or_default(),
                 &targets,
-                &mut driver.bind(&mut luns),
+                &mut driver.bind(&luns),
             );
             if n > 0 {
                 start += n;
@@ -521,7 +520,7 @@ async fn connection(
     };
 
     if !conn.is_closed() {
-        conn.abort(&mut driver.bind(&mut luns));
+        conn.abort(&mut driver.bind(&luns));
     }
     while let Some(req) = conn.poll_storage() {
         if let StorageRequest::Release { io } = req {

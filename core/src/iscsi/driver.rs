@@ -63,13 +63,19 @@ pub enum Access {
 /// The host's targets as the driver sees them: the SCSI state of each
 /// (locked while `f` runs, if connections share it) and the device of each
 /// LUN. `target` is an index into the configured targets.
+///
+/// Shared state needs interior mutability (a mutex, a `RefCell`): the
+/// driver calls `units` from inside a `device` closure (a write checks,
+/// under the device lock, that its command was not aborted meanwhile), never
+/// the other way round.
 pub trait Luns {
-    /// Runs `f` on the SCSI state of `target`; `None` if there is no such target.
-    fn units<R>(&mut self, target: usize, f: impl FnOnce(&mut dyn Units) -> R) -> Option<R>;
+    /// Runs `f` on the SCSI state of `target`; `None` if there is no such
+    /// target (or it is busy, for a single-threaded host).
+    fn units<R>(&self, target: usize, f: impl FnOnce(&mut dyn Units) -> R) -> Option<R>;
 
     /// Runs `f` on the device of LUN `lun` of `target`; `None` if absent.
     fn device<R>(
-        &mut self,
+        &self,
         target: usize,
         lun: u64,
         access: Access,
@@ -105,6 +111,9 @@ struct Pending {
     failed: Option<IoError>,
     /// How the operation ended, once done.
     result: Option<IoResult>,
+    /// The LUN's abort epoch for this nexus when the command started: if it
+    /// moved, another initiator's PREEMPT AND ABORT ended the command.
+    epoch: u32,
 }
 
 /// One connection's storage state; see the module docs. [`Driver::bind`]
@@ -191,6 +200,12 @@ fn scsi_nexus(nexus: Option<&NexusInfo>) -> scsi::Nexus<'_> {
             isid: [0; 6],
         },
     }
+}
+
+/// False once another initiator's PREEMPT AND ABORT ended command `p` of
+/// nexus slot `index` (call under the device lock, before touching it).
+fn still_current<L: Luns>(luns: &L, p: &Pending, index: u16) -> bool {
+    luns.units(p.target, |t| t.abort_epoch(p.lun, index)) == Some(p.epoch)
 }
 
 /// Runs `f(device offset, piece length, offset from start)` over
@@ -313,7 +328,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, const TASKS: usize> Driver<B, TASKS> {
     }
 
     /// This driver working on the host's `luns`: the connection's [`Backend`].
-    pub fn bind<'a, L: Luns>(&'a mut self, luns: &'a mut L) -> Bound<'a, L, B, TASKS> {
+    pub fn bind<'a, L: Luns>(&'a mut self, luns: &'a L) -> Bound<'a, L, B, TASKS> {
         Bound { d: self, luns }
     }
 
@@ -385,10 +400,31 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, const TASKS: usize> Driver<B, TASKS> {
 #[derive(Debug)]
 pub struct Bound<'a, L, B, const TASKS: usize> {
     d: &'a mut Driver<B, TASKS>,
-    luns: &'a mut L,
+    luns: &'a L,
 }
 
 impl<L: Luns, B: AsRef<[u8]> + AsMut<[u8]>, const TASKS: usize> Bound<'_, L, B, TASKS> {
+    fn nexus_index(&self) -> u16 {
+        self.d.nexus.as_ref().map_or(u16::MAX, |n| n.index)
+    }
+
+    /// After a PREEMPT AND ABORT: wait until no write of a preempted
+    /// command is still under way on the LUN. Every later write checks its
+    /// epoch under the device lock first, so none reaches the medium after
+    /// this command's status.
+    fn abort_barrier(&self, req: &ScsiRequest<'_>) {
+        const PERSISTENT_RESERVE_OUT: u8 = 0x5f;
+        const PREEMPT_AND_ABORT: u8 = 0x05;
+        let cdb = req.cdb;
+        if cdb.first() == Some(&PERSISTENT_RESERVE_OUT)
+            && cdb.get(1).map(|b| b & 0x1f) == Some(PREEMPT_AND_ABORT)
+        {
+            let _ = self
+                .luns
+                .device(req.target, req.lun, Access::Exclusive, |_| ());
+        }
+    }
+
     fn command_step(&mut self, req: &ScsiRequest<'_>, buf: &mut [u8]) -> Step {
         let Bound { d, luns } = self;
         let nexus = &d.nexus;
@@ -412,6 +448,13 @@ impl<L: Luns, B: AsRef<[u8]> + AsMut<[u8]>, const TASKS: usize> Bound<'_, L, B, 
                 t.data_out(req.lun, &nexus, req.cdb, params, buf)
             })
             .unwrap_or_else(|| scsi::lun_absent_command(req.cdb, buf));
+        if let Step::Done(Response {
+            status: scsi::Status::Good,
+            ..
+        }) = step
+        {
+            self.abort_barrier(req);
+        }
         if step != Step::Io(Io::Unmap) {
             return step;
         }
@@ -451,11 +494,14 @@ impl<L: Luns, B: AsRef<[u8]> + AsMut<[u8]>, const TASKS: usize> Bound<'_, L, B, 
             }
             Step::Io(io) => io,
         };
-        let write_back = self
+        let index = self.nexus_index();
+        let (write_back, epoch) = self
             .luns
-            .units(req.target, |t| t.lun_config(req.lun).map(|c| c.write_cache))
-            .flatten()
-            .unwrap_or(false);
+            .units(req.target, |t| {
+                let write_back = t.lun_config(req.lun).is_some_and(|c| c.write_cache);
+                (write_back, t.abort_epoch(req.lun, index))
+            })
+            .unwrap_or((false, 0));
         let (plan, collect_len) = match op {
             Io::Read { offset, len } => (Plan::Read { offset, len }, None),
             Io::Write { offset, len, fua } => (Plan::Write { offset, len, fua }, None),
@@ -530,6 +576,7 @@ impl<L: Luns, B: AsRef<[u8]> + AsMut<[u8]>, const TASKS: usize> Bound<'_, L, B, 
             miscompare: None,
             failed: None,
             result: None,
+            epoch,
         };
         match self.d.pending.get_mut(req.io.slot()) {
             Some(slot) => *slot = Some(entry),
@@ -601,6 +648,7 @@ impl<L: Luns, B: AsRef<[u8]> + AsMut<[u8]>, const TASKS: usize> Bound<'_, L, B, 
 
     /// Finishes an operation whose Data-Out (if any) all arrived.
     fn finish(&mut self, p: &Pending, op: Io) -> IoResult {
+        let index = self.nexus_index();
         let collected = self.d.collected.min(self.d.collect.as_ref().len());
         let data = match self.d.collect.as_ref().get(..collected) {
             Some(d) if self.d.collector == Some(p.io_id) => d,
@@ -628,11 +676,19 @@ impl<L: Luns, B: AsRef<[u8]> + AsMut<[u8]>, const TASKS: usize> Bound<'_, L, B, 
         } else {
             Access::Shared
         };
-        let r = self.luns.device(
+        let luns = self.luns;
+        let writes = !matches!(
+            op,
+            Io::Flush | Io::Verify { .. } | Io::LbaStatus { .. } | Io::Read { .. }
+        );
+        let r = luns.device(
             p.target,
             p.lun,
             access,
             |dev| -> Result<IoResult, IoError> {
+                if writes && !still_current(luns, p, index) {
+                    return Err(IoError::Aborted);
+                }
                 match op {
                     Io::Flush => dev.flush().map_err(write_error).map(|()| IoResult::Ok),
                     Io::Verify {
@@ -770,10 +826,14 @@ impl<L: Luns, B: AsRef<[u8]> + AsMut<[u8]>, const TASKS: usize> Bound<'_, L, B, 
             }
             return;
         }
+        let index = self.nexus_index();
+        let luns = self.luns;
         let bounce = self.d.bounce.as_mut();
-        let r = self
-            .luns
-            .device(target, lun, Access::Shared, |dev| match p.op {
+        let r = luns.device(target, lun, Access::Shared, |dev| {
+            if !still_current(luns, &p, index) {
+                return Err(IoError::Aborted);
+            }
+            match p.op {
                 Io::Write { .. } => dev.write_at(at, data).map(|()| None).map_err(write_error),
                 Io::OrWrite { .. } => {
                     pieces(at, data.len() as u64, bounce.len(), |off, n, done| {
@@ -797,7 +857,8 @@ impl<L: Luns, B: AsRef<[u8]> + AsMut<[u8]>, const TASKS: usize> Bound<'_, L, B, 
                         .map(|found| found.map(|i| at.saturating_sub(offset) + i))
                 }
                 _ => Ok(None),
-            });
+            }
+        });
         let Some(slot) = self.d.pending_mut(io) else {
             return;
         };

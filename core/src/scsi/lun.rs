@@ -94,6 +94,9 @@ pub struct Lun<const N: usize = 16, const R: usize = 8> {
     pub(crate) stats: LunStats,
     /// Last EXTENDED COPY status per nexus slot (RECEIVE COPY RESULTS).
     pub(crate) copies: [Option<super::xcopy::CopyRecord>; N],
+    /// Per nexus slot: how often another initiator's PREEMPT AND ABORT
+    /// aborted its tasks (see [`Lun::abort_epoch`]).
+    pub(crate) aborts: [u32; N],
 }
 
 impl<const N: usize, const R: usize> Lun<N, R> {
@@ -109,7 +112,15 @@ impl<const N: usize, const R: usize> Lun<N, R> {
             swp: false,
             stats: LunStats::default(),
             copies: [None; N],
+            aborts: [0; N],
         }
+    }
+
+    /// Changes whenever PREEMPT AND ABORT aborts the tasks of nexus slot
+    /// `index`: a command that saw another value when it started must not
+    /// touch the medium any more.
+    pub fn abort_epoch(&self, index: u16) -> u32 {
+        self.aborts.get(usize::from(index)).copied().unwrap_or(0)
     }
 
     /// The configuration.
@@ -278,6 +289,10 @@ impl<const N: usize, const R: usize> Lun<N, R> {
                         asc::SPACE_ALLOCATION_FAILED_WRITE_PROTECT,
                     ),
                     IoError::Other => (SenseKey::HardwareError, asc::INTERNAL_TARGET_FAILURE),
+                    IoError::Aborted => (
+                        SenseKey::AbortedCommand,
+                        asc::COMMANDS_CLEARED_BY_ANOTHER_INITIATOR,
+                    ),
                 };
                 Err(Fail::Check(Sense::new(key, code)))
             }

@@ -326,6 +326,9 @@ pub enum IoError {
     NoSpace,
     /// HARDWARE ERROR / INTERNAL TARGET FAILURE (44/00).
     Other,
+    /// Another initiator's PREEMPT AND ABORT ended the command: ABORTED
+    /// COMMAND / COMMANDS CLEARED BY ANOTHER INITIATOR (2F/00).
+    Aborted,
 }
 
 /// Whether a WRITE SAME *without* the UNMAP bit may still be done as a

@@ -418,7 +418,8 @@ impl<const N: usize, const R: usize> Lun<N, R> {
                 if my_key != Some(rk) {
                     return Err(Fail::Conflict);
                 }
-                self.preempt(nexus, sark, scope, kind)?;
+                let abort = sa == sa_out::PREEMPT_AND_ABORT;
+                self.preempt(nexus, sark, scope, kind, abort)?;
                 self.pr.generation = self.pr.generation.wrapping_add(1);
             }
             _ => return Err(bad_cdb(1, Some(4))),
@@ -463,7 +464,16 @@ impl<const N: usize, const R: usize> Lun<N, R> {
         }
     }
 
-    fn preempt(&mut self, nexus: &Nexus<'_>, sark: u64, scope: u8, kind: u8) -> CmdResult<()> {
+    /// PREEMPT (and with `abort`, PREEMPT AND ABORT: the preempted nexuses'
+    /// tasks are aborted, see [`Lun::abort_epoch`]).
+    fn preempt(
+        &mut self,
+        nexus: &Nexus<'_>,
+        sark: u64,
+        scope: u8,
+        kind: u8,
+        abort: bool,
+    ) -> CmdResult<()> {
         let held = self.pr.held.clone();
         let holder_key = self.pr.holder_key();
         let take_over = match &held {
@@ -489,6 +499,11 @@ impl<const N: usize, const R: usize> Lun<N, R> {
                 let idx = r.index;
                 self.pr.regs.swap_remove(i);
                 self.raise(idx, ua::REGISTRATIONS_PREEMPTED);
+                if abort {
+                    if let Some(e) = self.aborts.get_mut(usize::from(idx)) {
+                        *e = e.wrapping_add(1);
+                    }
+                }
                 removed = removed.saturating_add(1);
             } else {
                 i = i.saturating_add(1);

@@ -70,6 +70,8 @@ pub mod asc {
     pub const MEDIUM_NOT_PRESENT: (u8, u8) = (0x3a, 0x00);
     pub const REPORTED_LUNS_DATA_HAS_CHANGED: (u8, u8) = (0x3f, 0x0e);
     pub const INTERNAL_TARGET_FAILURE: (u8, u8) = (0x44, 0x00);
+    /// COMMANDS CLEARED BY ANOTHER INITIATOR.
+    pub const COMMANDS_CLEARED_BY_ANOTHER_INITIATOR: (u8, u8) = (0x2f, 0x00);
     pub const INSUFFICIENT_REGISTRATION_RESOURCES: (u8, u8) = (0x55, 0x04);
 }
 

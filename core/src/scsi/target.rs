@@ -182,6 +182,8 @@ pub trait Units {
     fn target_reset(&mut self);
     /// See [`Target::nexus_lost`].
     fn nexus_lost(&mut self, index: u16);
+    /// See [`Lun::abort_epoch`] (0 for an absent LUN).
+    fn abort_epoch(&self, lun: u64, index: u16) -> u32;
 }
 
 impl<const L: usize, const N: usize, const R: usize> Units for Target<L, N, R> {
@@ -219,6 +221,9 @@ impl<const L: usize, const N: usize, const R: usize> Units for Target<L, N, R> {
     }
     fn nexus_lost(&mut self, index: u16) {
         Target::nexus_lost(self, index)
+    }
+    fn abort_epoch(&self, lun: u64, index: u16) -> u32 {
+        self.lun(lun).map_or(0, |l| l.abort_epoch(index))
     }
 }
 

@@ -289,6 +289,20 @@ impl Initiator {
 
     /// Runs one SCSI command to completion. `write` is its Data-Out.
     pub fn command(&mut self, cdb: &[u8], write: &[u8], read_len: u32) -> io::Result<ScsiResult> {
+        self.command_pausing(cdb, write, read_len, &mut || {})
+    }
+
+    /// Like [`Initiator::command`], calling `at_first_r2t` when the first
+    /// R2T arrives, before any solicited Data-Out is sent (tests use it to
+    /// act from another session while this command waits).
+    pub fn command_pausing(
+        &mut self,
+        cdb: &[u8],
+        write: &[u8],
+        read_len: u32,
+        at_first_r2t: &mut dyn FnMut(),
+    ) -> io::Result<ScsiResult> {
+        let mut paused = false;
         let itt = self.itt;
         self.itt = self.itt.wrapping_add(1);
         let mut h = [0u8; BHS];
@@ -341,6 +355,10 @@ impl Initiator {
                 }
                 // R2T: send the asked range.
                 0x31 => {
+                    if !paused {
+                        paused = true;
+                        at_first_r2t();
+                    }
                     let ttt = be32(&r, 20);
                     let offset = be32(&r, 40) as usize;
                     let len = be32(&r, 44) as usize;

@@ -9,6 +9,8 @@
 //! leaves before its write (or flush) returned; then PDUs are produced into
 //! the shared scratch buffer while the TCP transmit ring has room.
 
+use core::cell::RefCell;
+
 use sanboot_core::block::BlockDevice;
 use sanboot_core::iscsi::{
     Access, Connection, Driver, Event as IscsiEvent, Luns, SessionTable, StorageRequest,
@@ -126,23 +128,34 @@ struct Slot<'a> {
 /// The targets as the core's storage driver sees them (one thread: the
 /// exclusive access COMPARE AND WRITE asks for is a given).
 struct SmolLuns<'b, D> {
-    scsi: &'b mut [ScsiTarget],
-    disks: &'b mut D,
+    scsi: RefCell<&'b mut [ScsiTarget]>,
+    disks: RefCell<&'b mut D>,
+}
+
+impl<'b, D> SmolLuns<'b, D> {
+    fn new(scsi: &'b mut [ScsiTarget], disks: &'b mut D) -> Self {
+        SmolLuns {
+            scsi: RefCell::new(scsi),
+            disks: RefCell::new(disks),
+        }
+    }
 }
 
 impl<D: Disks> Luns for SmolLuns<'_, D> {
-    fn units<R>(&mut self, target: usize, f: impl FnOnce(&mut dyn Units) -> R) -> Option<R> {
-        Some(f(self.scsi.get_mut(target)?))
+    fn units<R>(&self, target: usize, f: impl FnOnce(&mut dyn Units) -> R) -> Option<R> {
+        let mut scsi = self.scsi.try_borrow_mut().ok()?;
+        Some(f(scsi.get_mut(target)?))
     }
 
     fn device<R>(
-        &mut self,
+        &self,
         target: usize,
         lun: u64,
         _: Access,
         f: impl FnOnce(&mut dyn BlockDevice) -> R,
     ) -> Option<R> {
-        Some(f(self.disks.disk(target, lun)?))
+        let mut disks = self.disks.try_borrow_mut().ok()?;
+        Some(f(disks.disk(target, lun)?))
     }
 }
 
@@ -284,12 +297,9 @@ impl<'a, D: Disks, const C: usize> Iscsi<'a, D, C> {
         let Some(mut conn) = slot.conn.take() else {
             return;
         };
-        let mut luns = SmolLuns {
-            scsi: self.scsi,
-            disks: &mut self.disks,
-        };
+        let luns = SmolLuns::new(self.scsi, &mut self.disks);
         if !conn.is_closed() {
-            conn.abort(&mut slot.driver.bind(&mut luns));
+            conn.abort(&mut slot.driver.bind(&luns));
         }
         while let Some(req) = conn.poll_storage() {
             if let StorageRequest::Release { io } = req {
@@ -357,10 +367,7 @@ impl<'a, D: Disks, const C: usize> Iscsi<'a, D, C> {
             return (false, None);
         };
         let targets = self.config.targets;
-        let mut luns = SmolLuns {
-            scsi: self.scsi,
-            disks: &mut self.disks,
-        };
+        let luns = SmolLuns::new(self.scsi, &mut self.disks);
         let mut moved = false;
         let mut reinstated = None;
         let mut close = slot.closing;
@@ -374,7 +381,7 @@ impl<'a, D: Disks, const C: usize> Iscsi<'a, D, C> {
         }
         loop {
             let input = slot.pdu.get(slot.start..slot.end).unwrap_or_default();
-            let n = conn.handle_input(now, input, &targets, &mut slot.driver.bind(&mut luns));
+            let n = conn.handle_input(now, input, &targets, &mut slot.driver.bind(&luns));
             if n == 0 {
                 break;
             }
@@ -434,7 +441,7 @@ impl<'a, D: Disks, const C: usize> Iscsi<'a, D, C> {
                     IscsiEvent::Close => close = true,
                 }
             }
-            if slot.driver.bind(&mut luns).run_storage(conn, now) > 0 {
+            if slot.driver.bind(&luns).run_storage(conn, now) > 0 {
                 progress = true;
             }
             loop {
@@ -446,7 +453,7 @@ impl<'a, D: Disks, const C: usize> Iscsi<'a, D, C> {
                 let Some(buf) = scratch.get_mut(..room) else {
                     break;
                 };
-                let Some(n) = conn.poll_transmit(now, buf, &mut slot.driver.bind(&mut luns)) else {
+                let Some(n) = conn.poll_transmit(now, buf, &mut slot.driver.bind(&luns)) else {
                     break;
                 };
                 progress = true;
