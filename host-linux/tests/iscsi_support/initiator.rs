@@ -422,6 +422,60 @@ impl Initiator {
         }
     }
 
+    /// Sends a write command of `edtl` bytes without any data, waits for its
+    /// first R2T, then aborts it with ABORT TASK instead of sending data.
+    /// Returns the TMF response code (0 = function complete).
+    pub fn abort_at_first_r2t(&mut self, cdb: &[u8], edtl: u32) -> io::Result<u8> {
+        let itt = self.itt;
+        self.itt = self.itt.wrapping_add(1);
+        let cmd_sn = self.cmd_sn;
+        let mut h = [0u8; BHS];
+        h[0] = 0x01;
+        h[1] = 0x80 | 0x20 | 0x01; // F, W, SIMPLE
+        h[8..16].copy_from_slice(&lun_field(self.lun));
+        put32(&mut h, 16, itt);
+        put32(&mut h, 20, edtl);
+        put32(&mut h, 24, cmd_sn);
+        put32(&mut h, 28, self.exp_stat_sn);
+        h[32..32 + cdb.len()].copy_from_slice(cdb);
+        self.cmd_sn = self.cmd_sn.wrapping_add(1);
+        self.send(&h, &[])?;
+        loop {
+            let (r, _) = self.recv()?;
+            match r[0] & 0x3f {
+                0x31 => break,
+                0x21 => {
+                    self.exp_stat_sn = be32(&r, 24).wrapping_add(1);
+                    return Err(proto(format!("status {:#x} instead of an R2T", r[3])));
+                }
+                op => return Err(proto(format!("unexpected opcode {op:#x}"))),
+            }
+        }
+        let mut t = [0u8; BHS];
+        t[0] = 0x40 | 0x02; // immediate Task Management Function Request
+        t[1] = 0x80 | 0x01; // ABORT TASK
+        t[8..16].copy_from_slice(&lun_field(self.lun));
+        put32(&mut t, 16, self.itt);
+        self.itt = self.itt.wrapping_add(1);
+        put32(&mut t, 20, itt);
+        put32(&mut t, 24, self.cmd_sn);
+        put32(&mut t, 28, self.exp_stat_sn);
+        put32(&mut t, 32, cmd_sn);
+        self.send(&t, &[])?;
+        loop {
+            let (r, _) = self.recv()?;
+            match r[0] & 0x3f {
+                // More R2Ts for the aborted command may still come.
+                0x31 => {}
+                0x22 => {
+                    self.exp_stat_sn = be32(&r, 24).wrapping_add(1);
+                    return Ok(r[2]);
+                }
+                op => return Err(proto(format!("unexpected opcode {op:#x} after ABORT TASK"))),
+            }
+        }
+    }
+
     /// WRITE(10) of whole 512-byte blocks at `lba`.
     pub fn write10(&mut self, lba: u32, data: &[u8], fua: bool) -> io::Result<ScsiResult> {
         let blocks = (data.len() / 512) as u16;
