@@ -440,16 +440,14 @@ impl Initiator {
         h[32..32 + cdb.len()].copy_from_slice(cdb);
         self.cmd_sn = self.cmd_sn.wrapping_add(1);
         self.send(&h, &[])?;
-        loop {
-            let (r, _) = self.recv()?;
-            match r[0] & 0x3f {
-                0x31 => break,
-                0x21 => {
-                    self.exp_stat_sn = be32(&r, 24).wrapping_add(1);
-                    return Err(proto(format!("status {:#x} instead of an R2T", r[3])));
-                }
-                op => return Err(proto(format!("unexpected opcode {op:#x}"))),
+        let (r, _) = self.recv()?;
+        match r[0] & 0x3f {
+            0x31 => {}
+            0x21 => {
+                self.exp_stat_sn = be32(&r, 24).wrapping_add(1);
+                return Err(proto(format!("status {:#x} instead of an R2T", r[3])));
             }
+            op => return Err(proto(format!("unexpected opcode {op:#x}"))),
         }
         let mut t = [0u8; BHS];
         t[0] = 0x40 | 0x02; // immediate Task Management Function Request
