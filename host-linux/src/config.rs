@@ -379,6 +379,35 @@ impl Config {
         }
     }
 
+    /// A writable image serves one LUN (two read-only LUNs may share one).
+    /// `serve` also locks every image (`flock`), which catches hard links and
+    /// other processes; this catches the plain mistake already in `check`.
+    fn validate_images(&self) -> Result<()> {
+        let mut seen: std::collections::HashMap<PathBuf, (&str, u64, bool)> =
+            std::collections::HashMap::new();
+        for t in &self.targets {
+            for l in &t.luns {
+                let key = std::fs::canonicalize(&l.image).unwrap_or_else(|_| l.image.clone());
+                match seen.get(&key) {
+                    Some((iqn, id, read_only)) if !(*read_only && l.read_only) => bail!(
+                        "[[target]] {} lun {}: image {} is also lun {} of [[target]] {}; \
+                         a writable image serves one LUN",
+                        t.iqn,
+                        l.id,
+                        l.image.display(),
+                        id,
+                        iqn
+                    ),
+                    Some(_) => {}
+                    None => {
+                        seen.insert(key, (t.iqn.as_str(), l.id, l.read_only));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the rules the types cannot hold. Each error names its table.
     pub fn validate(&self) -> Result<()> {
         if self.dhcp.mode != DhcpMode::Off && self.server.interface.is_none() {
@@ -420,6 +449,7 @@ impl Config {
                 }
             }
         }
+        self.validate_images()?;
         let mut macs = std::collections::HashSet::new();
         for h in &self.hosts {
             let mac = parse_mac(&h.mac)
