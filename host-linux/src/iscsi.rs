@@ -11,6 +11,7 @@
 //! and only `poll_transmit` after that can produce the status.
 
 mod backend;
+mod limits;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -34,10 +35,15 @@ use crate::disk::{Disk, DiskOptions};
 
 /// SCSI state of one target: up to 16 LUNs, 64 I_T nexus slots, 32
 /// persistent-reservation registrations per LUN.
-pub(crate) type ScsiTarget = scsi::Target<16, 64, 32>;
-const NEXUS_SLOTS: u16 = 64;
-/// Session table capacity; `[iscsi] max_sessions` limits it further.
+pub(crate) type ScsiTarget = scsi::Target<16, { config::NEXUS_TABLE }, 32>;
+const NEXUS_SLOTS: u16 = config::NEXUS_TABLE as u16;
+/// Session table capacity; `[iscsi] max_sessions` and
+/// `max_discovery_sessions` limit it further.
 const SESSION_SLOTS: usize = 256;
+const _: () = assert!(SESSION_SLOTS >= config::NEXUS_TABLE + config::DISCOVERY_SESSIONS_LIMIT);
+/// A batch write that has not finished by then (the initiator stopped
+/// reading: zero window) ends the connection.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Commands in flight per connection, and the per-command scratch buffer
 /// (4 KiB holds every SCSI-generated response, REPORT SUPPORTED OPCODES
 /// included).
@@ -90,8 +96,12 @@ impl Shared {
     ) -> NexusInfo {
         let mut n = self.nexuses.lock().unwrap_or_else(|e| e.into_inner());
         // Slots beyond the SCSI layer's table are served without unit
-        // attentions or SPC-2 reservations.
-        let index = n.free.pop().unwrap_or(u16::MAX);
+        // attentions or SPC-2 reservations. Discovery sessions have no LUNs
+        // and take no slot.
+        let index = match target {
+            Some(_) => n.free.pop().unwrap_or(u16::MAX),
+            None => u16::MAX,
+        };
         let info = NexusInfo {
             index,
             initiator: initiator.to_string(),
@@ -179,6 +189,11 @@ fn portal(config: &Config, local: SocketAddr) -> String {
 /// Runs the iSCSI target until `stop` turns true.
 pub async fn run(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result<()> {
     let targets = open_targets(&config)?;
+    limits::raise_fd_limit(config.iscsi.max_connections);
+    let conn_limits = limits::ConnectionLimits::new(
+        config.iscsi.max_connections,
+        config.iscsi.max_connections_per_ip,
+    );
     let listener = TcpListener::bind(config.iscsi.listen)
         .await
         .with_context(|| format!("[iscsi] listen = {}: cannot bind", config.iscsi.listen))?;
@@ -212,8 +227,17 @@ pub async fn run(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result
                         continue;
                     }
                 };
+                // Over a cap: closed at once (dropping the socket), before
+                // it costs a task and buffers.
+                let Some(permit) = conn_limits.admit(peer.ip()) else {
+                    continue;
+                };
                 let token = tokens.fetch_add(1, Ordering::Relaxed);
-                conns.spawn(connection(shared.clone(), sock, peer, token, conn_stop.clone()));
+                let c = connection(shared.clone(), sock, peer, token, conn_stop.clone());
+                conns.spawn(async move {
+                    c.await;
+                    drop(permit);
+                });
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
@@ -465,10 +489,25 @@ async fn connection(
                 progress = true;
                 let out = tx.get(..filled).unwrap_or_default();
                 let deferred = backend.take_deferred();
-                let sent = if deferred.is_empty() {
-                    sock.write_all(out).await
-                } else {
-                    send_with_files(&mut sock, out, deferred).await
+                let write = async {
+                    if deferred.is_empty() {
+                        sock.write_all(out).await
+                    } else {
+                        send_with_files(&mut sock, out, deferred).await
+                    }
+                };
+                // An initiator that stops reading (zero window) must not
+                // hold up its reinstatement, sanboot's stop, or forever.
+                let sent = tokio::select! {
+                    r = write => r,
+                    _ = kill.notified() => break 'conn End::Reinstated,
+                    _ = stopped(&mut stop) => break 'conn End::Stop,
+                    _ = tokio::time::sleep(WRITE_TIMEOUT) => {
+                        break 'conn End::Disconnect(format!(
+                            "write timed out after {} s: the initiator does not read",
+                            WRITE_TIMEOUT.as_secs()
+                        ));
+                    }
                 };
                 if let Err(e) = sent {
                     break 'conn End::Disconnect(format!("write: {e}"));
@@ -653,9 +692,19 @@ fn admit(
     token: u64,
 ) -> Result<sanboot_core::iscsi::Admission, LoginStatus> {
     let mut table = shared.sessions.lock().unwrap_or_else(|e| e.into_inner());
-    let before = table.len();
+    // Discovery and normal sessions have separate caps: idle discovery
+    // sessions cannot keep a disk from logging in.
+    let discovery = req.target.is_none();
+    let (before, cap) = if discovery {
+        (
+            table.count(true),
+            shared.config.iscsi.max_discovery_sessions,
+        )
+    } else {
+        (table.count(false), shared.config.iscsi.max_sessions)
+    };
     let adm = table.admit(initiator, req, token)?;
-    if adm.reinstated.is_none() && before >= shared.config.iscsi.max_sessions {
+    if adm.reinstated.is_none() && before >= cap {
         table.release(token);
         return Err(LoginStatus::OutOfResources);
     }
