@@ -233,11 +233,7 @@ pub async fn run(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result
                     continue;
                 };
                 let token = tokens.fetch_add(1, Ordering::Relaxed);
-                let c = connection(shared.clone(), sock, peer, token, conn_stop.clone());
-                conns.spawn(async move {
-                    c.await;
-                    drop(permit);
-                });
+                conns.spawn(connection(shared.clone(), sock, peer, token, permit, conn_stop.clone()));
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
@@ -344,6 +340,9 @@ enum End {
     Closed,
     /// Another login reinstated this session.
     Reinstated,
+    /// Not logged in yet and the oldest such when `max_connections` was
+    /// reached: closed to make room.
+    Evicted,
     /// sanboot is stopping.
     Stop,
 }
@@ -353,6 +352,7 @@ async fn connection(
     mut sock: TcpStream,
     peer: SocketAddr,
     token: u64,
+    permit: limits::Permit,
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = sock.set_nodelay(true);
@@ -435,6 +435,7 @@ async fn connection(
                         }
                     }
                     Event::LoggedIn { target, .. } => {
+                        permit.logged_in();
                         let t = target.and_then(|i| config.targets.get(i));
                         let tname = t.map_or("(discovery)".to_string(), |t| t.iqn.clone());
                         let p = conn.params();
@@ -563,6 +564,7 @@ async fn connection(
             },
             _ = sleep => conn.handle_timeout(shared.now()),
             _ = kill.notified() => break End::Reinstated,
+            _ = permit.evicted() => break End::Evicted,
             _ = stopped(&mut stop) => break End::Stop,
         }
     };
@@ -597,6 +599,7 @@ async fn connection(
         End::Disconnect(why) => why.as_str(),
         End::Closed => closed_because.as_str(),
         End::Reinstated => "session reinstated by a new login",
+        End::Evicted => "closed before login to make room: [iscsi] max_connections reached",
         End::Stop => "sanboot stopping",
     };
     let stats = conn.stats();

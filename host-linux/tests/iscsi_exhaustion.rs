@@ -4,6 +4,9 @@
 //!   discovery sessions (the default `max_discovery_sessions`) still let a
 //!   normal login in within 2 s; connections over `max_connections_per_ip`
 //!   are closed at once; the 17th discovery session is refused, not queued.
+//! - Idle connections from more addresses than `max_connections` allows
+//!   make room (oldest not logged in first) for a login; logged-in sessions
+//!   are never the ones closed.
 //! - An initiator that stops reading (zero receive window, the target stuck
 //!   writing to it) neither holds up the login that reinstates its session
 //!   nor sanboot's stop on SIGTERM.
@@ -264,4 +267,65 @@ fn a_zero_window_initiator_blocks_neither_reinstatement_nor_stop() {
     eprintln!("stop with a zero-window session: {:?}", asked.elapsed());
     assert!(log.contains("sanboot stopped"), "{log}");
     drop(old);
+}
+
+#[test]
+fn idle_connections_from_many_addresses_make_room_for_a_login() {
+    let s = sanboot()
+        .with_iscsi_option("max_connections = 64")
+        .with_iscsi_option("max_connections_per_ip = 4");
+    let mut before = Initiator::login(s.port, NAME, IQN, 0).unwrap();
+    before.ready().unwrap();
+    // 200 idle connections from 50 addresses, 4 each: the per-address cap
+    // lets every one in, the global one does not.
+    let mut idle = Vec::new();
+    for host in 1..=50u8 {
+        for _ in 0..4 {
+            idle.push(connect_from(Ipv4Addr::new(127, 0, 1, host), s.port, None).unwrap());
+        }
+    }
+    let asked = Instant::now();
+    let mut after = Initiator::login_with(
+        s.port,
+        NAME,
+        IQN,
+        0,
+        LoginOptions {
+            isid_qualifier: 2,
+            ..LoginOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "login refused with max_connections filled by idle ones: {e}\n{}",
+            s.log()
+        )
+    });
+    let took = asked.elapsed();
+    eprintln!("login with max_connections = 64 filled by 200 idle connections: {took:?}");
+    assert!(took < Duration::from_secs(2), "login took {took:?}");
+    after.ready().unwrap();
+    assert_eq!(after.read10(0, 1).unwrap().status, 0);
+    // The session from before the flood was not the one to go.
+    assert_eq!(before.read10(0, 1).unwrap().status, 0);
+    // At most 62 idle ones are left open (64 minus the two sessions).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let open = loop {
+        let open = idle.iter().filter(|c| !closed_by_peer(c)).count();
+        if open <= 62 || Instant::now() > deadline {
+            break open;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        open <= 62,
+        "{open} idle connections still open\n{}",
+        s.log()
+    );
+    assert!(
+        s.log()
+            .contains("closed the oldest connection not logged in"),
+        "evictions are not logged:\n{}",
+        s.log()
+    );
 }
