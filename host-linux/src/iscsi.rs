@@ -50,6 +50,9 @@ const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 type Conn = Connection<64, 4096>;
 /// Transmit batch: PDUs are gathered up to this size before one write.
 const TX_BATCH: usize = 1 << 20;
+/// Receive and transmit buffers before login: a login PDU (at most 8 KiB
+/// of text, RFC 7143 §6.1) or its answer, with headers and digests.
+const LOGIN_BUF: usize = 16 << 10;
 
 /// One configured target: its SCSI state and its disks.
 pub(crate) struct TargetState {
@@ -378,9 +381,11 @@ async fn connection(
     ));
     conn.set_crc32c(crc32c::crc32c_append);
     let mut backend = HostBackend::new(shared.clone());
-    let mut rx = vec![0u8; conn.max_pdu_len() + (256 << 10)];
+    // Small buffers until login completes: a connection that never logs in
+    // (a flood of them) costs little; full ones come with the session.
+    let mut rx = vec![0u8; LOGIN_BUF];
     let (mut start, mut end) = (0usize, 0usize);
-    let mut tx = vec![0u8; TX_BATCH + conn.max_pdu_len()];
+    let mut tx = vec![0u8; LOGIN_BUF];
     let mut logged_in: Option<(String, String)> = None;
     let mut completions = Vec::new();
 
@@ -436,6 +441,8 @@ async fn connection(
                     }
                     Event::LoggedIn { target, .. } => {
                         permit.logged_in();
+                        rx.resize(conn.max_pdu_len() + (256 << 10), 0);
+                        tx.resize(TX_BATCH + conn.max_pdu_len(), 0);
                         let t = target.and_then(|i| config.targets.get(i));
                         let tname = t.map_or("(discovery)".to_string(), |t| t.iqn.clone());
                         let p = conn.params();
@@ -479,7 +486,9 @@ async fn connection(
             }
             // Output, batched into one write.
             let mut filled = 0;
-            while tx.len() - filled >= conn.max_pdu_len() {
+            // (Before login, the small buffer takes one PDU per write.)
+            let room_needed = conn.max_pdu_len().min(tx.len());
+            while tx.len() - filled >= room_needed {
                 let room = tx.get_mut(filled..).unwrap_or_default();
                 let Some(n) = conn.poll_transmit(shared.now(), room, &mut backend) else {
                     break;
