@@ -214,8 +214,19 @@ fn default_initiator_template() -> String {
 pub struct Iscsi {
     #[serde(default = "default_iscsi_listen")]
     pub listen: SocketAddr,
+    /// Normal (disk) sessions at once; at most [`NEXUS_TABLE`].
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
+    /// Discovery (SendTargets) sessions at once, counted apart from
+    /// `max_sessions` so idle discovery sessions cannot lock disks out.
+    #[serde(default = "default_max_discovery_sessions")]
+    pub max_discovery_sessions: usize,
+    /// TCP connections at once (logged in or not); more are closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// TCP connections at once from one IP address; more are closed at once.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
     /// `<ip>:<port>` reported by SendTargets (TargetAddress); default: the
     /// listen address, or `[server] address` when listening on 0.0.0.0.
     pub portal: Option<String>,
@@ -226,6 +237,9 @@ impl Default for Iscsi {
         Iscsi {
             listen: default_iscsi_listen(),
             max_sessions: default_max_sessions(),
+            max_discovery_sessions: default_max_discovery_sessions(),
+            max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_connections_per_ip(),
             portal: None,
         }
     }
@@ -237,6 +251,24 @@ fn default_iscsi_listen() -> SocketAddr {
 fn default_max_sessions() -> usize {
     16
 }
+fn default_max_discovery_sessions() -> usize {
+    16
+}
+fn default_max_connections() -> usize {
+    // An idle connection costs 350 KiB to 1 MiB resident (its Connection's
+    // task table and receive/transmit buffers): 128 keep that near 100 MiB
+    // and leave room for max_sessions + max_discovery_sessions.
+    128
+}
+fn default_max_connections_per_ip() -> usize {
+    32
+}
+
+/// Size of sanboot's I_T nexus table (unit attentions, reservations): the
+/// most normal sessions `[iscsi] max_sessions` may allow.
+pub const NEXUS_TABLE: usize = 64;
+/// The most discovery sessions `[iscsi] max_discovery_sessions` may allow.
+pub const DISCOVERY_SESSIONS_LIMIT: usize = 128;
 
 /// `[[target]]`: an iSCSI target with its LUNs.
 #[derive(Debug, Clone, Deserialize)]
@@ -379,6 +411,71 @@ impl Config {
         }
     }
 
+    /// Session and connection caps that the tables behind them can hold.
+    fn validate_iscsi_limits(&self) -> Result<()> {
+        let i = &self.iscsi;
+        if i.max_sessions > NEXUS_TABLE {
+            bail!(
+                "[iscsi] max_sessions = {}: above {NEXUS_TABLE}, the size of the I_T nexus \
+                 table (sessions beyond it would get no unit attentions or reservations)",
+                i.max_sessions
+            );
+        }
+        if i.max_discovery_sessions > DISCOVERY_SESSIONS_LIMIT {
+            bail!(
+                "[iscsi] max_discovery_sessions = {}: above {DISCOVERY_SESSIONS_LIMIT}",
+                i.max_discovery_sessions
+            );
+        }
+        if i.max_connections <= i.max_sessions + i.max_discovery_sessions {
+            bail!(
+                "[iscsi] max_connections = {}: must be above max_sessions + \
+                 max_discovery_sessions = {} (every session is a connection, and a new \
+                 login needs one more)",
+                i.max_connections,
+                i.max_sessions + i.max_discovery_sessions
+            );
+        }
+        if i.max_connections_per_ip == 0 || i.max_connections < i.max_connections_per_ip {
+            bail!(
+                "[iscsi] max_connections = {} and max_connections_per_ip = {}: need \
+                 1 <= max_connections_per_ip <= max_connections",
+                i.max_connections,
+                i.max_connections_per_ip
+            );
+        }
+        Ok(())
+    }
+
+    /// A writable image serves one LUN (two read-only LUNs may share one).
+    /// `serve` also locks every image (`flock`), which catches hard links and
+    /// other processes; this catches the plain mistake already in `check`.
+    fn validate_images(&self) -> Result<()> {
+        let mut seen: std::collections::HashMap<PathBuf, (&str, u64, bool)> =
+            std::collections::HashMap::new();
+        for t in &self.targets {
+            for l in &t.luns {
+                let key = std::fs::canonicalize(&l.image).unwrap_or_else(|_| l.image.clone());
+                match seen.get(&key) {
+                    Some((iqn, id, read_only)) if !(*read_only && l.read_only) => bail!(
+                        "[[target]] {} lun {}: image {} is also lun {} of [[target]] {}; \
+                         a writable image serves one LUN",
+                        t.iqn,
+                        l.id,
+                        l.image.display(),
+                        id,
+                        iqn
+                    ),
+                    Some(_) => {}
+                    None => {
+                        seen.insert(key, (t.iqn.as_str(), l.id, l.read_only));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the rules the types cannot hold. Each error names its table.
     pub fn validate(&self) -> Result<()> {
         if self.dhcp.mode != DhcpMode::Off && self.server.interface.is_none() {
@@ -420,6 +517,8 @@ impl Config {
                 }
             }
         }
+        self.validate_images()?;
+        self.validate_iscsi_limits()?;
         let mut macs = std::collections::HashSet::new();
         for h in &self.hosts {
             let mac = parse_mac(&h.mac)
@@ -492,6 +591,27 @@ mod tests {
         assert_eq!(c.dhcp.mode, DhcpMode::Proxy);
         assert_eq!(c.boot.bios, "undionly.kpxe");
         assert_eq!(c.iscsi.listen.port(), 3260);
+    }
+
+    #[test]
+    fn max_sessions_cannot_exceed_the_nexus_table() {
+        let ok = format!("{MINIMAL}\n[iscsi]\nmax_sessions = {NEXUS_TABLE}\n");
+        toml::from_str::<Config>(&ok).unwrap().validate().unwrap();
+        let text = format!("{MINIMAL}\n[iscsi]\nmax_sessions = {}\n", NEXUS_TABLE + 1);
+        let c: Config = toml::from_str(&text).unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("[iscsi] max_sessions = 65: above 64"), "{err}");
+        // The defaults the README documents.
+        let c: Config = toml::from_str(MINIMAL).unwrap();
+        assert_eq!(
+            (
+                c.iscsi.max_sessions,
+                c.iscsi.max_discovery_sessions,
+                c.iscsi.max_connections,
+                c.iscsi.max_connections_per_ip
+            ),
+            (16, 16, 128, 32)
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! `complete_storage` is called, and only `poll_transmit` after that can
 //! produce the status. This file holds no SCSI semantics: the driver does.
 
+mod limits;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,10 +34,15 @@ use crate::disk::{Disk, DiskOptions};
 
 /// SCSI state of one target: up to 16 LUNs, 64 I_T nexus slots, 32
 /// persistent-reservation registrations per LUN.
-pub(crate) type ScsiTarget = scsi::Target<16, 64, 32>;
-const NEXUS_SLOTS: u16 = 64;
-/// Session table capacity; `[iscsi] max_sessions` limits it further.
+pub(crate) type ScsiTarget = scsi::Target<16, { config::NEXUS_TABLE }, 32>;
+const NEXUS_SLOTS: u16 = config::NEXUS_TABLE as u16;
+/// Session table capacity; `[iscsi] max_sessions` and
+/// `max_discovery_sessions` limit it further.
 const SESSION_SLOTS: usize = 256;
+const _: () = assert!(SESSION_SLOTS >= config::NEXUS_TABLE + config::DISCOVERY_SESSIONS_LIMIT);
+/// A batch write that has not finished by then (the initiator stopped
+/// reading: zero window) ends the connection.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Commands in flight per connection, and the per-command scratch buffer
 /// (4 KiB holds every SCSI-generated response, REPORT SUPPORTED OPCODES
 /// included).
@@ -48,6 +55,9 @@ const COLLECT: usize = 256 << 10;
 /// The driver's bounce buffer per connection (VERIFY, ORWRITE, WRITE SAME,
 /// EXTENDED COPY pieces).
 const BOUNCE: usize = 256 << 10;
+/// Receive and transmit buffers before login: a login PDU (at most 8 KiB
+/// of text, RFC 7143 §6.1) or its answer, with headers and digests.
+const LOGIN_BUF: usize = 16 << 10;
 
 /// One configured target: its SCSI state and its disks.
 pub(crate) struct TargetState {
@@ -75,8 +85,12 @@ impl Shared {
     }
 
     /// A SCSI nexus slot for a new session; `u16::MAX` (served without
-    /// unit attentions or SPC-2 reservations) when all are taken.
-    fn take_nexus_slot(&self) -> u16 {
+    /// unit attentions or SPC-2 reservations) when all are taken. Discovery
+    /// sessions have no LUNs and take no slot.
+    fn take_nexus_slot(&self, target: Option<usize>) -> u16 {
+        if target.is_none() {
+            return u16::MAX;
+        }
         let mut free = self.nexus_slots.lock().unwrap_or_else(|e| e.into_inner());
         free.pop().unwrap_or(u16::MAX)
     }
@@ -181,6 +195,11 @@ fn portal(config: &Config, local: SocketAddr) -> String {
 /// Runs the iSCSI target until `stop` turns true.
 pub async fn run(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result<()> {
     let targets = open_targets(&config)?;
+    limits::raise_fd_limit(config.iscsi.max_connections);
+    let conn_limits = limits::ConnectionLimits::new(
+        config.iscsi.max_connections,
+        config.iscsi.max_connections_per_ip,
+    );
     let listener = TcpListener::bind(config.iscsi.listen)
         .await
         .with_context(|| format!("[iscsi] listen = {}: cannot bind", config.iscsi.listen))?;
@@ -210,8 +229,13 @@ pub async fn run(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result
                         continue;
                     }
                 };
+                // Over a cap: closed at once (dropping the socket), before
+                // it costs a task and buffers.
+                let Some(permit) = conn_limits.admit(peer.ip()) else {
+                    continue;
+                };
                 let token = tokens.fetch_add(1, Ordering::Relaxed);
-                conns.spawn(connection(shared.clone(), sock, peer, token, conn_stop.clone()));
+                conns.spawn(connection(shared.clone(), sock, peer, token, permit, conn_stop.clone()));
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
@@ -318,6 +342,9 @@ enum End {
     Closed,
     /// Another login reinstated this session.
     Reinstated,
+    /// Not logged in yet and the oldest such when `max_connections` was
+    /// reached: closed to make room.
+    Evicted,
     /// sanboot is stopping.
     Stop,
 }
@@ -327,6 +354,7 @@ async fn connection(
     mut sock: TcpStream,
     peer: SocketAddr,
     token: u64,
+    permit: limits::Permit,
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = sock.set_nodelay(true);
@@ -352,11 +380,13 @@ async fn connection(
     ));
     conn.set_crc32c(crc32c::crc32c_append);
     let luns = HostLuns(shared.clone());
-    let mut driver: Driver<Vec<u8>, 64> = Driver::new(vec![0u8; COLLECT], vec![0u8; BOUNCE]);
+    let mut driver: Driver<Vec<u8>, 64> = Driver::new(Vec::new(), Vec::new());
     let mut nexus_slot = None;
-    let mut rx = vec![0u8; conn.max_pdu_len() + (256 << 10)];
+    // Small buffers until login completes: a connection that never logs in
+    // (a flood of them) costs little; full ones come with the session.
+    let mut rx = vec![0u8; LOGIN_BUF];
     let (mut start, mut end) = (0usize, 0usize);
-    let mut tx = vec![0u8; TX_BATCH + conn.max_pdu_len()];
+    let mut tx = vec![0u8; LOGIN_BUF];
     let mut logged_in: Option<(String, String)> = None;
     let mut completions = Vec::new();
 
@@ -399,8 +429,12 @@ async fn connection(
                                         k.notify_one();
                                     }
                                 }
-                                let slot = shared.take_nexus_slot();
+                                let slot = shared.take_nexus_slot(req.target);
                                 nexus_slot = Some(slot);
+                                if req.target.is_some() {
+                                    // Storage buffers come with a normal session.
+                                    driver = Driver::new(vec![0u8; COLLECT], vec![0u8; BOUNCE]);
+                                }
                                 driver.set_nexus(adm.nexus, slot, &name, req.isid, req.target);
                                 conn.session_admitted(&adm);
                             }
@@ -411,6 +445,9 @@ async fn connection(
                         }
                     }
                     Event::LoggedIn { target, .. } => {
+                        permit.logged_in();
+                        rx.resize(conn.max_pdu_len() + (256 << 10), 0);
+                        tx.resize(TX_BATCH + conn.max_pdu_len(), 0);
                         let t = target.and_then(|i| config.targets.get(i));
                         let tname = t.map_or("(discovery)".to_string(), |t| t.iqn.clone());
                         let p = conn.params();
@@ -450,7 +487,9 @@ async fn connection(
             }
             // Output, batched into one write.
             let mut filled = 0;
-            while tx.len() - filled >= conn.max_pdu_len() {
+            // (Before login, the small buffer takes one PDU per write.)
+            let room_needed = conn.max_pdu_len().min(tx.len());
+            while tx.len() - filled >= room_needed {
                 let room = tx.get_mut(filled..).unwrap_or_default();
                 let Some(n) = conn.poll_transmit(shared.now(), room, &mut driver.bind(&luns))
                 else {
@@ -461,7 +500,20 @@ async fn connection(
             if filled > 0 {
                 progress = true;
                 let out = tx.get(..filled).unwrap_or_default();
-                if let Err(e) = sock.write_all(out).await {
+                // An initiator that stops reading (zero window) must not
+                // hold up its reinstatement, sanboot's stop, or forever.
+                let sent = tokio::select! {
+                    r = sock.write_all(out) => r,
+                    _ = kill.notified() => break 'conn End::Reinstated,
+                    _ = stopped(&mut stop) => break 'conn End::Stop,
+                    _ = tokio::time::sleep(WRITE_TIMEOUT) => {
+                        break 'conn End::Disconnect(format!(
+                            "write timed out after {} s: the initiator does not read",
+                            WRITE_TIMEOUT.as_secs()
+                        ));
+                    }
+                };
+                if let Err(e) = sent {
                     break 'conn End::Disconnect(format!("write: {e}"));
                 }
             }
@@ -515,6 +567,7 @@ async fn connection(
             },
             _ = sleep => conn.handle_timeout(shared.now()),
             _ = kill.notified() => break End::Reinstated,
+            _ = permit.evicted() => break End::Evicted,
             _ = stopped(&mut stop) => break End::Stop,
         }
     };
@@ -552,6 +605,7 @@ async fn connection(
         End::Disconnect(why) => why.as_str(),
         End::Closed => closed_because.as_str(),
         End::Reinstated => "session reinstated by a new login",
+        End::Evicted => "closed before login to make room: [iscsi] max_connections reached",
         End::Stop => "sanboot stopping",
     };
     let stats = conn.stats();
@@ -580,9 +634,19 @@ fn admit(
     token: u64,
 ) -> Result<sanboot_core::iscsi::Admission, LoginStatus> {
     let mut table = shared.sessions.lock().unwrap_or_else(|e| e.into_inner());
-    let before = table.len();
+    // Discovery and normal sessions have separate caps: idle discovery
+    // sessions cannot keep a disk from logging in.
+    let discovery = req.target.is_none();
+    let (before, cap) = if discovery {
+        (
+            table.count(true),
+            shared.config.iscsi.max_discovery_sessions,
+        )
+    } else {
+        (table.count(false), shared.config.iscsi.max_sessions)
+    };
     let adm = table.admit(initiator, req, token)?;
-    if adm.reinstated.is_none() && before >= shared.config.iscsi.max_sessions {
+    if adm.reinstated.is_none() && before >= cap {
         table.release(token);
         return Err(LoginStatus::OutOfResources);
     }

@@ -6,6 +6,7 @@
 mod config;
 mod dhcp;
 mod disk;
+mod image_lock;
 mod iscsi;
 mod script;
 mod tftp;

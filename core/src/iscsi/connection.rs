@@ -468,6 +468,12 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
             InitiatorPdu::ScsiCommand(cmd) => self.on_command(&bhs, &cmd, ahs, data, backend),
             InitiatorPdu::DataOut(d) => self.on_data_out(&d, data, backend),
             InitiatorPdu::NopOut(n) => self.on_nop_out(&bhs, &n, data),
+            // A discovery session has no LUNs: task management there would
+            // reach whichever target happens to be index 0 (RFC 7143 §4.3:
+            // only Text and Logout are allowed in discovery).
+            InitiatorPdu::TaskMgmt(_) if self.discovery => {
+                self.reject(RejectReason::ProtocolError, &bhs)
+            }
             InitiatorPdu::TaskMgmt(t) => self.on_tmf(&t, backend),
             InitiatorPdu::Text(t) => self.on_text(&bhs, &t, data, targets),
             InitiatorPdu::Logout(l) => self.on_logout(&l),
@@ -975,7 +981,14 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
             return;
         }
         let lun = decode_lun(t.lun);
-        let target = self.target.unwrap_or(0);
+        // Only the target this session logged in to may be reset.
+        let Some(target) = self.target else {
+            self.queue_ctrl(Ctrl::Tmf {
+                itt: t.itt,
+                response: TmfResponse::Rejected,
+            });
+            return;
+        };
         let response = match t.function {
             TmfFunction::AbortTask => match self.find_task(t.ref_task_tag) {
                 Some(slot) => {

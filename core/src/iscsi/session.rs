@@ -61,6 +61,15 @@ impl<const N: usize> SessionTable<N> {
         self.entries.iter().filter(|e| e.is_some()).count()
     }
 
+    /// Number of discovery sessions (`discovery`) or of normal sessions.
+    pub fn count(&self, discovery: bool) -> usize {
+        self.entries
+            .iter()
+            .flatten()
+            .filter(|e| e.target.is_none() == discovery)
+            .count()
+    }
+
     /// No sessions.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -191,6 +200,21 @@ mod tests {
         assert_eq!(t.len(), 1);
         t.release(11);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn discovery_and_normal_sessions_are_counted_apart() {
+        let mut t = SessionTable::<4>::new();
+        let discovery = SessionRequest {
+            target: None,
+            ..req(1, 0)
+        };
+        t.admit("iqn.d", &discovery, 1).unwrap();
+        t.admit("iqn.n", &req(2, 0), 2).unwrap();
+        t.admit("iqn.n", &req(3, 0), 3).unwrap();
+        assert_eq!((t.count(true), t.count(false)), (1, 2));
+        t.release(1);
+        assert_eq!((t.count(true), t.count(false)), (0, 2));
     }
 
     #[test]

@@ -433,6 +433,7 @@ pub(crate) fn ipxe_logged_in(limits: TargetLimits) -> Harness<'static> {
     h
 }
 
+mod discovery_tmf;
 mod ipxe;
 mod login_tests;
 mod transfer;

@@ -262,6 +262,23 @@ impl Sanboot {
         }
     }
 
+    /// Waits up to `timeout` for the process to exit (after a signal sent
+    /// by PID); its exit status, or `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let c = self.child.as_mut()?;
+            if let Ok(Some(status)) = c.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits for the process after someone else killed it by PID.
     pub fn reap(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -71,6 +71,7 @@ fn open(lun: &Lun) -> Result<FileDisk> {
         .write(!lun.read_only)
         .open(path)
         .with_context(|| format!("cannot open image {}", path.display()))?;
+    crate::image_lock::lock_image(&file, path, lun.read_only)?;
     let len = file.metadata()?.len();
     Ok(FileDisk { file, len })
 }

@@ -12,6 +12,8 @@
 mod config;
 mod disks;
 mod files;
+#[path = "../../../../host-linux/src/image_lock.rs"]
+mod image_lock;
 mod translate;
 
 use std::os::fd::AsRawFd;
