@@ -433,5 +433,6 @@ pub(crate) fn ipxe_logged_in(limits: TargetLimits) -> Harness<'static> {
 }
 
 mod ipxe;
+mod keepalive;
 mod login_tests;
 mod transfer;
