@@ -1,5 +1,8 @@
-//! One station reboots again and again with `[iscsi] max_sessions = 2`
-//! (issue 11). Every boot leaves its iPXE session behind: the guest is
+//! Sessions nobody ends (issue 11). One station reboots again and again
+//! with `[iscsi] max_sessions = 2`, and an initiator vanishes in the middle
+//! of a read.
+//!
+//! The reboots: Every boot leaves its iPXE session behind: the guest is
 //! powered off (QEMU killed) without a logout, and the next boot's iPXE uses
 //! a new random ISID, so it cannot reinstate it. Before dead-peer detection
 //! and takeover the third boot was refused (`OutOfResources`, "Could not
@@ -17,6 +20,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
+use sanboot_tests::lab::{ip, ROUTER_IF};
+use sanboot_tests::process::Stop;
 use sanboot_tests::sanboot::{self, DhcpMode};
 use sanboot_tests::{disk, peers, Boot, Lab, Sanboot, Station};
 
@@ -126,6 +131,76 @@ fn one_station_boots_four_times_with_max_sessions_2() -> Result<()> {
             .filter(|l| l.contains("session ended"))
             .all(|l| l.contains("last_activity_secs_ago=")),
         "session end lines do not show the last activity"
+    );
+    Ok(())
+}
+
+/// libiscsi's `iscsi-perf` streams reads from a second namespace; it stops
+/// reading (SIGSTOP: its receive window fills, sanboot's connection task
+/// blocks in a write with Data-In queued), then its link goes down, so
+/// nothing sanboot sends is acknowledged any more. `TCP_USER_TIMEOUT`
+/// (= `nop_timeout_secs`, 3 s here) fails the socket under the blocked
+/// write, long before the NOP-In interval (60 s here) or the kernel's ~15
+/// minutes of retries.
+#[test]
+fn an_initiator_that_vanishes_mid_read_is_reaped_by_the_tcp_user_timeout() -> Result<()> {
+    sanboot_tests::require(&["iscsi-perf", "ip"])?;
+    let mut lab = Lab::new("iscsi_vanish")?;
+    let disk = disk::build(lab.dir(), 64, false)?;
+    sanboot::tftp_root(&lab)?;
+    let rest = format!(
+        "[iscsi]\nnop_interval_secs = 60\nnop_timeout_secs = 3\n\n{}",
+        sanboot_tests::sanboot_host(&disk.path)
+    );
+    let sanboot = Sanboot::start(&lab, &sanboot::config(&lab, DhcpMode::Full, &rest))?;
+    let router = lab.add_router(sanboot_tests::ROUTER)?;
+    let initiator = "iqn.2024-01.test.e2e:vanishing";
+    let url = format!(
+        "iscsi://{}/{}/0",
+        sanboot_tests::SERVER,
+        sanboot_tests::TARGET_IQN
+    );
+    let perf = lab.spawn_in(
+        &router,
+        "iscsi-perf",
+        &[
+            "iscsi-perf",
+            "-i",
+            initiator,
+            "-x",
+            "0",
+            "-m",
+            "32",
+            "-b",
+            "2048",
+            &url,
+        ],
+        Stop::Kill,
+    )?;
+    sanboot.wait_log_line(&["iscsi login", initiator], Duration::from_secs(10))?;
+    // Let the reads stream, freeze the initiator, then pull the cable.
+    std::thread::sleep(Duration::from_secs(2));
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &perf.pid().to_string()])
+        .status()?;
+    ensure!(stopped.success(), "cannot stop iscsi-perf");
+    std::thread::sleep(Duration::from_secs(1));
+    ip(&["-n", &router, "link", "set", ROUTER_IF, "down"])?;
+    let cut = Instant::now();
+    let line = sanboot.wait_log_line(&["session ended", initiator], Duration::from_secs(20))?;
+    let took = cut.elapsed();
+    println!("reaped {:.1} s after the cut: {line}", took.as_secs_f64());
+    ensure!(
+        line.contains("timed out") || line.contains("No route to host"),
+        "the session ended otherwise: {line}"
+    );
+    // The user timeout runs from the last acknowledgement (probes were still
+    // answered while the initiator was only frozen), so this is at most 3 s
+    // plus the probe timer's granularity.
+    ensure!(
+        took < Duration::from_secs(15),
+        "reaped {:.1} s after the cut, expected about 3 s",
+        took.as_secs_f64()
     );
     Ok(())
 }
