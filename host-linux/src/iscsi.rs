@@ -549,8 +549,9 @@ async fn connection(
             }
         };
         tokio::select! {
-            // Bytes before timers: a ping's answer that arrived while this
-            // task was busy must be read before the ping's deadline is judged.
+            // Kill and stop first; then bytes before timers: a ping's answer
+            // that arrived while this task was busy must be read before the
+            // ping's deadline is judged.
             biased;
             _ = kill.notified() => break End::Reinstated,
             _ = stopped(&mut stop) => break End::Stop,
@@ -724,6 +725,15 @@ fn log_takeover(
         max_sessions = shared.config.iscsi.max_sessions,
         "iscsi session limit reached: the new login takes over this initiator's longest-silent session"
     );
+    // Only for a connection still running (it removes its entry when it ends).
+    let running = shared
+        .kills
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains_key(&old);
+    if !running {
+        return;
+    }
     shared
         .replaced
         .lock()

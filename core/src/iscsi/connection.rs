@@ -36,7 +36,7 @@ const IMMEDIATE_RESERVE: usize = 1;
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Event {
     /// Login reached full feature phase: admit the session in the host's
-    /// [`super::SessionTable`] (`admit(conn.initiator_name(), &req, token)`)
+    /// [`super::SessionTable`] (`admit_at(now, conn.initiator_name(), &req, token)`)
     /// and answer with [`Connection::session_admitted`] or
     /// [`Connection::session_refused`].
     SessionRequest(SessionRequest),
