@@ -230,6 +230,14 @@ pub struct Iscsi {
     /// `<ip>:<port>` reported by SendTargets (TargetAddress); default: the
     /// listen address, or `[server] address` when listening on 0.0.0.0.
     pub portal: Option<String>,
+    /// Seconds without a PDU from an initiator before sanboot pings it
+    /// (NOP-In); 0: no pings. See `TargetLimits::nop_in_interval_ms`.
+    #[serde(default = "default_nop_interval_secs")]
+    pub nop_interval_secs: u64,
+    /// Seconds an unanswered ping (or unacknowledged TCP data) may wait
+    /// before the session is closed as dead.
+    #[serde(default = "default_nop_timeout_secs")]
+    pub nop_timeout_secs: u64,
 }
 
 impl Default for Iscsi {
@@ -241,6 +249,19 @@ impl Default for Iscsi {
             max_connections: default_max_connections(),
             max_connections_per_ip: default_max_connections_per_ip(),
             portal: None,
+            nop_interval_secs: default_nop_interval_secs(),
+            nop_timeout_secs: default_nop_timeout_secs(),
+        }
+    }
+}
+
+impl Iscsi {
+    /// The core's limits with this section's dead-peer timers.
+    pub fn target_limits(&self) -> sanboot_core::iscsi::TargetLimits {
+        sanboot_core::iscsi::TargetLimits {
+            nop_in_interval_ms: self.nop_interval_secs.saturating_mul(1000),
+            nop_in_timeout_ms: self.nop_timeout_secs.saturating_mul(1000),
+            ..Default::default()
         }
     }
 }
@@ -269,6 +290,12 @@ fn default_max_connections_per_ip() -> usize {
 pub const NEXUS_TABLE: usize = 64;
 /// The most discovery sessions `[iscsi] max_discovery_sessions` may allow.
 pub const DISCOVERY_SESSIONS_LIMIT: usize = 128;
+fn default_nop_interval_secs() -> u64 {
+    sanboot_core::iscsi::TargetLimits::default().nop_in_interval_ms / 1000
+}
+fn default_nop_timeout_secs() -> u64 {
+    sanboot_core::iscsi::TargetLimits::default().nop_in_timeout_ms / 1000
+}
 
 /// `[[target]]`: an iSCSI target with its LUNs.
 #[derive(Debug, Clone, Deserialize)]
@@ -496,6 +523,9 @@ impl Config {
                 );
             }
         }
+        if self.iscsi.nop_timeout_secs == 0 {
+            bail!("[iscsi] nop_timeout_secs = 0: must be at least 1 (to turn pings off, set nop_interval_secs = 0)");
+        }
         let mut seen_iqns = std::collections::HashSet::new();
         for t in &self.targets {
             if !seen_iqns.insert(t.iqn.to_ascii_lowercase()) {
@@ -644,6 +674,25 @@ mod tests {
         let c: Config = toml::from_str(&lun(16384)).unwrap();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("lun 16384: above 16383"), "{err}");
+    }
+
+    #[test]
+    fn nop_timers_default_to_a_minute_and_reach_the_core() {
+        let c: Config = toml::from_str(MINIMAL).unwrap();
+        let l = c.iscsi.target_limits();
+        assert_eq!(
+            (l.nop_in_interval_ms, l.nop_in_timeout_ms),
+            (15_000, 30_000)
+        );
+        let text = format!("{MINIMAL}\n[iscsi]\nnop_interval_secs = 0\nnop_timeout_secs = 4\n");
+        let c: Config = toml::from_str(&text).unwrap();
+        c.validate().unwrap();
+        let l = c.iscsi.target_limits();
+        assert_eq!((l.nop_in_interval_ms, l.nop_in_timeout_ms), (0, 4_000));
+        let text = format!("{MINIMAL}\n[iscsi]\nnop_timeout_secs = 0\n");
+        let c: Config = toml::from_str(&text).unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("nop_timeout_secs"), "{err}");
     }
 
     #[test]

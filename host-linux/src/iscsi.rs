@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use sanboot_core::iscsi::{
     Access, ChapCredentials, CloseReason, Connection, DigestPolicy, Driver, Event, LoginStatus,
-    Luns, SessionTable, StorageRequest, TargetConfig, TargetLimits, Targets,
+    Luns, SessionTable, StorageRequest, TargetConfig, Targets,
 };
 use sanboot_core::scsi::{self, Units};
 use sanboot_core::time::Instant;
@@ -75,6 +75,9 @@ pub(crate) struct Shared {
     /// Per connection token: wakes that connection to close it (session
     /// reinstatement).
     kills: Mutex<HashMap<u64, Arc<Notify>>>,
+    /// Why a connection woken through `kills` lost its session, when a
+    /// takeover (not an RFC reinstatement) did it: logged when it ends.
+    replaced: Mutex<HashMap<u64, String>>,
     portal: String,
     epoch: std::time::Instant,
 }
@@ -208,12 +211,26 @@ pub async fn run(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result
         portal: portal(&config, local),
         config: config.clone(),
         targets,
-        sessions: Mutex::new(SessionTable::new()),
+        sessions: Mutex::new({
+            let mut t = SessionTable::new();
+            t.set_limit(config.iscsi.max_sessions);
+            t.set_discovery_limit(config.iscsi.max_discovery_sessions);
+            t
+        }),
         nexus_slots: Mutex::new((0..NEXUS_SLOTS).rev().collect()),
         kills: Mutex::new(HashMap::new()),
+        replaced: Mutex::new(HashMap::new()),
         epoch: std::time::Instant::now(),
     });
-    tracing::info!(listen = %local, portal = %shared.portal, targets = config.targets.len(), "iscsi target listening");
+    tracing::info!(
+        listen = %local,
+        portal = %shared.portal,
+        targets = config.targets.len(),
+        max_sessions = config.iscsi.max_sessions,
+        nop_interval_secs = config.iscsi.nop_interval_secs,
+        nop_timeout_secs = config.iscsi.nop_timeout_secs,
+        "iscsi target listening"
+    );
     let tokens = AtomicU64::new(1);
     let mut conns = tokio::task::JoinSet::new();
     let conn_stop = stop.clone();
@@ -358,6 +375,9 @@ async fn connection(
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = sock.set_nodelay(true);
+    if let Err(e) = detect_dead_peers(&sock, &shared.config.iscsi) {
+        tracing::warn!(%peer, "iscsi: TCP keepalive / user timeout: {e}");
+    }
     let kill = Arc::new(Notify::new());
     shared
         .kills
@@ -375,7 +395,7 @@ async fn connection(
     let mut conn: Box<Conn> = Box::new(Connection::new(
         shared.now(),
         token,
-        TargetLimits::default(),
+        config.iscsi.target_limits(),
         random_seed(),
     ));
     conn.set_crc32c(crc32c::crc32c_append);
@@ -389,6 +409,8 @@ async fn connection(
     let mut tx = vec![0u8; LOGIN_BUF];
     let mut logged_in: Option<(String, String)> = None;
     let mut completions = Vec::new();
+    // Last activity reported to the session table (takeover picks by it).
+    let mut touched = conn.last_activity();
 
     let end_reason = 'conn: loop {
         // 1. input: whole PDUs.
@@ -407,6 +429,14 @@ async fn connection(
         if start == end {
             (start, end) = (0, 0);
         }
+        if conn.last_activity().saturating_since(touched).millis() >= 1000 {
+            touched = conn.last_activity();
+            shared
+                .sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .touch(token, touched);
+        }
         // 2–4 until nothing moves: events, storage, output.
         let mut close = false;
         loop {
@@ -418,6 +448,9 @@ async fn connection(
                         let name = conn.initiator_name().to_string();
                         match admit(&shared, &name, &req, token) {
                             Ok(adm) => {
+                                if let (Some(old), Some(over)) = (adm.reinstated, adm.takeover) {
+                                    log_takeover(&shared, peer, &name, old, over);
+                                }
                                 if let Some(old) = adm.reinstated {
                                     let k = shared
                                         .kills
@@ -560,15 +593,19 @@ async fn connection(
             }
         };
         tokio::select! {
+            // Kill and stop first; then bytes before timers: a ping's answer
+            // that arrived while this task was busy must be read before the
+            // ping's deadline is judged.
+            biased;
+            _ = kill.notified() => break End::Reinstated,
+            _ = stopped(&mut stop) => break End::Stop,
+            _ = permit.evicted() => break End::Evicted,
             r = sock.read(rx.get_mut(end..).unwrap_or_default()) => match r {
                 Ok(0) => break End::Disconnect("closed by initiator".into()),
                 Ok(n) => end += n,
                 Err(e) => break End::Disconnect(format!("read: {e}")),
             },
             _ = sleep => conn.handle_timeout(shared.now()),
-            _ = kill.notified() => break End::Reinstated,
-            _ = permit.evicted() => break End::Evicted,
-            _ = stopped(&mut stop) => break End::Stop,
         }
     };
 
@@ -600,18 +637,33 @@ async fn connection(
         Some(CloseReason::LoginTimeout) => "login timed out".to_string(),
         Some(CloseReason::ProtocolError) => "protocol error".to_string(),
         Some(CloseReason::TargetColdReset) => "target cold reset".to_string(),
+        Some(CloseReason::PeerTimeout) => format!(
+            "peer timeout: no answer to a NOP-In ping within {} s",
+            config.iscsi.nop_timeout_secs
+        ),
     };
+    let replaced = shared
+        .replaced
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&token);
     let how = match &end_reason {
         End::Disconnect(why) => why.as_str(),
         End::Closed => closed_because.as_str(),
-        End::Reinstated => "session reinstated by a new login",
+        End::Reinstated => replaced
+            .as_deref()
+            .unwrap_or("session reinstated by a new login (same initiator and ISID)"),
         End::Evicted => "closed before login to make room: [iscsi] max_connections reached",
         End::Stop => "sanboot stopping",
     };
     let stats = conn.stats();
+    // How long the initiator had been silent: a dead station shows it here.
+    let idle_secs = shared.now().saturating_since(conn.last_activity()).millis() as f64 / 1000.0;
     match logged_in {
         Some((initiator, target)) => tracing::info!(
             %peer, %initiator, %target, reason = how,
+            last_activity_secs_ago = idle_secs,
+            pings = stats.pings,
             pdus_in = stats.pdus_in, pdus_out = stats.pdus_out,
             "iscsi session ended"
         ),
@@ -633,22 +685,71 @@ fn admit(
     req: &sanboot_core::iscsi::SessionRequest,
     token: u64,
 ) -> Result<sanboot_core::iscsi::Admission, LoginStatus> {
+    // The table holds `[iscsi] max_sessions` and, counted apart,
+    // `max_discovery_sessions`; when full, a rebooted station takes over its
+    // own abandoned session.
     let mut table = shared.sessions.lock().unwrap_or_else(|e| e.into_inner());
-    // Discovery and normal sessions have separate caps: idle discovery
-    // sessions cannot keep a disk from logging in.
-    let discovery = req.target.is_none();
-    let (before, cap) = if discovery {
-        (
-            table.count(true),
-            shared.config.iscsi.max_discovery_sessions,
-        )
-    } else {
-        (table.count(false), shared.config.iscsi.max_sessions)
-    };
-    let adm = table.admit(initiator, req, token)?;
-    if adm.reinstated.is_none() && before >= cap {
-        table.release(token);
-        return Err(LoginStatus::OutOfResources);
+    table.admit_at(shared.now(), initiator, req, token)
+}
+
+/// A login at the session limit took over session `old` of the same
+/// initiator: say so on both sides (here, and when `old` ends).
+fn log_takeover(
+    shared: &Shared,
+    peer: SocketAddr,
+    initiator: &str,
+    old: u64,
+    over: sanboot_core::iscsi::Takeover,
+) {
+    let idle = over.idle.millis() as f64 / 1000.0;
+    let isid = over.isid.map(|b| format!("{b:02x}")).concat();
+    tracing::info!(
+        %peer, %initiator, old_tsih = over.tsih, old_isid = %isid, old_idle_secs = idle,
+        max_sessions = shared.config.iscsi.max_sessions,
+        "iscsi session limit reached: the new login takes over this initiator's longest-silent session"
+    );
+    // Only for a connection still running (it removes its entry when it ends).
+    let running = shared
+        .kills
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains_key(&old);
+    if !running {
+        return;
     }
-    Ok(adm)
+    shared
+        .replaced
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(
+            old,
+            format!(
+                "taken over by a new login of the same initiator from {peer} \
+                 (max_sessions = {} reached, silent for {idle:.1} s)",
+                shared.config.iscsi.max_sessions
+            ),
+        );
+}
+
+/// TCP-level dead-peer detection, beside the core's NOP-In pings: keepalive
+/// probes on an idle socket, and `TCP_USER_TIMEOUT` so that data the peer
+/// never acknowledges (a station that vanished mid-transfer, with this
+/// task blocked in a write) fails the socket after `nop_timeout_secs`
+/// instead of the kernel's ~15 minutes of retransmissions.
+fn detect_dead_peers(sock: &TcpStream, iscsi: &config::Iscsi) -> std::io::Result<()> {
+    use std::time::Duration;
+    let timeout = Duration::from_secs(iscsi.nop_timeout_secs.max(1));
+    let idle = Duration::from_secs(match iscsi.nop_interval_secs {
+        0 => 15,
+        s => s,
+    });
+    let probe_every = (timeout / 3).max(Duration::from_secs(1));
+    let sock = socket2::SockRef::from(sock);
+    sock.set_tcp_keepalive(
+        &socket2::TcpKeepalive::new()
+            .with_time(idle)
+            .with_interval(probe_every)
+            .with_retries(3),
+    )?;
+    sock.set_tcp_user_timeout(Some(timeout))
 }

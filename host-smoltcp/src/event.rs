@@ -66,12 +66,27 @@ pub enum Event<'e> {
         /// The target's name (`None`: a discovery session).
         target: Option<&'e str>,
     },
+    /// At the session limit, a login took over the longest-silent session
+    /// of its own initiator name (a rebooted station's abandoned session);
+    /// that session's connection ends next.
+    IscsiTakeover {
+        /// The new login's endpoint.
+        peer: IpEndpoint,
+        /// The InitiatorName both sessions share.
+        initiator: &'e str,
+        /// TSIH of the replaced session.
+        old_tsih: u16,
+        /// How long the replaced session had been silent (ms).
+        old_idle_ms: u64,
+    },
     /// An iSCSI connection ended.
     IscsiClosed {
         /// The initiator's endpoint.
         peer: IpEndpoint,
         /// Why.
         reason: &'static str,
+        /// Milliseconds since the initiator's last PDU.
+        idle_ms: u64,
         /// PDUs received.
         pdus_in: u64,
         /// PDUs sent.

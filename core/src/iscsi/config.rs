@@ -111,6 +111,22 @@ pub struct TargetLimits {
     /// Digest policy for sessions without a target (discovery); a normal
     /// session uses its target's [`TargetConfig::digest`].
     pub digest: DigestPolicy,
+    /// Dead-peer detection: after this long without a PDU from the
+    /// initiator, a full-feature connection sends a NOP-In ping (RFC 7143
+    /// §11.19, a valid TTT and ITT 0xffffffff). 0 sends no pings.
+    ///
+    /// Default 15 s (LIO's `nopin_timeout`): Linux (open-iscsi) and Windows
+    /// answer in milliseconds, so an idle but live initiator costs one
+    /// 48-byte exchange per interval. iPXE never answers a ping (it ignores
+    /// NOP-Ins with a TTT): an iPXE session idle for longer than interval +
+    /// timeout is closed, and iPXE logs in again on its next disk access.
+    pub nop_in_interval_ms: u64,
+    /// Dead-peer detection: a ping not answered within this time (no PDU
+    /// at all arrived) closes the connection with
+    /// [`super::CloseReason::PeerTimeout`]. Default 30 s (LIO's
+    /// `nopin_response_timeout`), generous for an initiator on a loaded
+    /// machine; with the interval, a vanished station is reaped within 45 s.
+    pub nop_in_timeout_ms: u64,
 }
 
 impl Default for TargetLimits {
@@ -127,6 +143,8 @@ impl Default for TargetLimits {
             login_timeout_ms: 15_000,
             allow_digests: true,
             digest: DigestPolicy::Allowed,
+            nop_in_interval_ms: 15_000,
+            nop_in_timeout_ms: 30_000,
         }
     }
 }

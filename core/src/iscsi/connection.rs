@@ -36,7 +36,7 @@ const IMMEDIATE_RESERVE: usize = 1;
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Event {
     /// Login reached full feature phase: admit the session in the host's
-    /// [`super::SessionTable`] (`admit(conn.initiator_name(), &req, token)`)
+    /// [`super::SessionTable`] (`admit_at(now, conn.initiator_name(), &req, token)`)
     /// and answer with [`Connection::session_admitted`] or
     /// [`Connection::session_refused`].
     SessionRequest(SessionRequest),
@@ -69,6 +69,10 @@ pub enum CloseReason {
     ProtocolError,
     /// TARGET COLD RESET: the connection drops after its response.
     TargetColdReset,
+    /// The initiator sent nothing, not even an answer to a NOP-In ping,
+    /// for `nop_in_interval_ms` + `nop_in_timeout_ms` (see
+    /// [`TargetLimits`]): the station is gone.
+    PeerTimeout,
 }
 
 /// Counters for things that went wrong without a panic.
@@ -96,6 +100,8 @@ pub struct Stats {
     pub stray_completions: u64,
     /// Control responses dropped because the queue was full.
     pub control_overflow: u64,
+    /// NOP-In pings sent (dead-peer detection).
+    pub pings: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +144,17 @@ enum Ctrl {
         itt: u32,
         lun: u64,
     },
+    /// A target-initiated NOP-In ping (ITT 0xffffffff, this TTT).
+    Ping {
+        ttt: u32,
+    },
+}
+
+/// A NOP-In ping waiting for any PDU from the initiator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ping {
+    ttt: u32,
+    deadline: Instant,
 }
 
 /// One iSCSI connection with up to `TASKS` outstanding commands, each with a
@@ -176,6 +193,10 @@ pub struct Connection<const TASKS: usize = 32, const SCRATCH: usize = 1024> {
     close_reason: Option<CloseReason>,
     nexus_reported: bool,
     stats: Stats,
+    /// When the last whole PDU arrived (dead-peer detection).
+    last_rx: Instant,
+    /// The ping in flight, if any; any PDU from the initiator ends it.
+    ping: Option<Ping>,
 }
 
 fn decode_lun(raw: u64) -> u64 {
@@ -230,6 +251,8 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
             close_reason: None,
             nexus_reported: false,
             stats: Stats::default(),
+            last_rx: now,
+            ping: None,
         }
     }
 
@@ -271,6 +294,12 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
     /// I_T nexus id (0 before login completes).
     pub fn nexus(&self) -> u64 {
         self.nexus
+    }
+
+    /// When the initiator last sent a whole PDU (any PDU: a command, data,
+    /// an answer to a ping); the accept time before its first one.
+    pub fn last_activity(&self) -> Instant {
+        self.last_rx
     }
 
     /// The longest PDU the peer may send us: the host's receive buffer must
@@ -394,7 +423,6 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
         targets: &Targets<'_>,
         backend: &mut B,
     ) -> usize {
-        let _ = now;
         match self.state {
             State::Closing | State::Closed => return rx.len(),
             State::AwaitSession => return 0,
@@ -419,6 +447,9 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
             return 0;
         };
         self.stats.pdus_in += 1;
+        // Any PDU proves the initiator is alive, not only the ping's answer.
+        self.last_rx = self.last_rx.max(now);
+        self.ping = None;
         let header_end = BHS_LEN + layout.ahs_len;
         if self.rx_digests.header {
             let want = (self.crc)(0, pdu.get(..header_end).unwrap_or(&[]));
@@ -962,7 +993,8 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
             return;
         }
         if n.itt == RESERVED_TAG {
-            // A reply to our ping (we send none) or a one-way NOP: no answer.
+            // The answer to our ping (TTT echoed; `handle_input` already
+            // counted it as life) or a one-way NOP: no answer.
             return;
         }
         let Ok(data) = Vec::from_slice(data) else {
@@ -1244,16 +1276,33 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
 
     // ----------------------------------------------------------------- time
 
-    /// When [`Connection::handle_timeout`] must next be called.
+    /// When [`Connection::handle_timeout`] must next be called: the login
+    /// deadline, then in full feature phase the next NOP-In ping (after
+    /// `nop_in_interval_ms` without a PDU) or the deadline of the ping in
+    /// flight.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Login | State::AwaitSession => self.login_deadline,
+            State::FullFeature => self.nop_deadline(),
             _ => None,
         }
     }
 
-    /// Handle timers due at `now` (idempotent).
+    fn nop_deadline(&self) -> Option<Instant> {
+        if self.limits.nop_in_interval_ms == 0 {
+            return None;
+        }
+        Some(match self.ping {
+            Some(p) => p.deadline,
+            None => self.last_rx + Duration::from_millis(self.limits.nop_in_interval_ms),
+        })
+    }
+
+    /// Handle timers due at `now` (idempotent): close a login that took too
+    /// long; in full feature phase send a NOP-In ping after the idle
+    /// interval, and close the connection ([`CloseReason::PeerTimeout`])
+    /// when the ping's deadline passes without any PDU from the initiator.
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Some(d) = self.login_deadline {
             if now >= d && matches!(self.state, State::Login | State::AwaitSession) {
@@ -1263,6 +1312,38 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
                 self.close(CloseReason::LoginTimeout);
             }
         }
+        if self.state != State::FullFeature {
+            return;
+        }
+        match (self.ping, self.nop_deadline()) {
+            (Some(p), _) if now >= p.deadline => {
+                debug!("iscsi: NOP-In ping {:#x} unanswered: peer gone", p.ttt);
+                self.ping = None;
+                self.abort_all_tasks();
+                self.ctrl.clear();
+                self.close(CloseReason::PeerTimeout);
+            }
+            (None, Some(due)) if now >= due => {
+                let ttt = self.alloc_ping_ttt();
+                self.ping = Some(Ping {
+                    ttt,
+                    deadline: now + Duration::from_millis(self.limits.nop_in_timeout_ms),
+                });
+                self.stats.pings += 1;
+                self.queue_ctrl(Ctrl::Ping { ttt });
+            }
+            _ => {}
+        }
+    }
+
+    /// A fresh Target Transfer Tag for a ping (never 0xffffffff).
+    fn alloc_ping_ttt(&mut self) -> u32 {
+        let ttt = self.next_ttt;
+        self.next_ttt = self.next_ttt.wrapping_add(1);
+        if self.next_ttt == RESERVED_TAG {
+            self.next_ttt = 1;
+        }
+        ttt
     }
 
     // ---------------------------------------------------------------- output
@@ -1467,6 +1548,20 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
                     .emit(&mut Bhs::new_unchecked(&mut b[..]));
                     (0, true)
                 }
+                Ctrl::Ping { ttt } => {
+                    let b = buf.get_mut(..need(0))?;
+                    NopIn {
+                        lun: 0,
+                        itt: RESERVED_TAG,
+                        ttt: *ttt,
+                        stat_sn,
+                        exp_cmd_sn: exp,
+                        max_cmd_sn: max,
+                        data_len: 0,
+                    }
+                    .emit(&mut Bhs::new_unchecked(&mut b[..]));
+                    (0, true)
+                }
                 Ctrl::Text { itt, lun } => {
                     // Pieces of at most the initiator's MaxRecvDataSegmentLength;
                     // all but the last carry C=1 and a TTT to continue with.
@@ -1504,8 +1599,10 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
             }
         }
         // Every control response carries and advances StatSN (only Data-In
-        // without status and R2T do not).
-        self.stat_sn = self.stat_sn.wrapping_add(1);
+        // without status, R2T and a ping, RFC 7143 §11.19.4, do not).
+        if !matches!(c, Ctrl::Ping { .. }) {
+            self.stat_sn = self.stat_sn.wrapping_add(1);
+        }
         self.seal(buf, data_len)
     }
 

@@ -9,7 +9,8 @@
 //! - [`crc32c`]: software CRC32C for header/data digests, replaceable by a
 //!   hardware one through [`Connection::set_crc32c`].
 //! - [`login`], [`params`], [`chap`]: the login phase and key negotiation.
-//! - [`session`]: the target-wide [`SessionTable`] (TSIH, limits, reinstatement).
+//! - [`session`]: the target-wide [`SessionTable`] (TSIH, limits, reinstatement,
+//!   takeover of a rebooted station's abandoned session).
 //! - [`Connection`]: one TCP connection from accept to close.
 //! - [`backend`]: what the connection needs from the host: the SCSI layer
 //!   ([`Backend::scsi_command`]) and storage ([`StorageRequest`]).
@@ -35,7 +36,7 @@
 //!     // 2. events
 //!     while let Some(ev) = conn.poll_event() {
 //!         match ev {
-//!             Event::SessionRequest(req) => match sessions.admit(conn.initiator_name(), &req, token) {
+//!             Event::SessionRequest(req) => match sessions.admit_at(now, conn.initiator_name(), &req, token) {
 //!                 Ok(adm) => { if let Some(old) = adm.reinstated { /* close that connection */ }
 //!                              conn.session_admitted(&adm) }
 //!                 Err(status) => conn.session_refused(status),
@@ -51,7 +52,8 @@
 //!     }
 //!     // 4. output: one PDU per call into the tx buffer
 //!     while let Some(n) = conn.poll_transmit(now, &mut tx, &mut backend) { send(&tx[..n]) }
-//!     // 5. time
+//!     // 5. time (login deadline, NOP-In pings); now and then, for takeovers:
+//!     // sessions.touch(token, conn.last_activity())
 //!     if let Some(t) = conn.poll_timeout() { /* wake at t, then conn.handle_timeout(t) */ }
 //! }
 //! ```
@@ -100,8 +102,18 @@
 //! # What is sent to iPXE
 //!
 //! GOOD status rides in the last Data-In (S bit); any other status comes in
-//! its own SCSI Response. The target never sends NOP-In pings or
-//! Asynchronous Messages, and sends Reject only for malformed PDUs.
+//! its own SCSI Response. The target sends no Asynchronous Messages, and
+//! Reject only for malformed PDUs.
+//!
+//! # Dead peers
+//!
+//! After [`TargetLimits::nop_in_interval_ms`] without a PDU, a full-feature
+//! connection sends a NOP-In ping (valid TTT, ITT 0xffffffff, StatSN not
+//! advanced); if nothing at all arrives within
+//! [`TargetLimits::nop_in_timeout_ms`] it closes with
+//! [`CloseReason::PeerTimeout`]. Both timers come out of `poll_timeout`.
+//! Linux and Windows initiators answer pings; iPXE ignores them, so an
+//! idle iPXE session is closed too (iPXE logs in again when it next reads).
 
 pub mod backend;
 pub mod chap;
@@ -134,4 +146,4 @@ pub use connection::{CloseReason, Connection, Event, Stats};
 pub use driver::{Access, Driver, Luns};
 pub use login::{LoginStatus, SessionRequest};
 pub use params::SessionParams;
-pub use session::{Admission, SessionTable};
+pub use session::{Admission, SessionTable, Takeover, TAKEOVER_MIN_IDLE_MS};

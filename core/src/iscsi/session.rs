@@ -4,10 +4,42 @@
 //! Sessions span connections, so this table lives beside the connections (a
 //! host with several threads wraps it in a mutex). A connection asks it once,
 //! when login reaches full feature phase, and tells it when it ends.
+//!
+//! # Takeover at the session limit
+//!
+//! A station that reboots leaves its sessions behind: iPXE abandons its
+//! session when the OS takes the NIC (no logout, and a random ISID, so the
+//! next boot cannot reinstate it), and a powered-off OS never logs out.
+//! Dead-peer detection ([`super::TargetLimits::nop_in_interval_ms`]) reaps
+//! them within a minute, but a station reboots faster than that. So when
+//! the table is full, [`SessionTable::admit_at`] lets a login take over the
+//! session of the *same initiator name* that has been silent longest
+//! (at least [`TAKEOVER_MIN_IDLE_MS`]) instead of refusing it: a station
+//! that logs in again has evidently restarted. Hosts report each
+//! connection's activity with [`SessionTable::touch`].
 
 use heapless::String;
 
 use super::login::{LoginStatus, SessionRequest, MAX_NAME_LEN};
+use crate::time::{Duration, Instant};
+
+/// A session silent for less than this is never taken over: it may be a
+/// live session the initiator is using right now (an initiator that opens
+/// several sessions at once, such as a multipath open-iscsi).
+pub const TAKEOVER_MIN_IDLE_MS: u64 = 5_000;
+
+/// A session that [`SessionTable::admit_at`] gave to a new login because the
+/// table was full (the host closes it through [`Admission::reinstated`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Takeover {
+    /// TSIH of the session that was replaced.
+    pub tsih: u16,
+    /// Its ISID.
+    pub isid: [u8; 6],
+    /// How long it had been silent.
+    pub idle: Duration,
+}
 
 /// A session the table granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +53,10 @@ pub struct Admission {
     /// Host token of a connection whose session this login reinstates: the
     /// host must close that connection (and drop its tasks) now.
     pub reinstated: Option<u64>,
+    /// Set when `reinstated` names a session of the same initiator taken
+    /// over at the session limit (not an RFC reinstatement by ISID): what
+    /// the host logs about it.
+    pub takeover: Option<Takeover>,
 }
 
 #[derive(Debug, Clone)]
@@ -30,6 +66,8 @@ struct Entry {
     initiator: String<MAX_NAME_LEN>,
     target: Option<usize>,
     token: u64,
+    /// Last PDU the session's connection received, as far as the host told us.
+    last_active: Instant,
 }
 
 /// Up to `N` concurrent sessions.
@@ -38,6 +76,12 @@ pub struct SessionTable<const N: usize> {
     entries: [Option<Entry>; N],
     next_tsih: u16,
     next_nexus: u64,
+    /// At most this many normal sessions (`N` unless
+    /// [`SessionTable::set_limit`]).
+    limit: usize,
+    /// At most this many discovery sessions, counted apart so idle
+    /// discovery sessions cannot keep a disk from logging in.
+    discovery_limit: usize,
 }
 
 impl<const N: usize> Default for SessionTable<N> {
@@ -53,6 +97,31 @@ impl<const N: usize> SessionTable<N> {
             entries: core::array::from_fn(|_| None),
             next_tsih: 1,
             next_nexus: 1,
+            limit: N,
+            discovery_limit: N,
+        }
+    }
+
+    /// Admit at most `max` normal sessions (capped at `N`), e.g. `[iscsi]
+    /// max_sessions`.
+    pub fn set_limit(&mut self, max: usize) {
+        self.limit = max.min(N);
+    }
+
+    /// Admit at most `max` discovery sessions (capped at `N`), e.g.
+    /// `[iscsi] max_discovery_sessions`.
+    pub fn set_discovery_limit(&mut self, max: usize) {
+        self.discovery_limit = max.min(N);
+    }
+
+    /// The connection `token` received a PDU at `now` (hosts may call this
+    /// at a coarse rate, say once a second per connection): it decides
+    /// which session a takeover picks.
+    pub fn touch(&mut self, token: u64, now: Instant) {
+        for e in self.entries.iter_mut().flatten() {
+            if e.token == token && e.last_active < now {
+                e.last_active = now;
+            }
         }
     }
 
@@ -88,9 +157,36 @@ impl<const N: usize> SessionTable<N> {
         }
     }
 
-    /// Admit the session a connection (identified by the host's `token`) asks for.
+    /// Admit the session a connection (identified by the host's `token`) asks
+    /// for; a full table refuses it (`OutOfResources`). Hosts with a clock
+    /// use [`SessionTable::admit_at`].
     pub fn admit(
         &mut self,
+        initiator: &str,
+        req: &SessionRequest,
+        token: u64,
+    ) -> Result<Admission, LoginStatus> {
+        self.admit_inner(None, initiator, req, token)
+    }
+
+    /// [`SessionTable::admit`] at `now`; when the table is full, the login
+    /// takes over the session of the same initiator name that has been
+    /// silent longest, if that is at least [`TAKEOVER_MIN_IDLE_MS`]
+    /// ([`Admission::takeover`] says so, [`Admission::reinstated`] names
+    /// the connection to close).
+    pub fn admit_at(
+        &mut self,
+        now: Instant,
+        initiator: &str,
+        req: &SessionRequest,
+        token: u64,
+    ) -> Result<Admission, LoginStatus> {
+        self.admit_inner(Some(now), initiator, req, token)
+    }
+
+    fn admit_inner(
+        &mut self,
+        now: Option<Instant>,
         initiator: &str,
         req: &SessionRequest,
         token: u64,
@@ -135,12 +231,23 @@ impl<const N: usize> SessionTable<N> {
                 initiator: name,
                 target: req.target,
                 token,
+                last_active: now.unwrap_or_default(),
             });
             return Ok(Admission {
                 tsih,
                 nexus,
                 reinstated: old_token,
+                takeover: None,
             });
+        }
+        let discovery = req.target.is_none();
+        let limit = if discovery {
+            self.discovery_limit
+        } else {
+            self.limit
+        };
+        if self.count(discovery) >= limit {
+            return self.take_over(now, name, req, token, nexus);
         }
         let tsih = self.alloc_tsih();
         let slot = self
@@ -154,11 +261,62 @@ impl<const N: usize> SessionTable<N> {
             initiator: name,
             target: req.target,
             token,
+            last_active: now.unwrap_or_default(),
         });
         Ok(Admission {
             tsih,
             nexus,
             reinstated: None,
+            takeover: None,
+        })
+    }
+
+    /// The table is full: give the new login the longest-silent session of
+    /// the same initiator name, or refuse it.
+    fn take_over(
+        &mut self,
+        now: Option<Instant>,
+        name: String<MAX_NAME_LEN>,
+        req: &SessionRequest,
+        token: u64,
+        nexus: u64,
+    ) -> Result<Admission, LoginStatus> {
+        let now = now.ok_or(LoginStatus::OutOfResources)?;
+        let min_idle = Duration::from_millis(TAKEOVER_MIN_IDLE_MS);
+        let victim = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| Some((i, e.as_ref()?)))
+            .filter(|(_, e)| e.initiator.as_str().eq_ignore_ascii_case(&name))
+            .filter(|(_, e)| e.target.is_none() == req.target.is_none())
+            .filter(|(_, e)| now.saturating_since(e.last_active) >= min_idle)
+            .min_by_key(|(_, e)| e.last_active)
+            .map(|(i, _)| i)
+            .ok_or(LoginStatus::OutOfResources)?;
+        let tsih = self.alloc_tsih();
+        let slot = self
+            .entries
+            .get_mut(victim)
+            .ok_or(LoginStatus::TargetError)?;
+        let old = slot.replace(Entry {
+            tsih,
+            isid: req.isid,
+            initiator: name,
+            target: req.target,
+            token,
+            last_active: now,
+        });
+        let old = old.ok_or(LoginStatus::TargetError)?;
+        Ok(Admission {
+            tsih,
+            nexus,
+            reinstated: Some(old.token),
+            takeover: Some(Takeover {
+                tsih: old.tsih,
+                isid: old.isid,
+                idle: now.saturating_since(old.last_active),
+            }),
         })
     }
 
@@ -234,5 +392,76 @@ mod tests {
             t.admit("iqn.i", &req(1, 999), 4),
             Err(LoginStatus::SessionDoesNotExist)
         );
+    }
+
+    fn at(ms: u64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
+    /// A rebooting station at `max_sessions = 2`: its third login takes
+    /// over its longest-silent session instead of being refused.
+    #[test]
+    fn full_table_takeover_picks_the_same_initiators_longest_silent_session() {
+        let mut t = SessionTable::<4>::new();
+        t.set_limit(2);
+        let a = t.admit_at(at(0), "iqn.station", &req(1, 0), 1).unwrap();
+        let b = t.admit_at(at(1_000), "iqn.station", &req(2, 0), 2).unwrap();
+        assert_eq!((a.takeover, b.takeover), (None, None));
+        // Session 1 was active later than session 2: 2 is the one to go.
+        t.touch(1, at(3_000));
+        let c = t
+            .admit_at(at(60_000), "IQN.STATION", &req(3, 0), 3)
+            .unwrap();
+        assert_eq!(c.reinstated, Some(2));
+        let over = c.takeover.unwrap();
+        assert_eq!(over.tsih, b.tsih);
+        assert_eq!(over.isid, req(2, 0).isid);
+        assert_eq!(over.idle, Duration::from_millis(59_000));
+        assert_eq!(t.len(), 2);
+        // The replaced connection's late release leaves the new session.
+        t.release(2);
+        assert_eq!(t.len(), 2);
+        // The next login takes over session 1 (silent since 3 s).
+        let d = t
+            .admit_at(at(61_000), "iqn.station", &req(4, 0), 4)
+            .unwrap();
+        assert_eq!(d.reinstated, Some(1));
+    }
+
+    #[test]
+    fn takeover_spares_other_initiators_and_recent_sessions() {
+        let mut t = SessionTable::<2>::new();
+        t.admit_at(at(0), "iqn.other", &req(1, 0), 1).unwrap();
+        t.admit_at(at(0), "iqn.station", &req(2, 0), 2).unwrap();
+        // Another initiator's silent session is never taken.
+        assert_eq!(
+            t.admit_at(at(100_000), "iqn.third", &req(3, 0), 3),
+            Err(LoginStatus::OutOfResources)
+        );
+        // A session active less than TAKEOVER_MIN_IDLE_MS ago is in use.
+        t.touch(2, at(100_000));
+        assert_eq!(
+            t.admit_at(
+                at(100_000 + TAKEOVER_MIN_IDLE_MS - 1),
+                "iqn.station",
+                &req(3, 0),
+                3
+            ),
+            Err(LoginStatus::OutOfResources)
+        );
+        // Without a clock (`admit`) a full table refuses as before.
+        assert_eq!(
+            t.admit("iqn.station", &req(3, 0), 3),
+            Err(LoginStatus::OutOfResources)
+        );
+        let ok = t
+            .admit_at(
+                at(100_000 + TAKEOVER_MIN_IDLE_MS),
+                "iqn.station",
+                &req(3, 0),
+                3,
+            )
+            .unwrap();
+        assert_eq!(ok.reinstated, Some(2));
     }
 }

@@ -435,5 +435,6 @@ pub(crate) fn ipxe_logged_in(limits: TargetLimits) -> Harness<'static> {
 
 mod discovery_tmf;
 mod ipxe;
+mod keepalive;
 mod login_tests;
 mod transfer;

@@ -132,6 +132,8 @@ fn config() -> Config<'static> {
                 portal: "192.0.2.1:3260",
                 portal_group_tag: 1,
             },
+            nop_in_interval_ms: 15_000,
+            nop_in_timeout_ms: 30_000,
         }),
     }
 }

@@ -318,6 +318,8 @@ fn config(mac: [u8; 6], seed: u64) -> Config<'static> {
                 portal: "192.0.2.1:3260",
                 portal_group_tag: 1,
             },
+            nop_in_interval_ms: 15_000,
+            nop_in_timeout_ms: 30_000,
         }),
     }
 }

@@ -503,6 +503,25 @@ impl Initiator {
         self.command(&cdb, &[], 0)
     }
 
+    /// Plays a station that vanished: answers nothing, only reads what the
+    /// target sends until it closes the connection (or `timeout` passes).
+    /// Returns the (ITT, TTT) of every NOP-In received.
+    pub fn silent_until_closed(&mut self, timeout: Duration) -> io::Result<Vec<(u32, u32)>> {
+        self.sock.set_read_timeout(Some(timeout))?;
+        let mut pings = Vec::new();
+        loop {
+            match self.recv() {
+                Ok((h, _)) if h[0] & 0x3f == 0x20 => pings.push((be32(&h, 16), be32(&h, 20))),
+                Ok((h, _)) => {
+                    return Err(proto(format!("unexpected PDU opcode {:#x}", h[0] & 0x3f)))
+                }
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(pings),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(pings),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// TEST UNIT READY until GOOD (the first answers carry unit attentions).
     pub fn ready(&mut self) -> io::Result<()> {
         for _ in 0..5 {

@@ -13,8 +13,8 @@ use core::cell::RefCell;
 
 use sanboot_core::block::BlockDevice;
 use sanboot_core::iscsi::{
-    Access, Connection, Driver, Event as IscsiEvent, Luns, SessionTable, StorageRequest,
-    TargetLimits, Targets,
+    Access, CloseReason, Connection, Driver, Event as IscsiEvent, Luns, SessionTable,
+    StorageRequest, TargetLimits, Targets,
 };
 use sanboot_core::scsi::{self, Units};
 use sanboot_core::time::Instant;
@@ -70,6 +70,25 @@ pub struct IscsiConfig<'a> {
     /// Targets, their allowed initiators, CHAP and LUN numbers; `portal`
     /// is what SendTargets reports (`"192.0.2.1:3260"`).
     pub targets: Targets<'a>,
+    /// Dead-peer detection: NOP-In ping after this long without a PDU (0:
+    /// none); see `TargetLimits::nop_in_interval_ms` (default 15 000).
+    pub nop_in_interval_ms: u64,
+    /// An unanswered ping closes the session after this long; also the TCP
+    /// socket's timeout (`set_timeout`, keep-alives every third of it), so
+    /// unacknowledged data or keep-alives abort a vanished peer (default 30 000).
+    pub nop_in_timeout_ms: u64,
+}
+
+impl IscsiConfig<'_> {
+    /// The limits we negotiate with (what the buffers above can hold) and
+    /// this configuration's dead-peer timers.
+    pub fn limits(&self) -> TargetLimits {
+        TargetLimits {
+            nop_in_interval_ms: self.nop_in_interval_ms,
+            nop_in_timeout_ms: self.nop_in_timeout_ms,
+            ..limits()
+        }
+    }
 }
 
 /// The limits we negotiate with (what the buffers above can hold).
@@ -273,7 +292,13 @@ impl<'a, D: Disks, const C: usize> Iscsi<'a, D, C> {
                     .and_then(|s| s.conn.as_ref())
                     .is_some_and(|c| c.token() == token);
                 if hit {
-                    self.finish(i, sockets, on_event, "session reinstated by a new login");
+                    self.finish(
+                        i,
+                        now,
+                        sockets,
+                        on_event,
+                        "session replaced by a new login of the same initiator",
+                    );
                     if let Some(s) = self.slots.get(i) {
                         sockets.get_mut::<tcp::Socket>(s.socket).abort();
                     }
@@ -287,6 +312,7 @@ impl<'a, D: Disks, const C: usize> Iscsi<'a, D, C> {
     fn finish(
         &mut self,
         i: usize,
+        now: Instant,
         sockets: &mut SocketSet<'_>,
         on_event: &mut dyn FnMut(Event<'_>),
         reason: &'static str,
@@ -317,6 +343,7 @@ impl<'a, D: Disks, const C: usize> Iscsi<'a, D, C> {
             on_event(Event::IscsiClosed {
                 peer,
                 reason,
+                idle_ms: now.saturating_since(conn.last_activity()).millis(),
                 pdus_in: s.pdus_in,
                 pdus_out: s.pdus_out,
             });
@@ -350,11 +377,17 @@ impl<'a, D: Disks, const C: usize> Iscsi<'a, D, C> {
             slot.conn = Some(Connection::new(
                 now,
                 token,
-                limits(),
+                self.config.limits(),
                 seed_bytes(self.seed, token),
             ));
             slot.peer = socket.remote_endpoint();
             socket.set_nagle_enabled(false);
+            // A vanished peer: keep-alives on an idle socket, and the abort
+            // when neither data nor keep-alives are acknowledged in time
+            // (mid-transfer the core cannot ping: the TX ring is full).
+            let timeout = self.config.nop_in_timeout_ms.max(1000);
+            socket.set_timeout(Some(smoltcp::time::Duration::from_millis(timeout)));
+            socket.set_keep_alive(Some(smoltcp::time::Duration::from_millis(timeout / 3)));
             // An initiator with Nagle on holds a Data-Out until the command
             // before it is acknowledged: a delayed ACK would cost every
             // write its delay.
@@ -387,6 +420,7 @@ impl<'a, D: Disks, const C: usize> Iscsi<'a, D, C> {
             }
             slot.start = slot.start.saturating_add(n).min(slot.end);
         }
+        self.sessions.touch(conn.token(), conn.last_activity());
         if slot.start == slot.end {
             (slot.start, slot.end) = (0, 0);
         } else if slot.start > 0 {
@@ -408,8 +442,19 @@ impl<'a, D: Disks, const C: usize> Iscsi<'a, D, C> {
                 match ev {
                     IscsiEvent::SessionRequest(req) => {
                         let token = conn.token();
-                        match self.sessions.admit(conn.initiator_name(), &req, token) {
+                        match self
+                            .sessions
+                            .admit_at(now, conn.initiator_name(), &req, token)
+                        {
                             Ok(adm) => {
+                                if let (Some(peer), Some(over)) = (slot.peer, adm.takeover) {
+                                    on_event(Event::IscsiTakeover {
+                                        peer,
+                                        initiator: conn.initiator_name(),
+                                        old_tsih: over.tsih,
+                                        old_idle_ms: over.idle.millis(),
+                                    });
+                                }
                                 reinstated = reinstated.or(adm.reinstated);
                                 // Slots past the SCSI layer's nexus table are
                                 // served without unit attentions or reservations.
@@ -474,12 +519,18 @@ impl<'a, D: Disks, const C: usize> Iscsi<'a, D, C> {
         if ended {
             let reason = if stuck {
                 "receive buffer full"
+            } else if conn.close_reason() == Some(CloseReason::PeerTimeout) {
+                "peer timeout: no answer to a NOP-In ping"
             } else if close || conn.is_closed() {
                 "logout"
+            } else if socket.state() == tcp::State::Closed {
+                // A reset, or smoltcp's abort: no ACK for data or
+                // keep-alives within the timeout.
+                "connection reset or timed out (TCP data or keep-alives unacknowledged)"
             } else {
                 "closed by initiator"
             };
-            self.finish(i, sockets, on_event, reason);
+            self.finish(i, now, sockets, on_event, reason);
             moved = true;
         }
         (moved, reinstated)

@@ -97,6 +97,7 @@ fn run(cli: Cli) -> Result<()> {
         .portal
         .clone()
         .unwrap_or_else(|| format!("{}:{port}", config.server.address));
+    let nop = config.iscsi.target_limits();
     let iscsi = (!config.targets.is_empty()).then(|| IscsiConfig {
         port,
         targets: Targets {
@@ -104,6 +105,8 @@ fn run(cli: Cli) -> Result<()> {
             portal: &portal,
             portal_group_tag: 1,
         },
+        nop_in_interval_ms: nop.nop_in_interval_ms,
+        nop_in_timeout_ms: nop.nop_in_timeout_ms,
     });
     let app_config = sanboot_smoltcp::Config {
         mac,
@@ -280,9 +283,22 @@ fn log_event(e: &Event<'_>) {
         Event::IscsiClosed {
             peer,
             reason,
+            idle_ms,
             pdus_in,
             pdus_out,
-        } => println!("iscsi session from {peer} ended: {reason} ({pdus_in} PDUs in, {pdus_out} out)"),
+        } => println!(
+            "iscsi session from {peer} ended: {reason} (last activity {:.1} s ago; {pdus_in} PDUs in, {pdus_out} out)",
+            idle_ms as f64 / 1000.0
+        ),
+        Event::IscsiTakeover {
+            peer,
+            initiator,
+            old_tsih,
+            old_idle_ms,
+        } => println!(
+            "iscsi session limit reached: login from {peer} ({initiator}) takes over its session tsih={old_tsih}, silent for {:.1} s",
+            old_idle_ms as f64 / 1000.0
+        ),
         Event::TftpRepeated { peer } => println!("TFTP repeated RRQ from {peer} ignored"),
         Event::TftpDone {
             peer,
