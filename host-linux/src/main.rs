@@ -3,7 +3,6 @@
 //! Thin by design: sockets, files, config, CLI and logging live here; every
 //! protocol decision is made by `sanboot-core`.
 
-mod config;
 mod dhcp;
 mod disk;
 mod iscsi;
@@ -16,6 +15,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use sanboot_config as config;
 use tokio::sync::watch;
 
 #[derive(Parser)]

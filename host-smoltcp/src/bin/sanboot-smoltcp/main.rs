@@ -6,10 +6,6 @@
 //! bridge may carry another address or none. `[server] interface` is
 //! ignored. Leases are kept in memory only.
 
-#[allow(dead_code)]
-#[cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing))]
-#[path = "../../../../host-linux/src/config.rs"]
-mod config;
 mod disks;
 mod files;
 mod translate;
@@ -20,6 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use sanboot_config as config;
 use sanboot_core::dhcp::{BootChoice, ClientKind, MessageType};
 use sanboot_core::iscsi::Targets;
 use sanboot_core::tftp::TransferConfig;
