@@ -6,8 +6,8 @@
 mod dhcp;
 mod disk;
 mod iscsi;
-mod script;
 mod tftp;
+mod virtual_files;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -80,7 +80,7 @@ fn init_logging() {
 
 fn check(path: PathBuf) -> Result<()> {
     let config = config::Config::load(&path)?;
-    let warnings = script::check_warnings(&config);
+    let warnings = config::script::check_warnings(&config);
     for w in &warnings {
         println!("warning: {w}");
     }
@@ -97,7 +97,7 @@ fn check(path: PathBuf) -> Result<()> {
 fn print_script(path: PathBuf, mac: &str) -> Result<()> {
     let config = config::Config::load(&path)?;
     let mac = config::parse_mac(mac).with_context(|| format!("--mac {mac}"))?;
-    print!("{}", script::render_for_mac(&config, mac)?);
+    print!("{}", config::script::render_for_mac(&config, mac)?);
     Ok(())
 }
 

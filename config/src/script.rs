@@ -1,4 +1,4 @@
-//! iPXE scripts for `sanboot script`, the TFTP virtual files, and the
+//! iPXE scripts for `sanboot script` and the TFTP virtual files, and the
 //! boot-time problems `sanboot check` warns about. The scripts themselves are
 //! rendered by `sanboot_core::ipxe`; this module maps the config onto it.
 
@@ -7,11 +7,11 @@ use std::net::Ipv4Addr;
 
 use anyhow::{anyhow, bail, Result};
 use sanboot_core::ipxe::{
-    expand_initiator_iqn, mac_from_script_name, validate_iscsi_name, Chap, DirectEntry, HexHyp,
-    HostBoot, InitiatorIqn, InitiatorIqnError, IscsiDisk, RenderError, Script, DEFAULT_SCRIPT,
+    expand_initiator_iqn, validate_iscsi_name, Chap, DirectEntry, HexHyp, HostBoot, InitiatorIqn,
+    InitiatorIqnError, IscsiDisk, RenderError, Script, DEFAULT_SCRIPT,
 };
 
-use crate::config::{parse_mac, BootKind, Config, DhcpMode, Host, Target};
+use crate::{parse_mac, BootKind, Config, DhcpMode, Host, Target};
 
 /// iPXE's BIOS INT 13h emulation guesses 255 heads x 63 sectors; a disk with
 /// fewer blocks than one such cylinder has 0 cylinders and every CHS read
@@ -24,9 +24,12 @@ const MIN_CHAP_SECRET_LEN: usize = 12;
 
 /// Why a host has no script.
 #[derive(Debug)]
-enum HostError {
+pub enum HostError {
+    /// The initiator IQN template does not expand to a valid name.
     Initiator(InitiatorIqnError),
+    /// A value cannot be written into the script.
     Render(RenderError),
+    /// The host's table lacks what its boot kind needs.
     Config(String),
 }
 
@@ -60,7 +63,7 @@ fn target_of<'a>(config: &'a Config, host: &Host) -> Result<&'a Target, HostErro
         .ok_or_else(|| HostError::Config(format!("target {iqn:?} is not defined")))
 }
 
-fn host_boot<'a>(
+pub(crate) fn host_boot<'a>(
     config: &'a Config,
     host: &'a Host,
     initiator: &'a str,
@@ -103,27 +106,29 @@ fn host_boot<'a>(
 }
 
 /// A chain host needs no initiator name, so a bad template must not stop it.
-fn host_initiator(config: &Config, host: &Host) -> Result<InitiatorIqn, HostError> {
+pub(crate) fn host_initiator(config: &Config, host: &Host) -> Result<InitiatorIqn, HostError> {
     match host.boot {
         BootKind::Chain => Ok(InitiatorIqn::new()),
         BootKind::Sanboot | BootKind::Kernel => initiator_iqn(config, host),
     }
 }
 
-fn to_string(script: Script<'_>) -> Result<String, RenderError> {
+/// The script as text.
+pub fn to_string(script: Script<'_>) -> Result<String, RenderError> {
     let mut out = String::new();
     script.write_to(&mut out)?;
     Ok(out)
 }
 
-fn render_host(config: &Config, host: &Host) -> Result<String, HostError> {
+/// The script of one host.
+pub fn render_host(config: &Config, host: &Host) -> Result<String, HostError> {
     let initiator = host_initiator(config, host)?;
     let boot = host_boot(config, host, &initiator)?;
     to_string(Script::Host(boot)).map_err(HostError::Render)
 }
 
 /// The direct form: every host whose script renders, in config order.
-fn render_direct(config: &Config) -> Result<String, RenderError> {
+pub fn render_direct(config: &Config) -> Result<String, RenderError> {
     let initiators: Vec<_> = config
         .hosts
         .iter()
@@ -162,7 +167,7 @@ pub fn render_for_mac(config: &Config, mac: [u8; 6]) -> Result<String> {
 /// The directory (no leading or trailing `/`) the chain's `default.ipxe` and
 /// per-MAC scripts are requested under: `[boot] root_path`, which a relative
 /// value makes relative to the directory of `[boot] script`.
-fn script_dir(config: &Config) -> String {
+pub fn script_dir(config: &Config) -> String {
     let boot_dir = config
         .boot
         .script
@@ -174,53 +179,6 @@ fn script_dir(config: &Config) -> String {
         Some(rp) if rp.starts_with('/') => rp.trim_matches('/').to_string(),
         Some(rp) if boot_dir.is_empty() => rp.trim_matches('/').to_string(),
         Some(rp) => format!("{boot_dir}/{}", rp.trim_matches('/')),
-    }
-}
-
-/// A file TFTP serves from memory instead of from its root: the seed chain
-/// (`boot.ipxe`, `default.ipxe`) and each host's `<mac-hexhyp>.ipxe`.
-/// `path` is the request as the client sent it, already normalised by TFTP
-/// (no leading `/`, `\` turned into `/`). `None` means "not a virtual file".
-///
-/// `default.ipxe` and `<mac>.ipxe` are found under the root path directory
-/// and at the top; names compare case-insensitively. An unknown MAC is
-/// `None`, so the client gets "file not found" and `default.ipxe` explains.
-pub fn virtual_file(config: &Config, path: &str) -> Option<Vec<u8>> {
-    let path = path.trim_start_matches('/');
-    if path.eq_ignore_ascii_case(config.boot.script.trim_start_matches('/')) {
-        let rendered = if config.boot.direct {
-            render_direct(config)
-        } else {
-            to_string(Script::Boot {
-                root_path: config.boot.root_path.as_deref(),
-            })
-        };
-        return match rendered {
-            Ok(text) => Some(text.into_bytes()),
-            Err(e) => {
-                tracing::warn!(file = path, "cannot render the boot script: {e}");
-                None
-            }
-        };
-    }
-    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-    if !dir.is_empty() && !dir.eq_ignore_ascii_case(&script_dir(config)) {
-        return None;
-    }
-    if name.eq_ignore_ascii_case(DEFAULT_SCRIPT) {
-        return to_string(Script::Default).ok().map(String::into_bytes);
-    }
-    let mac = mac_from_script_name(name)?;
-    let Some(host) = config.host(mac) else {
-        tracing::info!(mac = %HexHyp(mac), "no [[host]] for this MAC: script not found");
-        return None;
-    };
-    match render_host(config, host) {
-        Ok(text) => Some(text.into_bytes()),
-        Err(e) => {
-            tracing::warn!(mac = %HexHyp(mac), "cannot render the host's script: {e}");
-            None
-        }
     }
 }
 
@@ -508,10 +466,6 @@ mod tests {
     const PC1: &str = "#!ipxe\nset initiator-iqn iqn.2007-11.ru.pp.livid:pc1-52-54-00-e2-e0-01\n\
                        sanboot iscsi:192.0.2.1:::1:iqn.2024-01.test.e2e:sanboot\n";
 
-    fn text(bytes: Option<Vec<u8>>) -> Option<String> {
-        bytes.map(|b| String::from_utf8(b).unwrap())
-    }
-
     #[test]
     fn script_for_a_known_mac() {
         assert_eq!(render_for_mac(&config(""), MAC).unwrap(), PC1);
@@ -521,43 +475,6 @@ mod tests {
     fn unknown_mac_is_an_error_naming_it() {
         let err = render_for_mac(&config(""), [2, 0, 0, 0, 0, 9]).unwrap_err();
         assert!(err.to_string().contains("02-00-00-00-00-09"), "{err}");
-    }
-
-    #[test]
-    fn tftp_serves_the_whole_chain() {
-        let c = config("");
-        assert_eq!(
-            text(virtual_file(&c, "boot.ipxe")).as_deref(),
-            Some("#!ipxe\nchain /scripts/default.ipxe\n")
-        );
-        let default = text(virtual_file(&c, "scripts/default.ipxe")).unwrap();
-        assert!(default.starts_with("#!ipxe\nchain ${mac:hexhyp}.ipxe || goto failed\n"));
-        assert_eq!(
-            text(virtual_file(&c, "scripts/52-54-00-e2-e0-01.ipxe")).as_deref(),
-            Some(PC1)
-        );
-        assert_eq!(
-            text(virtual_file(&c, "SCRIPTS/52-54-00-E2-E0-01.IPXE")).as_deref(),
-            Some(PC1)
-        );
-        assert_eq!(
-            text(virtual_file(&c, "52-54-00-e2-e0-01.ipxe")).as_deref(),
-            Some(PC1)
-        );
-        assert_eq!(virtual_file(&c, "scripts/52-54-00-e2-e0-02.ipxe"), None);
-        assert_eq!(virtual_file(&c, "other/52-54-00-e2-e0-01.ipxe"), None);
-        assert_eq!(virtual_file(&c, "undionly.kpxe"), None);
-    }
-
-    #[test]
-    fn direct_mode_serves_one_file() {
-        let mut c = config("");
-        c.boot.direct = true;
-        let boot = text(virtual_file(&c, "boot.ipxe")).unwrap();
-        assert!(boot.starts_with(
-            "#!ipxe\niseq ${mac:hexhyp} 52-54-00-e2-e0-01 && goto 52-54-00-e2-e0-01 ||\n"
-        ));
-        assert!(boot.contains("\nsanboot iscsi:192.0.2.1:::1:iqn.2024-01.test.e2e:sanboot\n"));
     }
 
     #[test]
