@@ -1,4 +1,4 @@
-//! iPXE scripts for `sanboot script` and the TFTP virtual files, and the
+//! iPXE scripts for `sanboot script`, the TFTP virtual files, and the
 //! boot-time problems `sanboot check` warns about. The scripts themselves are
 //! rendered by `sanboot_core::ipxe`; this module maps the config onto it.
 
@@ -7,8 +7,8 @@ use std::net::Ipv4Addr;
 
 use anyhow::{anyhow, bail, Result};
 use sanboot_core::ipxe::{
-    expand_initiator_iqn, validate_iscsi_name, Chap, DirectEntry, HexHyp, HostBoot, InitiatorIqn,
-    InitiatorIqnError, IscsiDisk, RenderError, Script, DEFAULT_SCRIPT,
+    expand_initiator_iqn, mac_from_script_name, validate_iscsi_name, Chap, DirectEntry, HexHyp,
+    HostBoot, InitiatorIqn, InitiatorIqnError, IscsiDisk, RenderError, Script, DEFAULT_SCRIPT,
 };
 
 use crate::{parse_mac, BootKind, Config, DhcpMode, Host, Target};
@@ -24,12 +24,9 @@ const MIN_CHAP_SECRET_LEN: usize = 12;
 
 /// Why a host has no script.
 #[derive(Debug)]
-pub enum HostError {
-    /// The initiator IQN template does not expand to a valid name.
+pub(crate) enum HostError {
     Initiator(InitiatorIqnError),
-    /// A value cannot be written into the script.
     Render(RenderError),
-    /// The host's table lacks what its boot kind needs.
     Config(String),
 }
 
@@ -113,22 +110,20 @@ pub(crate) fn host_initiator(config: &Config, host: &Host) -> Result<InitiatorIq
     }
 }
 
-/// The script as text.
-pub fn to_string(script: Script<'_>) -> Result<String, RenderError> {
+fn to_string(script: Script<'_>) -> Result<String, RenderError> {
     let mut out = String::new();
     script.write_to(&mut out)?;
     Ok(out)
 }
 
-/// The script of one host.
-pub fn render_host(config: &Config, host: &Host) -> Result<String, HostError> {
+fn render_host(config: &Config, host: &Host) -> Result<String, HostError> {
     let initiator = host_initiator(config, host)?;
     let boot = host_boot(config, host, &initiator)?;
     to_string(Script::Host(boot)).map_err(HostError::Render)
 }
 
 /// The direct form: every host whose script renders, in config order.
-pub fn render_direct(config: &Config) -> Result<String, RenderError> {
+fn render_direct(config: &Config) -> Result<String, RenderError> {
     let initiators: Vec<_> = config
         .hosts
         .iter()
@@ -167,7 +162,7 @@ pub fn render_for_mac(config: &Config, mac: [u8; 6]) -> Result<String> {
 /// The directory (no leading or trailing `/`) the chain's `default.ipxe` and
 /// per-MAC scripts are requested under: `[boot] root_path`, which a relative
 /// value makes relative to the directory of `[boot] script`.
-pub fn script_dir(config: &Config) -> String {
+fn script_dir(config: &Config) -> String {
     let boot_dir = config
         .boot
         .script
@@ -179,6 +174,53 @@ pub fn script_dir(config: &Config) -> String {
         Some(rp) if rp.starts_with('/') => rp.trim_matches('/').to_string(),
         Some(rp) if boot_dir.is_empty() => rp.trim_matches('/').to_string(),
         Some(rp) => format!("{boot_dir}/{}", rp.trim_matches('/')),
+    }
+}
+
+/// A file TFTP serves from memory instead of from its root: the seed chain
+/// (`boot.ipxe`, `default.ipxe`) and each host's `<mac-hexhyp>.ipxe`.
+/// `path` is the request as the client sent it, already normalised by TFTP
+/// (no leading `/`, `\` turned into `/`). `None` means "not a virtual file".
+///
+/// `default.ipxe` and `<mac>.ipxe` are found under the root path directory
+/// and at the top; names compare case-insensitively. An unknown MAC is
+/// `None`, so the client gets "file not found" and `default.ipxe` explains.
+pub fn virtual_file(config: &Config, path: &str) -> Option<Vec<u8>> {
+    let path = path.trim_start_matches('/');
+    if path.eq_ignore_ascii_case(config.boot.script.trim_start_matches('/')) {
+        let rendered = if config.boot.direct {
+            render_direct(config)
+        } else {
+            to_string(Script::Boot {
+                root_path: config.boot.root_path.as_deref(),
+            })
+        };
+        return match rendered {
+            Ok(text) => Some(text.into_bytes()),
+            Err(e) => {
+                log::warn!("cannot render the boot script {path}: {e}");
+                None
+            }
+        };
+    }
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    if !dir.is_empty() && !dir.eq_ignore_ascii_case(&script_dir(config)) {
+        return None;
+    }
+    if name.eq_ignore_ascii_case(DEFAULT_SCRIPT) {
+        return to_string(Script::Default).ok().map(String::into_bytes);
+    }
+    let mac = mac_from_script_name(name)?;
+    let Some(host) = config.host(mac) else {
+        log::info!("no [[host]] for MAC {}: script not found", HexHyp(mac));
+        return None;
+    };
+    match render_host(config, host) {
+        Ok(text) => Some(text.into_bytes()),
+        Err(e) => {
+            log::warn!("cannot render the script of MAC {}: {e}", HexHyp(mac));
+            None
+        }
     }
 }
 
@@ -475,6 +517,47 @@ mod tests {
     fn unknown_mac_is_an_error_naming_it() {
         let err = render_for_mac(&config(""), [2, 0, 0, 0, 0, 9]).unwrap_err();
         assert!(err.to_string().contains("02-00-00-00-00-09"), "{err}");
+    }
+
+    fn text(bytes: Option<Vec<u8>>) -> Option<String> {
+        bytes.map(|b| String::from_utf8(b).unwrap())
+    }
+
+    #[test]
+    fn tftp_serves_the_whole_chain() {
+        let c = config("");
+        assert_eq!(
+            text(virtual_file(&c, "boot.ipxe")).as_deref(),
+            Some("#!ipxe\nchain /scripts/default.ipxe\n")
+        );
+        let default = text(virtual_file(&c, "scripts/default.ipxe")).unwrap();
+        assert!(default.starts_with("#!ipxe\nchain ${mac:hexhyp}.ipxe || goto failed\n"));
+        assert_eq!(
+            text(virtual_file(&c, "scripts/52-54-00-e2-e0-01.ipxe")).as_deref(),
+            Some(PC1)
+        );
+        assert_eq!(
+            text(virtual_file(&c, "SCRIPTS/52-54-00-E2-E0-01.IPXE")).as_deref(),
+            Some(PC1)
+        );
+        assert_eq!(
+            text(virtual_file(&c, "52-54-00-e2-e0-01.ipxe")).as_deref(),
+            Some(PC1)
+        );
+        assert_eq!(virtual_file(&c, "scripts/52-54-00-e2-e0-02.ipxe"), None);
+        assert_eq!(virtual_file(&c, "other/52-54-00-e2-e0-01.ipxe"), None);
+        assert_eq!(virtual_file(&c, "undionly.kpxe"), None);
+    }
+
+    #[test]
+    fn direct_mode_serves_one_file() {
+        let mut c = config("");
+        c.boot.direct = true;
+        let boot = text(virtual_file(&c, "boot.ipxe")).unwrap();
+        assert!(boot.starts_with(
+            "#!ipxe\niseq ${mac:hexhyp} 52-54-00-e2-e0-01 && goto 52-54-00-e2-e0-01 ||\n"
+        ));
+        assert!(boot.contains("\nsanboot iscsi:192.0.2.1:::1:iqn.2024-01.test.e2e:sanboot\n"));
     }
 
     #[test]

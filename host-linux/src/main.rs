@@ -7,7 +7,6 @@ mod dhcp;
 mod disk;
 mod iscsi;
 mod tftp;
-mod virtual_files;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -5,7 +5,7 @@
 //! ephemeral port, the server's transfer ID) connected to the client, so the
 //! kernel drops datagrams from any other source for us. File bytes are read
 //! with `pread` into a read-ahead buffer and copied from there straight into
-//! the DATA datagram; generated scripts (`virtual_files::virtual_file`) are served
+//! the DATA datagram; generated scripts (`sanboot_config::script::virtual_file`) are served
 //! from memory. Nothing outside `[tftp] root` is reachable: the core refuses
 //! `..`, drive letters and the like, and the resolved file must still lie
 //! under the canonical root after following symlinks.
@@ -521,7 +521,7 @@ fn read_file_at(file: &std::fs::File, offset: u64, buf: &mut [u8]) -> Result<(),
 /// Finds what `path` (already normalised by the core) names: a generated
 /// script first, then a regular file under the root.
 fn open(shared: &Shared, path: &str) -> Result<Source, Refusal> {
-    if let Some(bytes) = crate::virtual_files::virtual_file(&shared.config, path) {
+    if let Some(bytes) = crate::config::script::virtual_file(&shared.config, path) {
         return Ok(Source::Memory(bytes));
     }
     let Some(root) = &shared.root else {
