@@ -31,6 +31,7 @@ pub(crate) struct CopyRecord {
     pub bytes: u64,
 }
 
+/// COPY ABORTED (sense key 0Ah) with `code`.
 pub(crate) fn copy_aborted(code: (u8, u8)) -> Fail {
     Fail::Check(Sense::new(SenseKey::Unknown(0x0a), code))
 }
@@ -51,6 +52,7 @@ pub(crate) struct Segment {
     seg_off: u16,
 }
 
+/// EXTENDED COPY's CDB: asks for the parameter list.
 pub(crate) fn extended_copy(cdb: Bytes<'_>) -> CmdResult {
     if cdb.u8(1) & 0x1f != 0 {
         // Only LID1 (service action 00h).
@@ -199,6 +201,8 @@ pub(crate) fn record(
     }
 }
 
+/// RECEIVE COPY RESULTS: COPY STATUS of `nexus`'s last copy, or the
+/// OPERATING PARAMETERS.
 pub(crate) fn receive_copy_results(
     copies: &[Option<CopyRecord>],
     nexus: &Nexus<'_>,
