@@ -32,7 +32,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, DhcpMode};
+use crate::config::{translate, Config, DhcpMode};
 
 /// Lease slots (reservations included). Each slot costs 32 bytes.
 pub const LEASE_SLOTS: usize = 65536;
@@ -73,52 +73,11 @@ fn now() -> Instant {
     Instant::from_millis(ms)
 }
 
-/// Everything the core config borrows, owned by the serving task.
-struct CoreParts<'c> {
-    hosts: Vec<dhcp::Host<'c>>,
-}
-
-fn core_parts(config: &Config) -> Result<CoreParts<'_>> {
-    let mut hosts = Vec::with_capacity(config.hosts.len());
-    for h in &config.hosts {
-        let mac = crate::config::parse_mac(&h.mac)?;
-        hosts.push(dhcp::Host {
-            mac,
-            ip: h.ip,
-            hostname: h.hostname.as_deref(),
-            boot_file: h.boot_file.as_deref(),
-            script: None,
-        });
-    }
-    hosts.sort_by_key(|h| h.mac);
-    Ok(CoreParts { hosts })
-}
-
-fn core_config<'c>(config: &'c Config, parts: &'c CoreParts<'c>) -> dhcp::Config<'c> {
-    let d = &config.dhcp;
-    let mode = match d.mode {
-        DhcpMode::Full => Mode::Full,
-        _ => Mode::Proxy,
-    };
-    let mut c = dhcp::Config::new(mode, config.server.address);
-    c.subnet_mask = d.netmask;
-    c.router = d.router;
-    c.dns = &d.dns;
-    c.pool = d.pool_start.zip(d.pool_end);
-    c.lease_secs = d.lease_secs;
-    c.boot = dhcp::BootFiles {
-        bios: &config.boot.bios,
-        uefi: &config.boot.uefi,
-        arm: &config.boot.arm64,
-        http: config.boot.http.as_deref(),
-        script: &config.boot.script,
-        root_path: config.boot.root_path.as_deref(),
-    };
-    c.hosts = &parts.hosts;
+/// The lease hash key: differs per start so clients cannot aim at a bucket.
+fn hash_seed() -> u64 {
     let mut h = RandomState::new().build_hasher();
     h.write_u64(now().millis());
-    c.hash_seed = h.finish();
-    c
+    h.finish()
 }
 
 fn bind_udp(port: u16, interface: &str) -> Result<UdpSocket> {
@@ -141,8 +100,9 @@ async fn serve(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result<(
     let Some(interface) = config.server.interface.as_deref() else {
         bail!("[server] interface is required for DHCP");
     };
-    let parts = core_parts(&config)?;
-    let core = core_config(&config, &parts);
+    let hosts = translate::dhcp_hosts(&config)?;
+    let core = translate::dhcp_config(&config, &hosts, hash_seed())
+        .context("[dhcp] mode = \"off\": no DHCP server to run")?;
     let mut server = Server::new(core).map_err(|e| anyhow::anyhow!("[dhcp]: {e:?}"))?;
 
     let state_dir = config.server.state_dir.clone();
@@ -464,36 +424,5 @@ mod tests {
         write_atomically(&path, "b\n").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "b\n");
         assert!(!path.with_extension("tmp").exists());
-    }
-
-    #[test]
-    fn config_translates_hosts_sorted() {
-        let text = r#"
-            [server]
-            address = "192.0.2.1"
-            interface = "lo"
-            [dhcp]
-            mode = "full"
-            pool_start = "192.0.2.100"
-            pool_end = "192.0.2.150"
-            [[host]]
-            mac = "52:54:00:00:00:02"
-            ip = "192.0.2.20"
-            boot = "chain"
-            chain = "http://x/"
-            [[host]]
-            mac = "52:54:00:00:00:01"
-            boot = "chain"
-            chain = "http://x/"
-            boot_file = "special.efi"
-        "#;
-        let config: Config = toml::from_str(text).unwrap();
-        config.validate().unwrap();
-        let parts = core_parts(&config).unwrap();
-        let core = core_config(&config, &parts);
-        assert_eq!(core.mode, Mode::Full);
-        assert_eq!(core.hosts.len(), 2);
-        assert_eq!(core.hosts[0].boot_file, Some("special.efi"));
-        assert!(dhcp::Server::<8>::new(core).is_ok());
     }
 }

@@ -117,7 +117,7 @@ impl Disk {
             .write(!opts.read_only)
             .open(path)
             .with_context(|| format!("cannot open image {}", path.display()))?;
-        crate::image_lock::lock_image(&file, path, opts.read_only)?;
+        crate::config::image_lock::lock_image(&file, path, opts.read_only)?;
         let size = file.metadata()?.len();
         if size < u64::from(opts.block_size) {
             bail!("{}: image is smaller than one block", path.display());

@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use sanboot_core::iscsi::{
-    Access, ChapCredentials, CloseReason, Connection, DigestPolicy, Driver, Event, LoginStatus,
-    Luns, SessionTable, StorageRequest, TargetConfig, Targets,
+    Access, CloseReason, Connection, Driver, Event, LoginStatus, Luns, SessionTable,
+    StorageRequest, Targets,
 };
 use sanboot_core::scsi::{self, Units};
 use sanboot_core::time::Instant;
@@ -29,6 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
+use crate::config::translate::{naa_and_serial, TargetViews};
 use crate::config::{self, Config};
 use crate::disk::{Disk, DiskOptions};
 
@@ -126,18 +127,6 @@ impl Luns for HostLuns {
         let disk = self.0.targets.get(target)?.disks.get(&lun)?;
         Some(disk.with_device(access, f))
     }
-}
-
-fn naa_and_serial(iqn: &str, lun: u64) -> (u64, String) {
-    // FNV-1a over the target name and LUN: stable across restarts.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in iqn.to_ascii_lowercase().bytes().chain(lun.to_be_bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    // NAA 5 (IEEE Registered), OUI AC-DE-48 (IEEE's private-use OUI).
-    let naa = (0x5u64 << 60) | (0xAC_DE48u64 << 36) | (h & 0xF_FFFF_FFFF);
-    (naa, format!("{:016x}", h))
 }
 
 fn open_targets(config: &Config) -> Result<Vec<TargetState>> {
@@ -289,58 +278,6 @@ fn random_seed() -> [u8; 16] {
         seed = t.to_le_bytes();
     }
     seed
-}
-
-/// The core's borrowed view of the configured targets.
-struct TargetViews<'a> {
-    initiators: Vec<Vec<&'a str>>,
-    luns: Vec<Vec<u64>>,
-    targets: &'a [config::Target],
-}
-
-impl<'a> TargetViews<'a> {
-    fn new(targets: &'a [config::Target]) -> Self {
-        TargetViews {
-            initiators: targets
-                .iter()
-                .map(|t| t.initiators.iter().map(String::as_str).collect())
-                .collect(),
-            luns: targets
-                .iter()
-                .map(|t| t.luns.iter().map(|l| l.id).collect())
-                .collect(),
-            targets,
-        }
-    }
-
-    fn configs(&self) -> Vec<TargetConfig<'_>> {
-        self.targets
-            .iter()
-            .zip(&self.initiators)
-            .zip(&self.luns)
-            .map(|((t, i), l)| TargetConfig {
-                name: &t.iqn,
-                initiators: i,
-                chap: t.chap.as_ref().map(|c| ChapCredentials {
-                    user: &c.user,
-                    secret: c.secret.as_bytes(),
-                }),
-                mutual_chap: t.chap.as_ref().and_then(|c| {
-                    Some(ChapCredentials {
-                        user: c.mutual_user.as_deref()?,
-                        secret: c.mutual_secret.as_deref()?.as_bytes(),
-                    })
-                }),
-                luns: l,
-                digest: match t.digest {
-                    config::Digest::None => DigestPolicy::Never,
-                    config::Digest::Allowed => DigestPolicy::Allowed,
-                    config::Digest::Preferred => DigestPolicy::Preferred,
-                    config::Digest::Required => DigestPolicy::Required,
-                },
-            })
-            .collect()
-    }
 }
 
 fn auth_name(t: Option<&config::Target>) -> &'static str {

@@ -3,12 +3,9 @@
 //! Thin by design: sockets, files, config, CLI and logging live here; every
 //! protocol decision is made by `sanboot-core`.
 
-mod config;
 mod dhcp;
 mod disk;
-mod image_lock;
 mod iscsi;
-mod script;
 mod tftp;
 
 use std::io::IsTerminal;
@@ -17,6 +14,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use sanboot_config as config;
 use tokio::sync::watch;
 
 #[derive(Parser)]
@@ -81,7 +79,7 @@ fn init_logging() {
 
 fn check(path: PathBuf) -> Result<()> {
     let config = config::Config::load(&path)?;
-    let warnings = script::check_warnings(&config);
+    let warnings = config::script::check_warnings(&config);
     for w in &warnings {
         println!("warning: {w}");
     }
@@ -98,7 +96,7 @@ fn check(path: PathBuf) -> Result<()> {
 fn print_script(path: PathBuf, mac: &str) -> Result<()> {
     let config = config::Config::load(&path)?;
     let mac = config::parse_mac(mac).with_context(|| format!("--mac {mac}"))?;
-    print!("{}", script::render_for_mac(&config, mac)?);
+    print!("{}", config::script::render_for_mac(&config, mac)?);
     Ok(())
 }
 

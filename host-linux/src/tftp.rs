@@ -5,7 +5,7 @@
 //! ephemeral port, the server's transfer ID) connected to the client, so the
 //! kernel drops datagrams from any other source for us. File bytes are read
 //! with `pread` into a read-ahead buffer and copied from there straight into
-//! the DATA datagram; generated scripts (`script::virtual_file`) are served
+//! the DATA datagram; generated scripts (`sanboot_config::script::virtual_file`) are served
 //! from memory. Nothing outside `[tftp] root` is reachable: the core refuses
 //! `..`, drive letters and the like, and the resolved file must still lie
 //! under the canonical root after following symlinks.
@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant as StdInstant;
 
@@ -29,6 +29,7 @@ use sanboot_core::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
+use crate::config::files::{open_under, tftp_root};
 use crate::config::Config;
 
 /// Bytes fetched per `pread`: 64 blocks of 1428, or one of 65464, per syscall.
@@ -73,13 +74,7 @@ pub async fn serve(
     socket: UdpSocket,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
-    let root = match &config.tftp.root {
-        Some(r) => Some(
-            std::fs::canonicalize(r)
-                .with_context(|| format!("[tftp] root = {}: not accessible", r.display()))?,
-        ),
-        None => None,
-    };
+    let root = tftp_root(&config)?;
     let shared = Arc::new(Shared {
         transfer: TransferConfig {
             max_blksize: config.tftp.max_blksize,
@@ -526,7 +521,7 @@ fn read_file_at(file: &std::fs::File, offset: u64, buf: &mut [u8]) -> Result<(),
 /// Finds what `path` (already normalised by the core) names: a generated
 /// script first, then a regular file under the root.
 fn open(shared: &Shared, path: &str) -> Result<Source, Refusal> {
-    if let Some(bytes) = crate::script::virtual_file(&shared.config, path) {
+    if let Some(bytes) = crate::config::script::virtual_file(&shared.config, path) {
         return Ok(Source::Memory(bytes));
     }
     let Some(root) = &shared.root else {
@@ -542,68 +537,10 @@ fn open(shared: &Shared, path: &str) -> Result<Source, Refusal> {
     })
 }
 
-/// Opens `root/path` read-only, refusing anything that resolves outside `root`
-/// (a symlink pointing out) and anything that is not a regular file.
-///
-/// Between the check and the open only the last component is guarded
-/// (`O_NOFOLLOW`): a directory inside the root swapped for a symlink in that
-/// window would be followed. The root belongs to the administrator, so this
-/// is not defended further (`openat2` with `RESOLVE_BENEATH` would be).
-fn open_under(root: &Path, path: &str) -> Result<std::fs::File, Refusal> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let joined = root.join(path);
-    let real = std::fs::canonicalize(&joined).map_err(|e| match e.kind() {
-        std::io::ErrorKind::PermissionDenied => Refusal::AccessViolation,
-        _ => Refusal::NotFound,
-    })?;
-    if !real.starts_with(root) {
-        tracing::warn!(file = path, resolved = %real.display(), "TFTP path resolves outside the root");
-        return Err(Refusal::AccessViolation);
-    }
-    // O_NOFOLLOW: the canonical path ends in no symlink; if one appeared there since, refuse.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(&real)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::PermissionDenied => Refusal::AccessViolation,
-            std::io::ErrorKind::NotFound => Refusal::NotFound,
-            _ => Refusal::AccessViolation,
-        })?;
-    let meta = file.metadata().map_err(|_| Refusal::ReadError)?;
-    if !meta.is_file() {
-        return Err(Refusal::NotFound);
-    }
-    Ok(file)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn open_under_refuses_escapes() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = std::fs::canonicalize(dir.path()).unwrap().join("root");
-        std::fs::create_dir(&root).unwrap();
-        std::fs::write(root.join("ok.bin"), b"hello").unwrap();
-        std::fs::write(dir.path().join("secret"), b"no").unwrap();
-        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("out")).unwrap();
-        std::os::unix::fs::symlink("ok.bin", root.join("in")).unwrap();
-        std::fs::create_dir(root.join("sub")).unwrap();
-        assert!(open_under(&root, "ok.bin").is_ok());
-        assert!(
-            open_under(&root, "in").is_ok(),
-            "a symlink inside the root is fine"
-        );
-        assert_eq!(
-            open_under(&root, "out").unwrap_err(),
-            Refusal::AccessViolation
-        );
-        assert_eq!(open_under(&root, "missing").unwrap_err(), Refusal::NotFound);
-        assert_eq!(open_under(&root, "sub").unwrap_err(), Refusal::NotFound);
-    }
 
     #[test]
     fn file_source_reads_through_the_cache() {

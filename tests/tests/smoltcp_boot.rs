@@ -22,7 +22,7 @@ use sanboot_tests::{disk, peers, Boot, Lab, Station};
 const SMOLTCP_TAP: &str = "tap1";
 
 /// `$SANBOOT_SMOLTCP_BIN` (relative to the workspace root), otherwise
-/// built once with `cargo build -p sanboot-smoltcp --features std`.
+/// built once with `cargo build -p sanboot-smoltcp-tap`.
 fn binary() -> Result<PathBuf> {
     if let Some(bin) = std::env::var_os("SANBOOT_SMOLTCP_BIN") {
         return Ok(sanboot_tests::workspace_root().join(bin));
@@ -35,9 +35,7 @@ fn binary() -> Result<PathBuf> {
                 .args([
                     "build",
                     "-p",
-                    "sanboot-smoltcp",
-                    "--features",
-                    "std",
+                    "sanboot-smoltcp-tap",
                     "--bin",
                     "sanboot-smoltcp",
                 ])
@@ -45,7 +43,7 @@ fn binary() -> Result<PathBuf> {
                 .status()
                 .map_err(|e| format!("cannot run cargo: {e}"))?;
             if !status.success() {
-                return Err("cargo build -p sanboot-smoltcp --features std failed".into());
+                return Err("cargo build -p sanboot-smoltcp-tap failed".into());
             }
             Ok(sanboot_tests::target_dir()
                 .join("debug")

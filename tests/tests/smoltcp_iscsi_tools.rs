@@ -30,13 +30,13 @@ fn binary() -> Result<PathBuf> {
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
     let status = Command::new(cargo)
-        .args(["build", "-p", "sanboot-smoltcp", "--features", "std"])
+        .args(["build", "-p", "sanboot-smoltcp-tap"])
         .current_dir(sanboot_tests::workspace_root())
         .status()
         .context("cannot run cargo")?;
     ensure!(
         status.success(),
-        "cargo build -p sanboot-smoltcp --features std failed"
+        "cargo build -p sanboot-smoltcp-tap failed"
     );
     Ok(sanboot_tests::target_dir().join("debug/sanboot-smoltcp"))
 }

@@ -1,7 +1,8 @@
 //! INQUIRY: standard data and the vital product data pages.
 
 use super::cdb::{Bytes, Writer};
-use super::lun::{bad_cdb, done, CmdResult, Lun};
+use super::lun::Lun;
+use super::status::{bad_cdb, done, CmdResult};
 
 /// VERSION DESCRIPTORs (SPC-4 table 49): SAM-5, SPC-4, SBC-3, iSCSI.
 const VERSION_DESCRIPTORS: [u16; 4] = [0x00a0, 0x0460, 0x04c0, 0x0960];

@@ -3,65 +3,9 @@
 use super::cdb::{opcode as op, Bytes, Writer};
 use super::pr::Reservations;
 use super::sense::{asc, Sense, SenseKey};
+use super::status::{bad_cdb, bad_param, done, illegal, ua, CmdResult, Fail};
+use super::xcopy::{self, CopyRecord};
 use super::{Io, IoError, IoResult, LunConfig, Nexus, Response, Step};
-
-/// Why a command stops early.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Fail {
-    Check(Sense),
-    Conflict,
-}
-
-pub(crate) type CmdResult<T = Step> = Result<T, Fail>;
-
-pub(crate) const fn illegal(code: (u8, u8)) -> Fail {
-    Fail::Check(Sense::new(SenseKey::IllegalRequest, code))
-}
-
-/// INVALID FIELD IN CDB pointing at byte `byte` (bit if known).
-pub(crate) const fn bad_cdb(byte: u16, bit: Option<u8>) -> Fail {
-    Fail::Check(Sense::illegal(asc::INVALID_FIELD_IN_CDB, true, byte, bit))
-}
-
-/// INVALID FIELD IN PARAMETER LIST pointing at byte `byte`.
-pub(crate) const fn bad_param(byte: u16) -> Fail {
-    Fail::Check(Sense::illegal(
-        asc::INVALID_FIELD_IN_PARAMETER_LIST,
-        false,
-        byte,
-        None,
-    ))
-}
-
-/// Unit attention conditions, lowest bit reported first.
-pub(crate) mod ua {
-    pub const POWER_ON: u16 = 1 << 0;
-    pub const RESET: u16 = 1 << 1;
-    pub const NEXUS_LOSS: u16 = 1 << 2;
-    pub const RESERVATIONS_PREEMPTED: u16 = 1 << 3;
-    pub const RESERVATIONS_RELEASED: u16 = 1 << 4;
-    pub const REGISTRATIONS_PREEMPTED: u16 = 1 << 5;
-    pub const MODE_CHANGED: u16 = 1 << 6;
-    pub const CAPACITY_CHANGED: u16 = 1 << 7;
-    pub const LUNS_CHANGED: u16 = 1 << 8;
-    /// Conditions a power-on / reset report supersedes (SAM-5 §6.x).
-    pub const RESET_CLASS: u16 = POWER_ON | RESET | NEXUS_LOSS;
-
-    pub fn code(bit: u16) -> (u8, u8) {
-        use super::asc;
-        match bit {
-            POWER_ON => asc::POWER_ON_RESET,
-            RESET => asc::BUS_DEVICE_RESET,
-            NEXUS_LOSS => asc::I_T_NEXUS_LOSS,
-            RESERVATIONS_PREEMPTED => asc::RESERVATIONS_PREEMPTED,
-            RESERVATIONS_RELEASED => asc::RESERVATIONS_RELEASED,
-            REGISTRATIONS_PREEMPTED => asc::REGISTRATIONS_PREEMPTED,
-            MODE_CHANGED => asc::MODE_PARAMETERS_CHANGED,
-            CAPACITY_CHANGED => asc::CAPACITY_DATA_HAS_CHANGED,
-            _ => asc::REPORTED_LUNS_DATA_HAS_CHANGED,
-        }
-    }
-}
 
 /// Counters for the host's `stats()`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -93,7 +37,7 @@ pub struct Lun<const N: usize = 16, const R: usize = 8> {
     pub(crate) swp: bool,
     pub(crate) stats: LunStats,
     /// Last EXTENDED COPY status per nexus slot (RECEIVE COPY RESULTS).
-    pub(crate) copies: [Option<super::xcopy::CopyRecord>; N],
+    pub(crate) copies: [Option<CopyRecord>; N],
     /// Per nexus slot: how often another initiator's PREEMPT AND ABORT
     /// aborted its tasks (see [`Lun::abort_epoch`]).
     pub(crate) aborts: [u32; N],
@@ -176,12 +120,6 @@ impl<const N: usize, const R: usize> Lun<N, R> {
             if except.is_some_and(|e| usize::from(e) == i) {
                 continue;
             }
-            *slot |= bit;
-        }
-    }
-
-    pub(crate) fn raise(&mut self, index: u16, bit: u16) {
-        if let Some(slot) = self.ua.get_mut(usize::from(index)) {
             *slot |= bit;
         }
     }
@@ -279,7 +217,7 @@ impl<const N: usize, const R: usize> Lun<N, R> {
         match (io, result) {
             (_, IoResult::Error(e)) => {
                 if let Io::Copy { nexus, list_id, .. } = io {
-                    self.record_copy(*nexus, *list_id, false, 0);
+                    xcopy::record(&mut self.copies, *nexus, *list_id, false, 0);
                 }
                 let (key, code) = match e {
                     IoError::Read => (SenseKey::MediumError, asc::UNRECOVERED_READ_ERROR),
@@ -306,7 +244,7 @@ impl<const N: usize, const R: usize> Lun<N, R> {
                 },
                 IoResult::Ok,
             ) => {
-                self.record_copy(*nexus, *list_id, true, u64::from(*len));
+                xcopy::record(&mut self.copies, *nexus, *list_id, true, u64::from(*len));
                 Ok(Response::good(0))
             }
             (Io::Verify { .. } | Io::CompareAndWrite { .. }, IoResult::Miscompare { offset }) => {
@@ -418,13 +356,13 @@ impl<const N: usize, const R: usize> Lun<N, R> {
             op::SANITIZE => self.sanitize(cdb),
             op::COMPARE_AND_WRITE => self.compare_and_write(cdb, expected_len),
             op::ORWRITE_16 => self.orwrite(cdb),
-            op::EXTENDED_COPY => self.extended_copy(cdb),
-            op::RECEIVE_COPY_RESULTS => self.receive_copy_results(nexus, cdb, buf),
+            op::EXTENDED_COPY => xcopy::extended_copy(cdb),
+            op::RECEIVE_COPY_RESULTS => xcopy::receive_copy_results(&self.copies, nexus, cdb, buf),
             op::READ_DEFECT_DATA_10 | op::READ_DEFECT_DATA_12 => self.read_defect_data(cdb, buf),
             op::MODE_SENSE_6 | op::MODE_SENSE_10 => self.mode_sense(cdb, buf),
             op::MODE_SELECT_6 | op::MODE_SELECT_10 => self.mode_select(cdb),
-            op::PERSISTENT_RESERVE_IN => self.persistent_reserve_in(cdb, buf),
-            op::PERSISTENT_RESERVE_OUT => self.persistent_reserve_out(cdb),
+            op::PERSISTENT_RESERVE_IN => self.pr.persistent_reserve_in(cdb, buf),
+            op::PERSISTENT_RESERVE_OUT => Reservations::<R>::persistent_reserve_out(cdb),
             op::START_STOP_UNIT => self.start_stop_unit(cdb),
             op::PREVENT_ALLOW_MEDIUM_REMOVAL => Ok(done(0)),
             op::RESERVE_6 | op::RESERVE_10 => self.reserve_spc2(nexus, cdb),
@@ -443,7 +381,13 @@ impl<const N: usize, const R: usize> Lun<N, R> {
         let _ = buf;
         match cdb.u8(0) {
             op::MODE_SELECT_6 | op::MODE_SELECT_10 => self.mode_select_data(nexus, cdb, data),
-            op::PERSISTENT_RESERVE_OUT => self.persistent_reserve_out_data(nexus, cdb, data),
+            op::PERSISTENT_RESERVE_OUT => self.pr.persistent_reserve_out_data(
+                &mut self.ua,
+                &mut self.aborts,
+                nexus,
+                cdb,
+                data,
+            ),
             op::UNMAP if self.cfg.thin_provisioning => self.unmap_data(data),
             op::EXTENDED_COPY => self.extended_copy_data(nexus, data),
             _ => Err(illegal(asc::INVALID_COMMAND_OPERATION_CODE)),
@@ -869,10 +813,27 @@ impl<const N: usize, const R: usize> Lun<N, R> {
         }
         Ok(done(0))
     }
-}
 
-pub(crate) const fn done(data_len: u32) -> Step {
-    Step::Done(Response::good(data_len))
+    /// EXTENDED COPY's parameter list: the copy inside this logical unit as
+    /// one [`Io::Copy`], after the range and write-protect checks.
+    fn extended_copy_data(&mut self, nexus: &Nexus<'_>, data: &[u8]) -> CmdResult {
+        let Some(seg) = xcopy::parse_list(&self.cfg, data)? else {
+            return Ok(done(0));
+        };
+        if self.check_range(seg.src_lba, seg.blocks).is_err()
+            || self.check_range(seg.dst_lba, seg.blocks).is_err()
+        {
+            return Err(xcopy::copy_aborted(asc::NO_ADDITIONAL_SENSE));
+        }
+        self.write_protect()?;
+        if seg.blocks == 0 {
+            xcopy::record(&mut self.copies, nexus.index, seg.list_id, true, 0);
+            return Ok(done(0));
+        }
+        let (src_off, len) = self.bytes_of(seg.src_lba, seg.blocks)?;
+        let (dst_off, _) = self.bytes_of(seg.dst_lba, seg.blocks)?;
+        xcopy::copy_io(&seg, nexus.index, src_off, dst_off, len)
+    }
 }
 
 /// The common fields of READ/WRITE/VERIFY/WRITE AND VERIFY CDBs.

@@ -61,6 +61,7 @@ mod mode;
 mod opcodes;
 mod pr;
 mod sense;
+mod status;
 mod target;
 mod xcopy;
 

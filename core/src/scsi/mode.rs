@@ -1,8 +1,9 @@
 //! MODE SENSE / MODE SELECT (SPC-4 §6.11-6.14): caching and control pages.
 
 use super::cdb::{opcode as op, Bytes, Writer};
-use super::lun::{bad_cdb, bad_param, done, illegal, ua, CmdResult, Lun};
+use super::lun::Lun;
 use super::sense::asc;
+use super::status::{bad_cdb, bad_param, done, illegal, ua, CmdResult};
 use super::Nexus;
 
 /// Caching mode page (SBC-3 §6.4.5).

@@ -4,7 +4,8 @@
 //! exactly what [`Lun::command`] serves for this LUN's configuration.
 
 use super::cdb::{opcode as op, Bytes, Writer};
-use super::lun::{bad_cdb, done, CmdResult, Lun};
+use super::lun::Lun;
+use super::status::{bad_cdb, done, CmdResult};
 
 /// One supported command: opcode, service action, CDB usage data (its
 /// length is the CDB length; byte 0 is the opcode).

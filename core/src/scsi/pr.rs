@@ -2,8 +2,8 @@
 //! the access rules they impose on other commands.
 
 use super::cdb::{opcode as op, Bytes, Writer};
-use super::lun::{bad_cdb, bad_param, done, illegal, ua, CmdResult, Fail, Lun};
 use super::sense::asc;
+use super::status::{bad_cdb, bad_param, done, illegal, ua, CmdResult, Fail};
 use super::{Nexus, Step};
 
 /// Longest iSCSI name (RFC 7143 §4.2.7.1: 223 bytes).
@@ -215,11 +215,13 @@ impl<const R: usize> Reservations<R> {
     }
 }
 
-impl<const N: usize, const R: usize> Lun<N, R> {
+/// The PR commands themselves; `ua_slots` is the logical unit's unit-attention
+/// table, where preempted and released registrants hear about it.
+impl<const R: usize> Reservations<R> {
     pub(crate) fn persistent_reserve_in(&self, cdb: Bytes<'_>, buf: &mut [u8]) -> CmdResult {
         let sa = cdb.u8(1) & 0x1f;
         let alloc = u32::from(cdb.u16(7));
-        let pr = &self.pr;
+        let pr = self;
         let mut w = Writer::new(buf);
         match sa {
             sa_in::READ_KEYS => {
@@ -282,7 +284,7 @@ impl<const N: usize, const R: usize> Lun<N, R> {
         Ok(done(w.data_len(alloc)))
     }
 
-    pub(crate) fn persistent_reserve_out(&self, cdb: Bytes<'_>) -> CmdResult {
+    pub(crate) fn persistent_reserve_out(cdb: Bytes<'_>) -> CmdResult {
         let sa = cdb.u8(1) & 0x1f;
         if !matches!(sa, 0..=6) {
             return Err(bad_cdb(1, Some(4)));
@@ -294,8 +296,12 @@ impl<const N: usize, const R: usize> Lun<N, R> {
         Ok(Step::DataOut { len })
     }
 
+    /// The parameter list of PERSISTENT RESERVE OUT; `ua_slots` and
+    /// `aborts` are the LUN's per-nexus unit attentions and abort epochs.
     pub(crate) fn persistent_reserve_out_data(
         &mut self,
+        ua_slots: &mut [u16],
+        aborts: &mut [u32],
         nexus: &Nexus<'_>,
         cdb: Bytes<'_>,
         data: &[u8],
@@ -314,13 +320,13 @@ impl<const N: usize, const R: usize> Lun<N, R> {
         if flags & 0x0d != 0 {
             return Err(bad_param(20));
         }
-        let me = self.pr.find(nexus);
+        let me = self.find(nexus);
         if let Some(i) = me {
-            if let Some(r) = self.pr.regs.get_mut(i) {
+            if let Some(r) = self.regs.get_mut(i) {
                 r.index = nexus.index;
             }
         }
-        let my_key = me.and_then(|i| self.pr.regs.get(i)).map(|r| r.key);
+        let my_key = me.and_then(|i| self.regs.get(i)).map(|r| r.key);
         match sa {
             sa_out::REGISTER | sa_out::REGISTER_AND_IGNORE => {
                 if sa == sa_out::REGISTER {
@@ -342,19 +348,18 @@ impl<const N: usize, const R: usize> Lun<N, R> {
                             isid: nexus.isid,
                             index: nexus.index,
                         };
-                        self.pr
-                            .regs
+                        self.regs
                             .push(reg)
                             .map_err(|_| illegal(asc::INSUFFICIENT_REGISTRATION_RESOURCES))?;
                     }
-                    (Some(i), 0) => self.unregister(i, nexus.index),
+                    (Some(i), 0) => self.unregister(ua_slots, i, nexus.index),
                     (Some(i), key) => {
-                        if let Some(r) = self.pr.regs.get_mut(i) {
+                        if let Some(r) = self.regs.get_mut(i) {
                             r.key = key;
                         }
                     }
                 }
-                self.pr.generation = self.pr.generation.wrapping_add(1);
+                self.generation = self.generation.wrapping_add(1);
             }
             sa_out::RESERVE => {
                 if my_key != Some(rk) {
@@ -366,13 +371,13 @@ impl<const N: usize, const R: usize> Lun<N, R> {
                 if !valid_type(kind) {
                     return Err(bad_cdb(2, Some(3)));
                 }
-                match &self.pr.held {
-                    Some(h) if self.pr.is_holder(nexus) && h.kind == kind => {}
+                match &self.held {
+                    Some(h) if self.is_holder(nexus) && h.kind == kind => {}
                     Some(_) => return Err(Fail::Conflict),
                     None => {
                         let mut name = heapless::Vec::new();
                         let _ = name.extend_from_slice(nexus.initiator.as_bytes());
-                        self.pr.held = Some(Held {
+                        self.held = Some(Held {
                             name,
                             isid: nexus.isid,
                             kind,
@@ -384,43 +389,42 @@ impl<const N: usize, const R: usize> Lun<N, R> {
                 if my_key != Some(rk) {
                     return Err(Fail::Conflict);
                 }
-                let Some(h) = &self.pr.held else {
+                let Some(h) = &self.held else {
                     return Ok(done(0));
                 };
-                if !self.pr.is_holder(nexus) {
+                if !self.is_holder(nexus) {
                     return Ok(done(0));
                 }
                 if scope != 0 || h.kind != kind {
                     // INVALID RELEASE OF PERSISTENT RESERVATION
                     return Err(illegal((0x26, 0x04)));
                 }
-                self.release(Some(nexus.index));
+                self.release(ua_slots, Some(nexus.index));
             }
             sa_out::CLEAR => {
                 if my_key != Some(rk) {
                     return Err(Fail::Conflict);
                 }
                 let others: heapless::Vec<u16, R> = self
-                    .pr
                     .regs
                     .iter()
                     .filter(|r| !r.is(nexus))
                     .map(|r| r.index)
                     .collect();
                 for i in others {
-                    self.raise(i, ua::RESERVATIONS_PREEMPTED);
+                    ua::raise(ua_slots, i, ua::RESERVATIONS_PREEMPTED);
                 }
-                self.pr.regs.clear();
-                self.pr.held = None;
-                self.pr.generation = self.pr.generation.wrapping_add(1);
+                self.regs.clear();
+                self.held = None;
+                self.generation = self.generation.wrapping_add(1);
             }
             sa_out::PREEMPT | sa_out::PREEMPT_AND_ABORT => {
                 if my_key != Some(rk) {
                     return Err(Fail::Conflict);
                 }
                 let abort = sa == sa_out::PREEMPT_AND_ABORT;
-                self.preempt(nexus, sark, scope, kind, abort)?;
-                self.pr.generation = self.pr.generation.wrapping_add(1);
+                self.preempt(ua_slots, aborts, nexus, sark, scope, kind, abort)?;
+                self.generation = self.generation.wrapping_add(1);
             }
             _ => return Err(bad_cdb(1, Some(4))),
         }
@@ -429,53 +433,56 @@ impl<const N: usize, const R: usize> Lun<N, R> {
 
     /// Releases the persistent reservation; registrants other than
     /// `releaser` hear about it for the shared types (SPC-4 §5.12.11.2.2).
-    fn release(&mut self, releaser: Option<u16>) {
-        let Some(h) = self.pr.held.take() else {
+    fn release(&mut self, ua_slots: &mut [u16], releaser: Option<u16>) {
+        let Some(h) = self.held.take() else {
             return;
         };
         if registrants_share(h.kind) {
             let others: heapless::Vec<u16, R> = self
-                .pr
                 .regs
                 .iter()
                 .map(|r| r.index)
                 .filter(|&i| Some(i) != releaser)
                 .collect();
             for i in others {
-                self.raise(i, ua::RESERVATIONS_RELEASED);
+                ua::raise(ua_slots, i, ua::RESERVATIONS_RELEASED);
             }
         }
     }
 
     /// Removes registration `i` (REGISTER with SARK 0), releasing the
     /// reservation if it was the holder's.
-    fn unregister(&mut self, i: usize, index: u16) {
-        if i >= self.pr.regs.len() {
+    fn unregister(&mut self, ua_slots: &mut [u16], i: usize, index: u16) {
+        if i >= self.regs.len() {
             return;
         }
-        let r = self.pr.regs.swap_remove(i);
-        let holder = match &self.pr.held {
-            Some(h) if all_registrants(h.kind) => self.pr.regs.is_empty(),
+        let r = self.regs.swap_remove(i);
+        let holder = match &self.held {
+            Some(h) if all_registrants(h.kind) => self.regs.is_empty(),
             Some(h) => h.isid == r.isid && h.name == r.name,
             None => false,
         };
         if holder {
-            self.release(Some(index));
+            self.release(ua_slots, Some(index));
         }
     }
 
     /// PREEMPT (and with `abort`, PREEMPT AND ABORT: the preempted nexuses'
-    /// tasks are aborted, see [`Lun::abort_epoch`]).
+    /// tasks are aborted, their `aborts` epochs move; see
+    /// [`super::Lun::abort_epoch`]).
+    #[allow(clippy::too_many_arguments)]
     fn preempt(
         &mut self,
+        ua_slots: &mut [u16],
+        aborts: &mut [u32],
         nexus: &Nexus<'_>,
         sark: u64,
         scope: u8,
         kind: u8,
         abort: bool,
     ) -> CmdResult<()> {
-        let held = self.pr.held.clone();
-        let holder_key = self.pr.holder_key();
+        let held = self.held.clone();
+        let holder_key = self.holder_key();
         let take_over = match &held {
             Some(h) if all_registrants(h.kind) => sark == 0,
             Some(_) => sark == holder_key,
@@ -494,13 +501,13 @@ impl<const N: usize, const R: usize> Lun<N, R> {
         let all = held.as_ref().is_some_and(|h| all_registrants(h.kind)) && sark == 0;
         let mut removed = 0usize;
         let mut i = 0usize;
-        while let Some(r) = self.pr.regs.get(i) {
+        while let Some(r) = self.regs.get(i) {
             if !r.is(nexus) && (all || r.key == sark) {
                 let idx = r.index;
-                self.pr.regs.swap_remove(i);
-                self.raise(idx, ua::REGISTRATIONS_PREEMPTED);
+                self.regs.swap_remove(i);
+                ua::raise(ua_slots, idx, ua::REGISTRATIONS_PREEMPTED);
                 if abort {
-                    if let Some(e) = self.aborts.get_mut(usize::from(idx)) {
+                    if let Some(e) = aborts.get_mut(usize::from(idx)) {
                         *e = e.wrapping_add(1);
                     }
                 }
@@ -512,7 +519,7 @@ impl<const N: usize, const R: usize> Lun<N, R> {
         if take_over {
             let mut name = heapless::Vec::new();
             let _ = name.extend_from_slice(nexus.initiator.as_bytes());
-            self.pr.held = Some(Held {
+            self.held = Some(Held {
                 name,
                 isid: nexus.isid,
                 kind,

@@ -1,8 +1,8 @@
 //! A target's logical units, REPORT LUNS, and commands to absent LUNs.
 
 use super::cdb::{opcode as op, Bytes, Writer};
-use super::lun::{bad_cdb, done, illegal, CmdResult, Fail};
 use super::sense::{asc, Sense, SenseKey};
+use super::status::{bad_cdb, done, illegal, CmdResult, Fail};
 use super::{Io, IoResult, Lun, LunConfig, Nexus, Response, Step};
 
 /// The LUN table is full.
@@ -46,7 +46,7 @@ impl<const L: usize, const N: usize, const R: usize> Target<L, N, R> {
         if had {
             for (n, lun) in self.luns.iter_mut() {
                 if *n != number {
-                    lun.raise_all(super::lun::ua::LUNS_CHANGED, None);
+                    lun.raise_all(super::status::ua::LUNS_CHANGED, None);
                 }
             }
         }

@@ -9,6 +9,7 @@
 
 use super::path::{self, PathError};
 use super::transfer::{Transfer, TransferConfig};
+pub use super::transmit::Transmit;
 use super::wire::{self, ErrorCode, Mode, Options, Repr};
 use crate::time::Instant;
 
@@ -17,14 +18,6 @@ pub const PATH_CAPACITY: usize = 256;
 
 /// Output buffer size that always holds any reply the listener writes.
 pub const MIN_REPLY_LEN: usize = 64;
-
-/// A datagram to send: the first `len` bytes of the buffer the caller passed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Transmit {
-    /// Datagram length.
-    pub len: usize,
-}
 
 /// What a datagram on the listening port turned into.
 // No alloc to box the path into; the event lives on the stack only briefly.

@@ -28,6 +28,7 @@
 pub mod listener;
 pub mod path;
 pub mod transfer;
+mod transmit;
 pub mod wire;
 
 #[cfg(test)]

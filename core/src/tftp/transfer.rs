@@ -44,9 +44,9 @@
 //! - An ERROR from the client ends the transfer (EDK2 sends ERROR 8 once it
 //!   has the tsize it wanted).
 //!
-//! [`Incoming::accept`]: super::listener::Incoming::accept
+//! [`Incoming::accept`]: super::Incoming::accept
 
-use super::listener::Transmit;
+use super::transmit::Transmit;
 use super::wire::{
     self, ErrorCode, Options, Repr, DEFAULT_BLKSIZE, HEADER_LEN, MAX_BLKSIZE, MIN_BLKSIZE,
 };

@@ -3,6 +3,16 @@
 //!
 //! Parsing errors come from `toml` and name the line and column; semantic
 //! errors (`validate`) name the table and key at fault.
+//!
+//! Shared by every std host (`sanboot` on Linux, the smoltcp TAP runner):
+//! [`translate`] maps the file onto the core's configs, [`script`] renders
+//! each host's iPXE script and lists what `sanboot check` warns about,
+//! [`files`] keeps TFTP inside its root.
+
+pub mod files;
+pub mod image_lock;
+pub mod script;
+pub mod translate;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

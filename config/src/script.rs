@@ -11,7 +11,7 @@ use sanboot_core::ipxe::{
     HostBoot, InitiatorIqn, InitiatorIqnError, IscsiDisk, RenderError, Script, DEFAULT_SCRIPT,
 };
 
-use crate::config::{parse_mac, BootKind, Config, DhcpMode, Host, Target};
+use crate::{parse_mac, BootKind, Config, DhcpMode, Host, Target};
 
 /// iPXE's BIOS INT 13h emulation guesses 255 heads x 63 sectors; a disk with
 /// fewer blocks than one such cylinder has 0 cylinders and every CHS read
@@ -24,7 +24,7 @@ const MIN_CHAP_SECRET_LEN: usize = 12;
 
 /// Why a host has no script.
 #[derive(Debug)]
-enum HostError {
+pub(crate) enum HostError {
     Initiator(InitiatorIqnError),
     Render(RenderError),
     Config(String),
@@ -60,7 +60,7 @@ fn target_of<'a>(config: &'a Config, host: &Host) -> Result<&'a Target, HostErro
         .ok_or_else(|| HostError::Config(format!("target {iqn:?} is not defined")))
 }
 
-fn host_boot<'a>(
+pub(crate) fn host_boot<'a>(
     config: &'a Config,
     host: &'a Host,
     initiator: &'a str,
@@ -103,7 +103,7 @@ fn host_boot<'a>(
 }
 
 /// A chain host needs no initiator name, so a bad template must not stop it.
-fn host_initiator(config: &Config, host: &Host) -> Result<InitiatorIqn, HostError> {
+pub(crate) fn host_initiator(config: &Config, host: &Host) -> Result<InitiatorIqn, HostError> {
     match host.boot {
         BootKind::Chain => Ok(InitiatorIqn::new()),
         BootKind::Sanboot | BootKind::Kernel => initiator_iqn(config, host),
@@ -198,7 +198,7 @@ pub fn virtual_file(config: &Config, path: &str) -> Option<Vec<u8>> {
         return match rendered {
             Ok(text) => Some(text.into_bytes()),
             Err(e) => {
-                tracing::warn!(file = path, "cannot render the boot script: {e}");
+                log::warn!("cannot render the boot script {path}: {e}");
                 None
             }
         };
@@ -212,13 +212,13 @@ pub fn virtual_file(config: &Config, path: &str) -> Option<Vec<u8>> {
     }
     let mac = mac_from_script_name(name)?;
     let Some(host) = config.host(mac) else {
-        tracing::info!(mac = %HexHyp(mac), "no [[host]] for this MAC: script not found");
+        log::info!("no [[host]] for MAC {}: script not found", HexHyp(mac));
         return None;
     };
     match render_host(config, host) {
         Ok(text) => Some(text.into_bytes()),
         Err(e) => {
-            tracing::warn!(mac = %HexHyp(mac), "cannot render the host's script: {e}");
+            log::warn!("cannot render the script of MAC {}: {e}", HexHyp(mac));
             None
         }
     }
@@ -508,10 +508,6 @@ mod tests {
     const PC1: &str = "#!ipxe\nset initiator-iqn iqn.2007-11.ru.pp.livid:pc1-52-54-00-e2-e0-01\n\
                        sanboot iscsi:192.0.2.1:::1:iqn.2024-01.test.e2e:sanboot\n";
 
-    fn text(bytes: Option<Vec<u8>>) -> Option<String> {
-        bytes.map(|b| String::from_utf8(b).unwrap())
-    }
-
     #[test]
     fn script_for_a_known_mac() {
         assert_eq!(render_for_mac(&config(""), MAC).unwrap(), PC1);
@@ -521,6 +517,10 @@ mod tests {
     fn unknown_mac_is_an_error_naming_it() {
         let err = render_for_mac(&config(""), [2, 0, 0, 0, 0, 9]).unwrap_err();
         assert!(err.to_string().contains("02-00-00-00-00-09"), "{err}");
+    }
+
+    fn text(bytes: Option<Vec<u8>>) -> Option<String> {
+        bytes.map(|b| String::from_utf8(b).unwrap())
     }
 
     #[test]

@@ -1,16 +1,16 @@
 //! LUNs backed by image files (pread/pwrite, fdatasync on flush), and the
-//! SCSI targets and core target views built from the config.
+//! SCSI targets built from the config.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 
 use anyhow::{bail, Context, Result};
-use sanboot_core::iscsi::{ChapCredentials, DigestPolicy, TargetConfig};
 use sanboot_core::scsi::LunConfig;
 use sanboot_smoltcp::{
     BlockDevice, BlockError, Disks, ScsiTarget, ISCSI_MAX_COMPARE_AND_WRITE_BLOCKS,
 };
 
+use crate::config::translate::naa_and_serial;
 use crate::config::{Config, Lun};
 
 /// One image file.
@@ -71,7 +71,7 @@ fn open(lun: &Lun) -> Result<FileDisk> {
         .write(!lun.read_only)
         .open(path)
         .with_context(|| format!("cannot open image {}", path.display()))?;
-    crate::image_lock::lock_image(&file, path, lun.read_only)?;
+    crate::config::image_lock::lock_image(&file, path, lun.read_only)?;
     let len = file.metadata()?.len();
     Ok(FileDisk { file, len })
 }
@@ -86,17 +86,6 @@ impl Disks for FileDisks {
             .find(|(t, l, _)| *t == target && *l == lun)
             .map(|(_, _, d)| d as &mut dyn BlockDevice)
     }
-}
-
-/// NAA and serial stable across restarts (FNV-1a of the IQN and LUN, as on Linux).
-fn naa_and_serial(iqn: &str, lun: u64) -> (u64, String) {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in iqn.to_ascii_lowercase().bytes().chain(lun.to_be_bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    let naa = (0x5u64 << 60) | (0xAC_DE48u64 << 36) | (h & 0xF_FFFF_FFFF);
-    (naa, format!("{h:016x}"))
 }
 
 /// Opens every image and builds each target's SCSI state.
@@ -129,62 +118,6 @@ pub fn open_all(config: &Config) -> Result<(Vec<ScsiTarget>, FileDisks)> {
     }
     Ok((targets, FileDisks(disks)))
 }
-
-/// Owned slices the core's `TargetConfig`s borrow.
-pub struct Views<'c> {
-    initiators: Vec<Vec<&'c str>>,
-    luns: Vec<Vec<u64>>,
-    config: &'c Config,
-}
-
-impl<'c> Views<'c> {
-    pub fn new(config: &'c Config) -> Self {
-        Views {
-            initiators: config
-                .targets
-                .iter()
-                .map(|t| t.initiators.iter().map(String::as_str).collect())
-                .collect(),
-            luns: config
-                .targets
-                .iter()
-                .map(|t| t.luns.iter().map(|l| l.id).collect())
-                .collect(),
-            config,
-        }
-    }
-
-    pub fn configs(&self) -> Vec<TargetConfig<'_>> {
-        self.config
-            .targets
-            .iter()
-            .zip(&self.initiators)
-            .zip(&self.luns)
-            .map(|((t, i), l)| TargetConfig {
-                name: &t.iqn,
-                initiators: i,
-                chap: t.chap.as_ref().map(|c| ChapCredentials {
-                    user: &c.user,
-                    secret: c.secret.as_bytes(),
-                }),
-                mutual_chap: t.chap.as_ref().and_then(|c| {
-                    Some(ChapCredentials {
-                        user: c.mutual_user.as_deref()?,
-                        secret: c.mutual_secret.as_deref()?.as_bytes(),
-                    })
-                }),
-                luns: l,
-                digest: match t.digest {
-                    crate::config::Digest::None => DigestPolicy::Never,
-                    crate::config::Digest::Allowed => DigestPolicy::Allowed,
-                    crate::config::Digest::Preferred => DigestPolicy::Preferred,
-                    crate::config::Digest::Required => DigestPolicy::Required,
-                },
-            })
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -6,15 +6,8 @@
 //! bridge may carry another address or none. `[server] interface` is
 //! ignored. Leases are kept in memory only.
 
-#[allow(dead_code)]
-#[cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing))]
-#[path = "../../../../host-linux/src/config.rs"]
-mod config;
 mod disks;
 mod files;
-#[path = "../../../../host-linux/src/image_lock.rs"]
-mod image_lock;
-mod translate;
 
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -22,6 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use sanboot_config as config;
+use sanboot_config::translate;
 use sanboot_core::dhcp::{BootChoice, ClientKind, MessageType};
 use sanboot_core::iscsi::Targets;
 use sanboot_core::tftp::TransferConfig;
@@ -81,15 +76,15 @@ fn run(cli: Cli) -> Result<()> {
     for w in compiled_limits(&config) {
         println!("warning: {w}");
     }
-    let mac = translate::mac_arg(&cli.mac)?;
-    let parts = translate::parts(&config)?;
-    let dhcp_hosts = translate::dhcp_hosts(&config, &parts);
+    let mac = mac_arg(&cli.mac)?;
+    let initiators = translate::initiators(&config)?;
+    let dhcp_hosts = translate::dhcp_hosts(&config)?;
     let seed = unix_millis() ^ u64::from(std::process::id()).rotate_left(32);
     let dhcp = translate::dhcp_config(&config, &dhcp_hosts, seed);
-    let script_hosts = translate::script_hosts(&config, &parts)?;
+    let script_hosts = translate::script_hosts(&config, &initiators)?;
     let (scsi, disks) = disks::open_all(&config)?;
     let scsi: &'static mut [sanboot_smoltcp::ScsiTarget] = scsi.leak();
-    let views = disks::Views::new(&config);
+    let views = translate::TargetViews::new(&config.targets);
     let target_configs = views.configs();
     let port = config.iscsi.listen.port();
     let portal = config
@@ -128,13 +123,7 @@ fn run(cli: Cli) -> Result<()> {
         random_seed: seed,
         iscsi,
     };
-    let root = match &config.tftp.root {
-        Some(r) => Some(
-            std::fs::canonicalize(r)
-                .with_context(|| format!("[tftp] root = {}: not accessible", r.display()))?,
-        ),
-        None => None,
-    };
+    let root = config::files::tftp_root(&config)?;
     let files = files::DirFiles { root };
 
     let mut device = TunTapInterface::new(&cli.tap, Medium::Ethernet)
@@ -187,6 +176,15 @@ fn run(cli: Cli) -> Result<()> {
             .map(|d| d.min(Duration::from_millis(1000)));
         wait(fd, delay.or(Some(Duration::from_millis(1000)))).context("waiting for the tap")?;
     }
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff` for `--mac`.
+fn mac_arg(s: &str) -> Result<[u8; 6]> {
+    let mac = config::parse_mac(s)?;
+    if mac.first().is_some_and(|b| b & 1 != 0) {
+        anyhow::bail!("--mac {s}: a multicast address");
+    }
+    Ok(mac)
 }
 
 /// Config values this runner cannot follow: its capacities and ports are

@@ -1,9 +1,10 @@
-//! TFTP files from `[tftp] root`, confined to it like host-linux does.
+//! TFTP files from `[tftp] root`, confined to it (`sanboot_config::files`).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use sanboot_config::files::open_under;
 use sanboot_core::tftp::{ReadError, Refusal};
 use sanboot_smoltcp::Files;
 
@@ -28,27 +29,6 @@ impl Files for DirFiles {
             _ => ReadError::Io,
         })
     }
-}
-
-/// Opens `root/path` read-only, refusing anything that resolves outside the
-/// canonical `root` and anything that is not a regular file.
-fn open_under(root: &Path, path: &str) -> Result<File, Refusal> {
-    let real = std::fs::canonicalize(root.join(path)).map_err(|e| match e.kind() {
-        std::io::ErrorKind::PermissionDenied => Refusal::AccessViolation,
-        _ => Refusal::NotFound,
-    })?;
-    if !real.starts_with(root) {
-        return Err(Refusal::AccessViolation);
-    }
-    let file = File::open(&real).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Refusal::NotFound,
-        _ => Refusal::AccessViolation,
-    })?;
-    let meta = file.metadata().map_err(|_| Refusal::ReadError)?;
-    if !meta.is_file() {
-        return Err(Refusal::NotFound);
-    }
-    Ok(file)
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! The TAP runner locks LUN images like `sanboot serve`: an image that
 //! another LUN or another process holds is refused, with the holder named,
 //! before the runner touches the network (so no TAP device is needed here).
-#![cfg(feature = "std")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
