@@ -35,6 +35,10 @@ const TRANSFERS: usize = 16;
 const TX: usize = 16 * 1024;
 /// iSCSI connections at once.
 const CONNECTIONS: usize = 4;
+/// Scratch per iSCSI command: 4 KiB holds every answer the SCSI layer
+/// builds (REPORT SUPPORTED OPERATION CODES with command timeouts is the
+/// longest), as host-linux has.
+const SCRATCH: usize = 4096;
 const SOCKETS: usize = sockets_needed(TRANSFERS, CONNECTIONS);
 
 #[derive(Parser)]
@@ -140,7 +144,7 @@ fn run(cli: Cli) -> Result<()> {
     let iscsi_buffers: &'static mut [IscsiBytes; CONNECTIONS] =
         Box::leak(Box::new([const { IscsiBytes::new() }; CONNECTIONS]));
     let mut app: Box<
-        Appliance<'_, files::DirFiles, disks::FileDisks, LEASES, TRANSFERS, CONNECTIONS>,
+        Appliance<'_, files::DirFiles, disks::FileDisks, LEASES, TRANSFERS, CONNECTIONS, SCRATCH>,
     > = Box::new(
         Appliance::new(
             app_config,

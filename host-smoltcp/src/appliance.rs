@@ -11,7 +11,7 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
 use crate::buffers::{sockets_needed, udp_socket, Buffers, Slots, TRANSFER_PACKETS};
 use crate::config::Config;
 use crate::event::Event;
-use crate::iscsi::{Iscsi, IscsiBytes, ScsiTarget};
+use crate::iscsi::{Iscsi, IscsiBytes, ScsiTarget, ISCSI_SCRATCH};
 use crate::storage::{Disks, Files};
 use crate::tftp::{Tftp, TFTP_PORT};
 
@@ -51,21 +51,29 @@ pub struct Stats {
 /// `LEASES` is the DHCP lease table's size, `T` the number of TFTP
 /// transfers that can run at once. Call [`Appliance::poll`] whenever the
 /// device has a frame or [`Appliance::poll_at`] is reached.
-pub struct Appliance<'a, F: Files, D: Disks, const LEASES: usize, const T: usize, const C: usize> {
+pub struct Appliance<
+    'a,
+    F: Files,
+    D: Disks,
+    const LEASES: usize,
+    const T: usize,
+    const C: usize,
+    const S: usize = ISCSI_SCRATCH,
+> {
     config: Config<'a>,
     iface: Interface,
     sockets: SocketSet<'a>,
     dhcp: Option<crate::dhcp::Dhcp<'a, LEASES>>,
     tftp: Tftp<F::Handle, T>,
-    iscsi: Option<Iscsi<'a, D, C>>,
+    iscsi: Option<Iscsi<'a, D, C, S>>,
     files: F,
     scratch: &'a mut [u8],
     /// The last poll stopped at its round limit with work left.
     busy: bool,
 }
 
-impl<F: Files, D: Disks, const LEASES: usize, const T: usize, const C: usize> core::fmt::Debug
-    for Appliance<'_, F, D, LEASES, T, C>
+impl<F: Files, D: Disks, const LEASES: usize, const T: usize, const C: usize, const S: usize>
+    core::fmt::Debug for Appliance<'_, F, D, LEASES, T, C, S>
 {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Appliance")
@@ -96,8 +104,15 @@ pub struct IscsiParts<'a, D, const C: usize, const RX: usize = 8192, const TX: u
     pub disks: D,
 }
 
-impl<'a, F: Files, D: Disks, const LEASES: usize, const T: usize, const C: usize>
-    Appliance<'a, F, D, LEASES, T, C>
+impl<
+        'a,
+        F: Files,
+        D: Disks,
+        const LEASES: usize,
+        const T: usize,
+        const C: usize,
+        const S: usize,
+    > Appliance<'a, F, D, LEASES, T, C, S>
 {
     /// Builds the interface and binds every socket.
     #[allow(clippy::too_many_arguments)]

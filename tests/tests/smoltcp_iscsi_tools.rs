@@ -16,13 +16,9 @@ use sanboot_tests::Lab;
 const TAP: &str = "tap1";
 const IQN: &str = "iqn.2024-01.test.e2e:smoltcp";
 
-/// Suites of `iscsi-test-cu` run against the target: what a booting OS
-/// sends, plus COMPARE AND WRITE and WRITE SAME (streamed and collected
-/// Data-Out). ORWRITE, VERIFY and the 16-byte forms also pass but take
-/// minutes against a debug build.
-const SUITES: &str = "ALL.TestUnitReady,ALL.Inquiry,ALL.ReadCapacity10,ALL.ReadCapacity16,\
-ALL.Read10,ALL.Write10,ALL.ModeSense6,ALL.CompareAndWrite,ALL.WriteSame10,\
-ALL.SynchronizeCache10,ALL.ReportLUNs,ALL.iSCSIdatasn";
+/// libiscsi's whole conformance suite, as host-linux runs it: the TAP
+/// runner serves the same core storage driver, so it must pass the same.
+const SUITES: &str = "ALL";
 
 fn binary() -> Result<PathBuf> {
     if let Some(bin) = std::env::var_os("SANBOOT_SMOLTCP_BIN") {
@@ -112,7 +108,7 @@ fn libiscsi_suites_and_streaming_reads_against_smoltcp() -> Result<()> {
     let cu = in_lab(
         &lab,
         &["iscsi-test-cu", "--dataloss", "-t", SUITES, &url],
-        Duration::from_secs(300),
+        Duration::from_secs(600),
     )?;
     std::fs::write(lab.path("iscsi-test-cu.log"), &cu)?;
     let tests = cu

@@ -34,8 +34,10 @@ const NEXUS_SLOTS: u16 = 8;
 
 /// Commands in flight per connection.
 pub const ISCSI_TASKS: usize = 8;
-/// Per-command buffer for data the SCSI layer generates (INQUIRY, MODE
-/// SENSE, sense data); longer answers are cut to it.
+/// Default per-command buffer for data the SCSI layer generates (INQUIRY,
+/// MODE SENSE, sense data); longer answers are cut to it. The `S` const of
+/// [`crate::Appliance`]: 4096 holds every answer (REPORT SUPPORTED
+/// OPERATION CODES with timeouts too), 1024 fits small boards.
 pub const ISCSI_SCRATCH: usize = 1024;
 /// Default TCP receive ring per connection (the receive window).
 pub const ISCSI_TCP_RX: usize = 8192;
@@ -59,8 +61,9 @@ pub const ISCSI_BOUNCE: usize = 2048;
 /// Smallest transmit room worth producing a PDU into.
 const MIN_TX_ROOM: usize = 1024;
 
-/// The core connection type the appliance runs.
-pub type IscsiConnection = Connection<ISCSI_TASKS, ISCSI_SCRATCH>;
+/// The core connection type the appliance runs, with `S` bytes of scratch
+/// per command.
+pub type IscsiConnection<const S: usize = ISCSI_SCRATCH> = Connection<ISCSI_TASKS, S>;
 
 /// The iSCSI part of the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -133,12 +136,12 @@ impl<const RX: usize, const TX: usize> Default for IscsiBytes<RX, TX> {
 }
 
 #[derive(Debug)]
-struct Slot<'a> {
+struct Slot<'a, const S: usize> {
     socket: SocketHandle,
     pdu: &'a mut [u8],
     start: usize,
     end: usize,
-    conn: Option<IscsiConnection>,
+    conn: Option<IscsiConnection<S>>,
     driver: Driver<&'a mut [u8], ISCSI_TASKS>,
     peer: Option<IpEndpoint>,
     closing: bool,
@@ -179,9 +182,9 @@ impl<D: Disks> Luns for SmolLuns<'_, D> {
 }
 
 /// The iSCSI service with `C` connections.
-pub(crate) struct Iscsi<'a, D: Disks, const C: usize> {
+pub(crate) struct Iscsi<'a, D: Disks, const C: usize, const S: usize> {
     config: IscsiConfig<'a>,
-    slots: [Slot<'a>; C],
+    slots: [Slot<'a, S>; C],
     sessions: SessionTable<C>,
     scsi: &'a mut [ScsiTarget],
     disks: D,
@@ -189,7 +192,7 @@ pub(crate) struct Iscsi<'a, D: Disks, const C: usize> {
     seed: u64,
 }
 
-impl<D: Disks, const C: usize> core::fmt::Debug for Iscsi<'_, D, C> {
+impl<D: Disks, const C: usize, const S: usize> core::fmt::Debug for Iscsi<'_, D, C, S> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Iscsi")
             .field("port", &self.config.port)
@@ -215,7 +218,7 @@ fn seed_bytes(seed: u64, token: u64) -> [u8; 16] {
     out
 }
 
-impl<'a, D: Disks, const C: usize> Iscsi<'a, D, C> {
+impl<'a, D: Disks, const C: usize, const S: usize> Iscsi<'a, D, C, S> {
     pub(crate) fn new<const RX: usize, const TX: usize>(
         config: IscsiConfig<'a>,
         sockets: &mut SocketSet<'a>,
