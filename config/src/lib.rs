@@ -9,6 +9,7 @@
 //! each host's iPXE script and lists what `sanboot check` warns about,
 //! [`files`] keeps TFTP inside its root.
 
+pub mod disk;
 pub mod files;
 pub mod image_lock;
 pub mod script;

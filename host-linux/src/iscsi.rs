@@ -1,7 +1,7 @@
 //! The iSCSI target on TCP: one tokio task per connection drives the core's
 //! [`Connection`] machine; the SCSI state of each target is shared by all
 //! connections (a mutex around [`scsi::Target`]); LUNs are image files
-//! ([`crate::disk::Disk`]).
+//! ([`crate::config::disk::Disk`]).
 //!
 //! A connection task loops: read → `handle_input` until it consumes nothing
 //! → events (session admission, reinstatement) → storage requests, run by
@@ -29,9 +29,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
+use crate::config::disk::{Disk, DiskOptions};
 use crate::config::translate::{naa_and_serial, TargetViews};
 use crate::config::{self, Config};
-use crate::disk::{Disk, DiskOptions};
 
 /// SCSI state of one target: up to 16 LUNs, 64 I_T nexus slots, 32
 /// persistent-reservation registrations per LUN.
@@ -135,17 +135,8 @@ fn open_targets(config: &Config) -> Result<Vec<TargetState>> {
         let mut scsi_target = ScsiTarget::new();
         let mut disks = HashMap::new();
         for l in &t.luns {
-            let disk = Disk::open(
-                &l.image,
-                DiskOptions {
-                    create_size: l.size,
-                    read_only: l.read_only,
-                    thin: l.thin,
-                    write_cache: l.write_cache,
-                    block_size: 512,
-                },
-            )
-            .with_context(|| format!("[[target]] {} lun {}", t.iqn, l.id))?;
+            let disk = Disk::open(&l.image, DiskOptions::of_lun(l))
+                .with_context(|| format!("[[target]] {} lun {}", t.iqn, l.id))?;
             let (naa, serial) = naa_and_serial(&t.iqn, l.id);
             let mut lun = disk.lun_config(naa, &serial);
             // Both halves of a COMPARE AND WRITE must fit the driver's buffer.

@@ -4,7 +4,6 @@
 //! protocol decision is made by `sanboot-core`.
 
 mod dhcp;
-mod disk;
 mod iscsi;
 mod tftp;
 

@@ -78,6 +78,19 @@ fn block_error(e: &io::Error) -> BlockError {
     }
 }
 
+impl DiskOptions {
+    /// The options a `[[target.lun]]` asks for.
+    pub fn of_lun(lun: &crate::Lun) -> Self {
+        DiskOptions {
+            create_size: lun.size,
+            read_only: lun.read_only,
+            thin: lun.thin,
+            write_cache: lun.write_cache,
+            block_size: 512,
+        }
+    }
+}
+
 impl Disk {
     /// Opens (or creates, sparse, when `opts.create_size` is set) the image.
     pub fn open(path: &Path, opts: DiskOptions) -> Result<Disk> {
@@ -117,7 +130,7 @@ impl Disk {
             .write(!opts.read_only)
             .open(path)
             .with_context(|| format!("cannot open image {}", path.display()))?;
-        crate::config::image_lock::lock_image(&file, path, opts.read_only)?;
+        crate::image_lock::lock_image(&file, path, opts.read_only)?;
         let size = file.metadata()?.len();
         if size < u64::from(opts.block_size) {
             bail!("{}: image is smaller than one block", path.display());
@@ -178,7 +191,7 @@ impl Disk {
         let n = self.syncs.fetch_add(1, Ordering::Relaxed) + 1;
         // Written after fdatasync returned and before any status that
         // depends on it: the durability test counts these lines.
-        tracing::trace!(image = %self.path.display(), n, "fdatasync done");
+        log::trace!(target: "sanboot::disk", "{}: fdatasync done ({n})", self.path.display());
         Ok(())
     }
 
@@ -235,7 +248,11 @@ impl Disk {
 
     fn failed<T>(&self, what: &str, offset: u64, r: io::Result<T>) -> Result<T, BlockError> {
         r.map_err(|e| {
-            tracing::warn!(image = %self.path.display(), offset, "{what} failed: {e}");
+            log::warn!(
+                target: "sanboot::disk",
+                "{}: {what} at offset {offset} failed: {e}",
+                self.path.display()
+            );
             block_error(&e)
         })
     }
@@ -248,8 +265,32 @@ enum Guard<'a> {
     Exclusive(std::sync::RwLockWriteGuard<'a, ()>),
 }
 
-/// A [`Disk`] as the core's storage driver sees it.
+/// A [`Disk`] as the core's storage driver sees it, borrowed from a shared
+/// handle ([`Disk::with_device`]).
 struct DiskIo<'a>(&'a Disk);
+
+/// An owned [`Disk`] is a device too (a single-threaded host, such as the
+/// smoltcp runner, needs no lock).
+impl BlockDevice for Disk {
+    fn len(&self) -> u64 {
+        self.size
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        DiskIo(self).read_at(offset, buf)
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), BlockError> {
+        DiskIo(self).write_at(offset, data)
+    }
+    fn flush(&mut self) -> Result<(), BlockError> {
+        DiskIo(self).flush()
+    }
+    fn deallocate(&mut self, offset: u64, len: u64) -> Result<(), BlockError> {
+        DiskIo(self).deallocate(offset, len)
+    }
+    fn extent(&mut self, offset: u64) -> Result<Option<Extent>, BlockError> {
+        DiskIo(self).extent(offset)
+    }
+}
 
 impl BlockDevice for DiskIo<'_> {
     fn len(&self) -> u64 {
