@@ -670,6 +670,14 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
         let Some(t) = self.tasks.get_mut(slot) else {
             return;
         };
+        // A storage plan means the backend keeps state for this task from
+        // now on (the driver's collection buffer, say): it must hear
+        // `Release` however the task ends, even before any data arrived or
+        // any storage request was polled (ABORT TASK, LUN reset, a bad
+        // Data-Out, connection loss).
+        if !matches!(plan, Plan::Complete { .. } | Plan::ReceiveParameters { .. }) {
+            t.used_storage = true;
+        }
         match plan {
             Plan::Complete {
                 status,
