@@ -40,6 +40,10 @@ pub(crate) struct TestDisk {
     /// `read_at` calls, and the largest one (bytes).
     pub reads: usize,
     pub largest_read: usize,
+    /// Answer `extent` from the ranges deallocated so far (else `None`,
+    /// like a plain [`RamDisk`]); writes do not map them again.
+    pub track_holes: bool,
+    pub holes: Vec<(u64, u64)>,
 }
 
 impl TestDisk {
@@ -61,6 +65,8 @@ impl TestDisk {
             deallocations: 0,
             reads: 0,
             largest_read: 0,
+            track_holes: false,
+            holes: Vec::new(),
         }
     }
 
@@ -115,11 +121,31 @@ impl BlockDevice for TestDisk {
         }
         self.ram.deallocate(offset, len)?;
         self.deallocations += 1;
+        self.holes.push((offset, offset + len));
         Ok(())
     }
 
     fn extent(&mut self, offset: u64) -> Result<Option<Extent>, BlockError> {
-        self.ram.extent(offset)
+        if !self.track_holes {
+            return self.ram.extent(offset);
+        }
+        if let Some(&(_, end)) = self.holes.iter().find(|(s, e)| *s <= offset && offset < *e) {
+            return Ok(Some(Extent {
+                deallocated: true,
+                len: end - offset,
+            }));
+        }
+        let next = self
+            .holes
+            .iter()
+            .map(|(s, _)| *s)
+            .filter(|s| *s > offset)
+            .min()
+            .unwrap_or(self.ram.len());
+        Ok(Some(Extent {
+            deallocated: false,
+            len: next - offset,
+        }))
     }
 }
 
@@ -697,4 +723,5 @@ pub(crate) fn ipxe_logged_in(limits: TargetLimits) -> Harness<'static> {
 
 mod ipxe;
 mod login_tests;
+mod storage;
 mod transfer;

@@ -4,7 +4,11 @@ use super::*;
 
 /// Log in straight to full feature phase (CSG=1, NSG=3) with `ops` keys.
 pub(crate) fn logged_in_with(ops: &str, limits: TargetLimits) -> Harness<'static> {
-    let mut h = Harness::new(portal(targets(None, None)), limits);
+    login_with(Harness::new(portal(targets(None, None)), limits), ops)
+}
+
+/// Log `h` in straight to full feature phase with `ops` keys.
+pub(crate) fn login_with(mut h: Harness<'static>, ops: &str) -> Harness<'static> {
     let text = std::format!(
         "InitiatorName=iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test\nTargetName={TARGET}\nSessionType=Normal\n{ops}\n"
     );
@@ -30,14 +34,14 @@ pub(crate) fn logged_in_with(ops: &str, limits: TargetLimits) -> Harness<'static
     h
 }
 
-fn r2ts(out: &[Vec<u8>]) -> Vec<R2t> {
+pub(crate) fn r2ts(out: &[Vec<u8>]) -> Vec<R2t> {
     out.iter()
         .filter(|p| bhs(p).opcode() == Opcode::R2t)
         .map(|p| R2t::parse(&bhs(p)).unwrap())
         .collect()
 }
 
-fn response(out: &[Vec<u8>]) -> ScsiResponse {
+pub(crate) fn response(out: &[Vec<u8>]) -> ScsiResponse {
     let p = out
         .iter()
         .find(|p| bhs(p).opcode() == Opcode::ScsiResponse)
@@ -45,7 +49,7 @@ fn response(out: &[Vec<u8>]) -> ScsiResponse {
     ScsiResponse::parse(&bhs(p)).unwrap()
 }
 
-fn pattern(n: usize, seed: u8) -> Vec<u8> {
+pub(crate) fn pattern(n: usize, seed: u8) -> Vec<u8> {
     (0..n).map(|i| (i as u8).wrapping_mul(7) ^ seed).collect()
 }
 
@@ -676,7 +680,13 @@ fn random_io_against_model() {
     assert_eq!(h.conn.stats().cmdsn_dropped, 0);
 }
 
-fn tmf(function: TmfFunction, itt: u32, ref_itt: u32, cmd_sn: u32, ref_cmd_sn: u32) -> [u8; 48] {
+pub(crate) fn tmf(
+    function: TmfFunction,
+    itt: u32,
+    ref_itt: u32,
+    cmd_sn: u32,
+    ref_cmd_sn: u32,
+) -> [u8; 48] {
     let mut t = [0u8; 48];
     TaskMgmtRequest {
         immediate: true,
