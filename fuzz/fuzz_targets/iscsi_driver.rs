@@ -169,6 +169,9 @@ struct World {
     /// Only this harness's own commands were sent (no raw bytes that could
     /// reuse their task tags): the READ data checks apply.
     strict: bool,
+    /// Input held back to be fed in one go, without polling storage or
+    /// output in between (as a host does with one large read).
+    batch: Option<Vec<u8>>,
 }
 
 fn owned(req: &StorageRequest<'_>) -> StorageRequest<'static> {
@@ -237,6 +240,10 @@ fn owned(req: &StorageRequest<'_>) -> StorageRequest<'static> {
 
 impl World {
     fn feed(&mut self, bytes: &[u8], targets: &Targets<'_>) {
+        if let Some(b) = &mut self.batch {
+            b.extend_from_slice(bytes);
+            return;
+        }
         let mut at = 0;
         while at < bytes.len() {
             let n = self.conn.handle_input(
@@ -713,9 +720,26 @@ fuzz_target!(|data: &[u8]| {
         tx: vec![0u8; 70_000],
         now: 0,
         strict: true,
+        batch: None,
     };
     if mode & 0x80 == 0 {
         w.feed(LOGIN, &targets);
+        if mode & 0x08 == 0 {
+            // Take each LUN's power-on unit attention as an initiator's first
+            // REQUEST SENSE would, so commands reach storage from the start.
+            let nexus = scsi::Nexus {
+                index: 0,
+                initiator: "",
+                isid: [0; 6],
+            };
+            for lun in 0..2 {
+                let mut buf = [0u8; 32];
+                let _ = w
+                    .luns
+                    .target
+                    .command(lun, &nexus, &[0x03, 0, 0, 0, 18, 0], 18, &mut buf);
+            }
+        }
     }
     let mut itt = 0x100u32;
     let mut cmd_sn = 0u32;
@@ -757,17 +781,25 @@ fuzz_target!(|data: &[u8]| {
                 // The devices change under the running target.
                 let b = inp.u8();
                 let d = &mut w.luns.disks[usize::from(b & 1)];
-                match (b >> 1) % 4 {
+                match (b >> 1) % 5 {
                     0 => d.no_space = !d.no_space,
                     1 => d.fail_flush = !d.fail_flush,
                     2 => {
                         let keep = d.ram.0.len() * usize::from(inp.u8()) / 256;
                         d.ram.0.truncate(keep & !511);
                     }
+                    3 => match w.batch.take() {
+                        // Start holding input back, or feed what was held.
+                        None => w.batch = Some(Vec::new()),
+                        Some(held) => w.feed(&held, &targets),
+                    },
                     _ => w.now += 1000,
                 }
             }
         }
+    }
+    if let Some(held) = w.batch.take() {
+        w.feed(&held, &targets);
     }
     // The connection is lost: every task ends, storage still in flight is
     // finished by the host, and the driver must hold nothing afterwards.
