@@ -323,6 +323,43 @@ fn shrunk_device_reads_past_its_end_are_medium_errors() {
     assert_eq!(o.data, i.blocks(1016, 8));
 }
 
+/// The compound commands fail the same way when the device does: status
+/// after the I/O, the error's own sense, and nothing half-reported as GOOD.
+#[test]
+fn compound_commands_on_failing_blocks() {
+    let mut i = small_buffers();
+    i.h.luns.disk(1).bad_reads.push(120);
+    i.h.luns.disk(1).bad_writes.push(700);
+    // VERIFY streaming over a block that cannot be read: MEDIUM ERROR, not
+    // MISCOMPARE and not GOOD.
+    let data = i.blocks(100, 64);
+    let o = i.run(&verify16(100, 64, 1), 64 * 512, false, &data);
+    assert_eq!((o.status, o.sense), (CHECK, MEDIUM_READ));
+    // ORWRITE reads before it writes: the unreadable block fails it.
+    let o = i.run(&orwrite16(110, 16), 16 * 512, false, &pattern(16 * 512, 1));
+    assert_eq!((o.status, o.sense), (CHECK, MEDIUM_READ));
+    // ORWRITE onto a block that cannot be written.
+    let o = i.run(&orwrite16(690, 16), 16 * 512, false, &pattern(16 * 512, 1));
+    assert_eq!((o.status, o.sense), (CHECK, MEDIUM_WRITE));
+    // COMPARE AND WRITE whose compare read fails writes nothing.
+    let before = i.blocks(119, 2);
+    let o = i.run(
+        &compare_and_write(119, 2),
+        2048,
+        false,
+        &[&before[..], &pattern(1024, 2)].concat(),
+    );
+    assert_eq!((o.status, o.sense), (CHECK, MEDIUM_READ));
+    assert_eq!(i.blocks(119, 2), before);
+    // WRITE SAME over a failing block, and onto a full store.
+    let o = i.run(&rw16(0x93, 650, 100, 0), 512, false, &pattern(512, 3));
+    assert_eq!((o.status, o.sense), (CHECK, MEDIUM_WRITE));
+    i.h.luns.disk(1).no_space = true;
+    let o = i.run(&rw16(0x93, 0, 10, 0), 512, false, &pattern(512, 3));
+    assert_eq!((o.status, o.sense), (CHECK, Some((7, 0x27, 0x07))));
+    assert!(i.idle());
+}
+
 // --------------------------------------------- VERIFY and ORWRITE stream
 
 /// A LUN the SCSI layer thinks is 8 GiB (16 Mi blocks) over the small test
