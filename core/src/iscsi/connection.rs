@@ -281,9 +281,6 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
         BHS_LEN + 255 * 4 + 2 * DIGEST_LEN + pad4(data)
     }
 
-    /// MaxCmdSN to put in the PDU being built, counting `freeing` task slots
-    /// that this PDU releases. Only advertised values are enforced, and they
-    /// never move backwards.
     /// Whether task slot `slot` may take a new command: free, and the
     /// host has been told to release what it kept for the slot's last
     /// task. So at most one `Release` per slot is ever queued, and none is
@@ -293,6 +290,9 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
             && !self.releases.iter().any(|io| io.slot() == slot)
     }
 
+    /// MaxCmdSN to put in the PDU being built, counting `freeing` task slots
+    /// that this PDU releases. Only advertised values are enforced, and they
+    /// never move backwards.
     fn advertise(&mut self, freeing: usize) -> u32 {
         let busy = (0..TASKS).filter(|&i| !self.slot_free(i)).count();
         let w = TASKS.saturating_sub(busy.saturating_sub(freeing) + IMMEDIATE_RESERVE) as u32;
