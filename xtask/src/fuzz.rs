@@ -74,7 +74,15 @@ pub fn run_one(target: &str, seconds: u64) -> Result<Duration> {
     let corpus = util::root().join("fuzz").join("corpus").join(target);
     std::fs::create_dir_all(&corpus)?;
     let mut cmd = cargo_fuzz();
-    cmd.args(["run", target, "--"]);
+    cmd.args(["run", target]);
+    cmd.arg(&corpus);
+    // Hand-made inputs that reach deep states (fuzz/seeds/<target>, kept in
+    // git unlike the corpus) are read as a second corpus.
+    let seeds = util::root().join("fuzz").join("seeds").join(target);
+    if seeds.is_dir() {
+        cmd.arg(&seeds);
+    }
+    cmd.arg("--");
     cmd.arg(format!("-max_total_time={seconds}"));
     // A single input slower than this is a hang worth failing on.
     cmd.arg("-timeout=10");

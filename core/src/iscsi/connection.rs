@@ -310,11 +310,20 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
         BHS_LEN + 255 * 4 + 2 * DIGEST_LEN + pad4(data)
     }
 
+    /// Whether task slot `slot` may take a new command: free, and the
+    /// host has been told to release what it kept for the slot's last
+    /// task. So at most one `Release` per slot is ever queued, and none is
+    /// dropped, however many tasks end between two `poll_storage` rounds.
+    fn slot_free(&self, slot: usize) -> bool {
+        self.tasks.get(slot).is_some_and(|t| t.is_free())
+            && !self.releases.iter().any(|io| io.slot() == slot)
+    }
+
     /// MaxCmdSN to put in the PDU being built, counting `freeing` task slots
     /// that this PDU releases. Only advertised values are enforced, and they
     /// never move backwards.
     fn advertise(&mut self, freeing: usize) -> u32 {
-        let busy = self.tasks.iter().filter(|t| !t.is_free()).count();
+        let busy = (0..TASKS).filter(|&i| !self.slot_free(i)).count();
         let w = TASKS.saturating_sub(busy.saturating_sub(freeing) + IMMEDIATE_RESERVE) as u32;
         let candidate = self.exp_cmd_sn.wrapping_add(w).wrapping_sub(1);
         if sn_lt(self.max_cmd_sn, candidate) {
@@ -633,7 +642,7 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
             self.reject(RejectReason::ProtocolError, bhs);
             return;
         }
-        let Some(slot) = self.tasks.iter().position(|t| t.is_free()) else {
+        let Some(slot) = (0..TASKS).find(|&i| self.slot_free(i)) else {
             // TASK SET FULL.
             self.queue_ctrl(Ctrl::Status {
                 itt: cmd.itt,
@@ -707,6 +716,14 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
         let Some(t) = self.tasks.get_mut(slot) else {
             return;
         };
+        // A storage plan means the backend keeps state for this task from
+        // now on (the driver's collection buffer, say): it must hear
+        // `Release` however the task ends, even before any data arrived or
+        // any storage request was polled (ABORT TASK, LUN reset, a bad
+        // Data-Out, connection loss).
+        if !matches!(plan, Plan::Complete { .. } | Plan::ReceiveParameters { .. }) {
+            t.used_storage = true;
+        }
         match plan {
             Plan::Complete {
                 status,

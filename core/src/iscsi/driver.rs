@@ -378,6 +378,15 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, const TASKS: usize> Driver<B, TASKS> {
         }
     }
 
+    /// True when the driver keeps nothing for any task: no pending
+    /// operation and a free collection buffer. After the connection is
+    /// aborted and its `Release`s are run this must hold (fuzzing and
+    /// tests check it).
+    #[doc(hidden)]
+    pub fn is_idle(&self) -> bool {
+        self.collector.is_none() && self.pending.iter().all(Option::is_none)
+    }
+
     /// Whether `req` may block for long (a flush, a large fill or copy):
     /// an event-loop host runs such requests off its loop.
     pub fn may_block(&self, req: &StorageRequest<'_>) -> bool {

@@ -1,139 +1,341 @@
 //! Connection-level tests: a scripted initiator against [`Connection`] with
-//! an in-memory disk behind a minimal SCSI backend.
+//! the real storage path behind it: [`Driver`] over a [`scsi::Target`] and
+//! RAM disks that can be told to fail.
 #![allow(dead_code)]
 
 extern crate std;
 
+use std::collections::HashMap;
 use std::vec;
 use std::vec::Vec;
 
 use super::pdu::*;
 use super::text::pairs;
 use super::*;
+use crate::block::{BlockDevice, BlockError, Extent, RamDisk};
+use crate::scsi::{self, LunConfig, Units};
 use crate::time::Instant;
 
 pub(crate) const BLOCK: u64 = 512;
 
-/// A tiny SCSI layer over a RAM disk: enough for the transport tests.
-pub(crate) struct MemBackend {
-    pub disk: Vec<u8>,
+/// A RAM disk whose chosen blocks fail, that can run out of space or fail
+/// to flush, and that counts what reaches it.
+pub(crate) struct TestDisk {
+    pub ram: RamDisk<Vec<u8>>,
+    /// Blocks (512 bytes) whose reads fail with `BlockError::Io`.
+    pub bad_reads: Vec<u64>,
+    /// Blocks whose writes fail with `BlockError::Io`.
+    pub bad_writes: Vec<u64>,
+    /// Every write (and deallocation) fails with `BlockError::NoSpace`.
+    pub no_space: bool,
+    /// `flush` fails with `BlockError::Io`.
+    pub fail_flush: bool,
+    /// `write_at` calls that stored data, and the bytes they stored.
     pub writes: usize,
+    pub written: u64,
+    /// `flush` calls that succeeded.
     pub flushes: usize,
-    pub lost: Vec<u64>,
-    pub tmfs: Vec<TmfFunction>,
+    /// `deallocate` calls that succeeded.
+    pub deallocations: usize,
+    /// `read_at` calls, and the largest one (bytes).
+    pub reads: usize,
+    pub largest_read: usize,
+    /// Answer `extent` from the ranges deallocated so far (else `None`,
+    /// like a plain [`RamDisk`]); writes do not map them again.
+    pub track_holes: bool,
+    pub holes: Vec<(u64, u64)>,
 }
 
-impl MemBackend {
+impl TestDisk {
+    /// `blocks` blocks of 512 bytes, byte `i` = `block(i) ^ i`.
     pub fn new(blocks: u64) -> Self {
         let mut disk = vec![0u8; (blocks * BLOCK) as usize];
         for (i, b) in disk.iter_mut().enumerate() {
             *b = (i / BLOCK as usize) as u8 ^ (i as u8);
         }
-        MemBackend {
-            disk,
+        TestDisk {
+            ram: RamDisk(disk),
+            bad_reads: Vec::new(),
+            bad_writes: Vec::new(),
+            no_space: false,
+            fail_flush: false,
             writes: 0,
+            written: 0,
             flushes: 0,
-            lost: Vec::new(),
-            tmfs: Vec::new(),
+            deallocations: 0,
+            reads: 0,
+            largest_read: 0,
+            track_holes: false,
+            holes: Vec::new(),
         }
     }
 
-    fn blocks(&self) -> u64 {
-        self.disk.len() as u64 / BLOCK
+    pub fn bytes(&self) -> &[u8] {
+        &self.ram.0
     }
 
-    fn sense(buf: &mut [u8], key: u8, asc: u8, ascq: u8) -> Plan {
-        let s = [
-            0x70, 0, key, 0, 0, 0, 0, 10, 0, 0, 0, 0, asc, ascq, 0, 0, 0, 0,
-        ];
-        buf[..18].copy_from_slice(&s);
-        Plan::Complete {
-            status: 2,
-            data_len: 0,
-            sense_len: 18,
-        }
+    fn hits(bad: &[u64], offset: u64, len: u64) -> bool {
+        bad.iter()
+            .any(|&lba| lba * BLOCK < offset + len && offset < (lba + 1) * BLOCK)
     }
 }
 
-impl Backend for MemBackend {
-    fn scsi_command(&mut self, req: &ScsiRequest<'_>, buf: &mut [u8]) -> Plan {
-        let cdb = req.cdb;
-        let be32 = |at: usize| u32::from_be_bytes([cdb[at], cdb[at + 1], cdb[at + 2], cdb[at + 3]]);
-        let be16 = |at: usize| u16::from_be_bytes([cdb[at], cdb[at + 1]]);
-        match cdb[0] {
-            0x00 => Plan::Complete {
-                status: 0,
-                data_len: 0,
-                sense_len: 0,
-            },
-            0x25 => {
-                let last = (self.blocks() - 1) as u32;
-                buf[..4].copy_from_slice(&last.to_be_bytes());
-                buf[4..8].copy_from_slice(&(BLOCK as u32).to_be_bytes());
-                Plan::Complete {
-                    status: 0,
-                    data_len: 8,
-                    sense_len: 0,
-                }
-            }
-            0x28 | 0x2a => {
-                let lba = u64::from(be32(2));
-                let n = u64::from(be16(7));
-                if lba + n > self.blocks() {
-                    return Self::sense(buf, 5, 0x21, 0);
-                }
-                if cdb[0] == 0x28 {
-                    Plan::Read {
-                        offset: lba * BLOCK,
-                        len: (n * BLOCK) as u32,
-                    }
-                } else {
-                    Plan::Write {
-                        offset: lba * BLOCK,
-                        len: (n * BLOCK) as u32,
-                        fua: cdb[1] & 0x08 != 0,
-                    }
-                }
-            }
-            0x35 => Plan::Flush,
-            // MODE SELECT(6): take the parameter list, answer GOOD.
-            0x15 => Plan::ReceiveParameters {
-                len: u32::from(cdb[4]),
-            },
-            _ => Self::sense(buf, 5, 0x20, 0),
+impl BlockDevice for TestDisk {
+    fn len(&self) -> u64 {
+        self.ram.len()
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        self.reads += 1;
+        self.largest_read = self.largest_read.max(buf.len());
+        if Self::hits(&self.bad_reads, offset, buf.len() as u64) {
+            return Err(BlockError::Io);
         }
+        self.ram.read_at(offset, buf)
     }
 
-    fn scsi_resume(&mut self, _req: &ScsiRequest<'_>, why: Resume, buf: &mut [u8]) -> Plan {
-        match why {
-            Resume::Storage(Ok(())) | Resume::Parameters { .. } => Plan::Complete {
-                status: 0,
-                data_len: 0,
-                sense_len: 0,
-            },
-            Resume::Storage(Err(_)) => Self::sense(buf, 3, 0x11, 0),
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), BlockError> {
+        if self.no_space {
+            return Err(BlockError::NoSpace);
         }
-    }
-
-    fn task_management(&mut self, _n: u64, _t: usize, _l: u64, f: TmfFunction) -> TmfOutcome {
-        self.tmfs.push(f);
-        TmfOutcome::Complete
-    }
-
-    fn nexus_lost(&mut self, nexus: u64) {
-        self.lost.push(nexus);
-    }
-
-    fn write_data(&mut self, chunk: WriteChunk<'_>) {
-        let at = chunk.offset as usize;
-        self.disk[at..at + chunk.data.len()].copy_from_slice(chunk.data);
-    }
-
-    fn read_data(&mut self, chunk: ReadChunk<'_>) -> Result<(), crate::scsi::IoError> {
-        let at = chunk.offset as usize;
-        let n = chunk.dst.len();
-        chunk.dst.copy_from_slice(&self.disk[at..at + n]);
+        if Self::hits(&self.bad_writes, offset, data.len() as u64) {
+            return Err(BlockError::Io);
+        }
+        self.ram.write_at(offset, data)?;
+        self.writes += 1;
+        self.written += data.len() as u64;
         Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), BlockError> {
+        if self.fail_flush {
+            return Err(BlockError::Io);
+        }
+        self.flushes += 1;
+        Ok(())
+    }
+
+    fn deallocate(&mut self, offset: u64, len: u64) -> Result<(), BlockError> {
+        if self.no_space {
+            return Err(BlockError::NoSpace);
+        }
+        self.ram.deallocate(offset, len)?;
+        self.deallocations += 1;
+        self.holes.push((offset, offset + len));
+        Ok(())
+    }
+
+    fn extent(&mut self, offset: u64) -> Result<Option<Extent>, BlockError> {
+        if !self.track_holes {
+            return self.ram.extent(offset);
+        }
+        if let Some(&(_, end)) = self.holes.iter().find(|(s, e)| *s <= offset && offset < *e) {
+            return Ok(Some(Extent {
+                deallocated: true,
+                len: end - offset,
+            }));
+        }
+        let next = self
+            .holes
+            .iter()
+            .map(|(s, _)| *s)
+            .filter(|s| *s > offset)
+            .min()
+            .unwrap_or(self.ram.len());
+        Ok(Some(Extent {
+            deallocated: false,
+            len: next - offset,
+        }))
+    }
+}
+
+/// A reset the SCSI layer received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reset {
+    Lun(u64),
+    Target,
+}
+
+/// The real SCSI target, recording the resets and nexus losses that reach it.
+pub(crate) struct CountingTarget {
+    pub scsi: scsi::Target<4, 4, 4>,
+    pub resets: Vec<Reset>,
+    /// Nexus slots reported lost.
+    pub lost: Vec<u16>,
+}
+
+impl Units for CountingTarget {
+    fn command(
+        &mut self,
+        lun: u64,
+        nexus: &scsi::Nexus<'_>,
+        cdb: &[u8],
+        expected_len: u32,
+        data_in: &mut [u8],
+    ) -> scsi::Step {
+        self.scsi.command(lun, nexus, cdb, expected_len, data_in)
+    }
+    fn data_out(
+        &mut self,
+        lun: u64,
+        nexus: &scsi::Nexus<'_>,
+        cdb: &[u8],
+        data: &[u8],
+        data_in: &mut [u8],
+    ) -> scsi::Step {
+        self.scsi.data_out(lun, nexus, cdb, data, data_in)
+    }
+    fn complete(
+        &mut self,
+        lun: u64,
+        io: &scsi::Io,
+        result: scsi::IoResult,
+        data_in: &mut [u8],
+    ) -> scsi::Response {
+        self.scsi.complete(lun, io, result, data_in)
+    }
+    fn lun_config(&self, lun: u64) -> Option<&LunConfig> {
+        Units::lun_config(&self.scsi, lun)
+    }
+    fn lun_reset(&mut self, lun: u64) {
+        self.resets.push(Reset::Lun(lun));
+        self.scsi.lun_reset(lun)
+    }
+    fn target_reset(&mut self) {
+        self.resets.push(Reset::Target);
+        self.scsi.target_reset()
+    }
+    fn nexus_lost(&mut self, index: u16) {
+        self.lost.push(index);
+        self.scsi.nexus_lost(index)
+    }
+}
+
+/// One target (index 0) with LUNs 0 and 1, each a [`TestDisk`].
+pub(crate) struct TestLuns {
+    pub target: CountingTarget,
+    pub disks: Vec<(u64, TestDisk)>,
+}
+
+impl TestLuns {
+    /// LUNs 0 and 1 of `blocks` blocks each, configured by `cfg`.
+    pub fn with(blocks: u64, cfg: impl Fn(&mut LunConfig)) -> Self {
+        let mut target = CountingTarget {
+            scsi: scsi::Target::new(),
+            resets: Vec::new(),
+            lost: Vec::new(),
+        };
+        let mut disks = Vec::new();
+        for &lun in LUNS {
+            let mut c = LunConfig::new(blocks, 0x5000_0000_0000_0000 | lun);
+            cfg(&mut c);
+            target.scsi.add_lun(lun, c).unwrap();
+            disks.push((lun, TestDisk::new(blocks)));
+        }
+        TestLuns { target, disks }
+    }
+
+    pub fn new(blocks: u64) -> Self {
+        Self::with(blocks, |_| {})
+    }
+
+    pub fn disk(&mut self, lun: u64) -> &mut TestDisk {
+        &mut self.disks.iter_mut().find(|(n, _)| *n == lun).unwrap().1
+    }
+}
+
+impl Luns for TestLuns {
+    fn units<R>(&mut self, target: usize, f: impl FnOnce(&mut dyn Units) -> R) -> Option<R> {
+        (target == 0).then(|| f(&mut self.target))
+    }
+
+    fn device<R>(
+        &mut self,
+        target: usize,
+        lun: u64,
+        _access: Access,
+        f: impl FnOnce(&mut dyn BlockDevice) -> R,
+    ) -> Option<R> {
+        if target != 0 {
+            return None;
+        }
+        let (_, d) = self.disks.iter_mut().find(|(n, _)| *n == lun)?;
+        Some(f(d))
+    }
+}
+
+/// The harness's driver: 8 tasks like its connection.
+pub(crate) type TestDriver = Driver<Vec<u8>, 8>;
+
+/// Driver buffers big enough for the default LUN limits: both halves of
+/// the longest COMPARE AND WRITE (255 blocks), and a 4 KiB bounce buffer.
+pub(crate) fn test_driver() -> TestDriver {
+    Driver::new(vec![0u8; 2 * 255 * 512], vec![0u8; 4096])
+}
+
+/// An owned copy of a storage request, to perform it later.
+fn owned(req: &StorageRequest<'_>) -> StorageRequest<'static> {
+    match *req {
+        StorageRequest::Read {
+            io,
+            target,
+            lun,
+            offset,
+            len,
+        } => StorageRequest::Read {
+            io,
+            target,
+            lun,
+            offset,
+            len,
+        },
+        StorageRequest::Write {
+            io,
+            target,
+            lun,
+            offset,
+            len,
+            fua,
+        } => StorageRequest::Write {
+            io,
+            target,
+            lun,
+            offset,
+            len,
+            fua,
+        },
+        StorageRequest::Flush { io, target, lun } => StorageRequest::Flush { io, target, lun },
+        StorageRequest::Unmap {
+            io,
+            target,
+            lun,
+            offset,
+            len,
+        } => StorageRequest::Unmap {
+            io,
+            target,
+            lun,
+            offset,
+            len,
+        },
+        // The driver plans no `Plan::WriteSame` (it fills from its own
+        // buffer), so the connection never asks for this with a pattern.
+        StorageRequest::WriteSame {
+            io,
+            target,
+            lun,
+            offset,
+            len,
+            ..
+        } => StorageRequest::WriteSame {
+            io,
+            target,
+            lun,
+            offset,
+            len,
+            pattern: &[],
+        },
+        StorageRequest::Release { io } => StorageRequest::Release { io },
     }
 }
 
@@ -157,44 +359,88 @@ pub(crate) fn split(mut s: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
-/// A connection plus everything around it: session table, backend, clock.
+/// A connection plus everything around it: session table, the storage
+/// driver and its LUNs, clock.
 pub(crate) struct Harness<'a> {
     pub conn: Connection<8, 512>,
     pub sessions: SessionTable<4>,
-    pub backend: MemBackend,
+    pub driver: TestDriver,
+    pub luns: TestLuns,
     pub targets: Targets<'a>,
     pub now: Instant,
     pub closed: bool,
-    /// Answer storage at once (else keep requests in `pending`).
+    /// Perform storage requests at once (else keep them in `pending` until
+    /// [`Harness::complete`] performs and completes them, in any order).
     pub sync_storage: bool,
     pub pending: Vec<IoId>,
+    deferred: HashMap<IoId, StorageRequest<'static>>,
+    /// `StorageRequest::Write`s performed: one per write command, after all
+    /// its Data-Out arrived.
+    pub writes: usize,
+    /// Storage results handed to the connection, in order.
+    pub results: Vec<(IoId, Result<(), scsi::IoError>)>,
     pub rx_digests: Digests,
 }
 
 pub(crate) const LUNS: &[u64] = &[0, 1];
 
+/// The nexus slot the harness gives its session in the SCSI layer.
+pub(crate) const NEXUS_SLOT: u16 = 0;
+
 impl<'a> Harness<'a> {
     pub fn new(targets: Targets<'a>, limits: TargetLimits) -> Self {
+        Self::with_luns(targets, limits, TestLuns::new(2048), test_driver())
+    }
+
+    pub fn with_luns(
+        targets: Targets<'a>,
+        limits: TargetLimits,
+        luns: TestLuns,
+        driver: TestDriver,
+    ) -> Self {
         Harness {
             conn: Connection::new(Instant::from_millis(0), 1, limits, [3; 16]),
             sessions: SessionTable::new(),
-            backend: MemBackend::new(2048),
+            driver,
+            luns,
             targets,
             now: Instant::from_millis(0),
             closed: false,
             sync_storage: true,
             pending: Vec::new(),
+            deferred: HashMap::new(),
+            writes: 0,
+            results: Vec::new(),
             rx_digests: Digests::default(),
         }
+    }
+
+    /// LUN `lun`'s bytes.
+    pub fn disk(&self, lun: u64) -> &[u8] {
+        self.luns
+            .disks
+            .iter()
+            .find(|(n, _)| *n == lun)
+            .unwrap()
+            .1
+            .bytes()
+    }
+
+    /// Feeds one buffer of input (whole PDUs) without draining.
+    pub fn input(&mut self, bytes: &[u8]) -> usize {
+        self.conn.handle_input(
+            self.now,
+            bytes,
+            &self.targets,
+            &mut self.driver.bind(&mut self.luns),
+        )
     }
 
     /// Feed bytes; return every PDU the target sends in reaction.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<Vec<u8>> {
         let mut at = 0;
         loop {
-            let n =
-                self.conn
-                    .handle_input(self.now, &bytes[at..], &self.targets, &mut self.backend);
+            let n = self.input(&bytes[at..]);
             if n == 0 {
                 break;
             }
@@ -205,6 +451,39 @@ impl<'a> Harness<'a> {
         }
         assert_eq!(at, bytes.len(), "whole PDUs must be consumed");
         self.drain()
+    }
+
+    /// Takes the power-on unit attention of every LUN, as an initiator's
+    /// first REQUEST SENSE (or TEST UNIT READY) after login would, so the
+    /// tests' first command is not answered with it.
+    pub fn clear_unit_attentions(&mut self) {
+        let nexus = scsi::Nexus {
+            index: NEXUS_SLOT,
+            initiator: "",
+            isid: [0; 6],
+        };
+        let mut buf = [0u8; 64];
+        for &lun in LUNS {
+            let step =
+                self.luns
+                    .target
+                    .scsi
+                    .command(lun, &nexus, &[0x03, 0, 0, 0, 18, 0], 18, &mut buf);
+            assert!(matches!(step, scsi::Step::Done(r) if r.status == scsi::Status::Good));
+        }
+    }
+
+    fn perform(&mut self, req: &StorageRequest<'_>) -> Result<(), scsi::IoError> {
+        if matches!(req, StorageRequest::Write { .. }) {
+            self.writes += 1;
+        }
+        self.driver.bind(&mut self.luns).perform(req)
+    }
+
+    fn finish(&mut self, io: IoId, r: Result<(), scsi::IoError>) {
+        self.results.push((io, r));
+        self.conn
+            .complete_storage(self.now, io, r, &mut self.driver.bind(&mut self.luns));
     }
 
     pub fn drain(&mut self) -> Vec<Vec<u8>> {
@@ -219,7 +498,11 @@ impl<'a> Harness<'a> {
                         let name: heapless::String<256> =
                             heapless::String::try_from(self.conn.initiator_name()).unwrap();
                         match self.sessions.admit(&name, &req, self.conn.token()) {
-                            Ok(a) => self.conn.session_admitted(&a),
+                            Ok(a) => {
+                                self.driver
+                                    .set_nexus(a.nexus, NEXUS_SLOT, &name, req.isid, req.target);
+                                self.conn.session_admitted(&a)
+                            }
                             Err(s) => self.conn.session_refused(s),
                         }
                     }
@@ -227,34 +510,27 @@ impl<'a> Harness<'a> {
                     Event::Close => self.closed = true,
                 }
             }
-            let mut done = Vec::new();
+            let mut reqs = Vec::new();
             while let Some(req) = self.conn.poll_storage() {
                 progress = true;
-                match req {
-                    StorageRequest::Release { .. } => {}
-                    StorageRequest::Flush { io, .. } => {
-                        self.backend.flushes += 1;
-                        done.push(io)
-                    }
-                    StorageRequest::Write { io, .. } => {
-                        self.backend.writes += 1;
-                        done.push(io)
-                    }
-                    r => done.push(r.io()),
-                }
+                reqs.push(owned(&req));
             }
-            for io in done {
-                if self.sync_storage {
-                    self.conn
-                        .complete_storage(self.now, io, Ok(()), &mut self.backend);
+            for req in reqs {
+                let io = req.io();
+                if matches!(req, StorageRequest::Release { .. }) {
+                    self.driver.release(io);
+                } else if self.sync_storage {
+                    let r = self.perform(&req);
+                    self.finish(io, r);
                 } else {
                     self.pending.push(io);
+                    self.deferred.insert(io, req);
                 }
             }
             let mut buf = vec![0xa5u8; 300_000];
-            while let Some(n) = self
-                .conn
-                .poll_transmit(self.now, &mut buf, &mut self.backend)
+            while let Some(n) =
+                self.conn
+                    .poll_transmit(self.now, &mut buf, &mut self.driver.bind(&mut self.luns))
             {
                 progress = true;
                 out.push(buf[..n].to_vec());
@@ -268,10 +544,21 @@ impl<'a> Harness<'a> {
         out
     }
 
+    /// Performs the deferred storage request `io` now and completes it (a
+    /// repeated `io` is completed again without storage work: a stray).
     pub fn complete(&mut self, io: IoId) -> Vec<Vec<u8>> {
-        self.conn
-            .complete_storage(self.now, io, Ok(()), &mut self.backend);
+        let r = match self.deferred.remove(&io) {
+            Some(req) => self.perform(&req),
+            None => Ok(()),
+        };
+        self.finish(io, r);
         self.drain()
+    }
+
+    /// The connection is lost (TCP reset): abort it and run its releases.
+    pub fn abort(&mut self) {
+        self.conn.abort(&mut self.driver.bind(&mut self.luns));
+        self.drain();
     }
 }
 
@@ -430,6 +717,7 @@ pub(crate) fn ipxe_logged_in(limits: TargetLimits) -> Harness<'static> {
     assert_eq!(r1.len(), 1);
     assert_eq!(r2.len(), 1);
     assert!(h.conn.is_full_feature());
+    h.clear_unit_attentions();
     h
 }
 
@@ -437,4 +725,5 @@ mod discovery_tmf;
 mod ipxe;
 mod keepalive;
 mod login_tests;
+mod storage;
 mod transfer;

@@ -40,12 +40,19 @@ fn ipxe_boot_session_from_capture() {
     assert!(h.conn.is_full_feature());
     assert_eq!(h.conn.params().initiator_mrdsl, 8192);
 
-    // TUR x2: SCSI Response GOOD, StatSN 2, 3; ExpCmdSN follows CmdSN.
+    // TUR x2: StatSN 2, 3; ExpCmdSN follows CmdSN. The first reports the
+    // new nexus's UNIT ATTENTION / POWER ON OCCURRED (29/00), which is why
+    // iPXE sends a second one; that one is GOOD.
     for (i, p) in pdus[2..4].iter().enumerate() {
         let r = h.feed(p);
         assert_eq!(r.len(), 1);
         let s = ScsiResponse::parse(&bhs(&r[0])).unwrap();
-        assert_eq!(s.status, 0);
+        if i == 0 {
+            assert_eq!(s.status, 2);
+            assert_eq!((r[0][50 + 2], r[0][50 + 12], r[0][50 + 13]), (6, 0x29, 0));
+        } else {
+            assert_eq!(s.status, 0);
+        }
         assert_eq!(s.stat_sn, 2 + i as u32);
         assert_eq!(s.exp_cmd_sn, 1 + i as u32);
         assert!(s.max_cmd_sn >= s.exp_cmd_sn);
@@ -67,7 +74,7 @@ fn ipxe_boot_session_from_capture() {
     let d = DataIn::parse(&bhs(&r[0])).unwrap();
     assert_eq!(d.data_len, 2048);
     assert_eq!(d.status, Some(0));
-    assert_eq!(&r[0][48..48 + 2048], &h.backend.disk[64 * 512..68 * 512]);
+    assert_eq!(&r[0][48..48 + 2048], &h.disk(1)[64 * 512..68 * 512]);
     for p in &pdus[6..9] {
         let r = h.feed(p);
         assert_eq!(r.len(), 1);
@@ -109,7 +116,7 @@ fn read_64k_is_eight_data_in_with_status_on_last() {
         assert_eq!(d.final_bit, last);
         assert_eq!(d.status.is_some(), last);
         let off = 100 * 512 + 8192 * i;
-        assert_eq!(&p[48..48 + 8192], &h.backend.disk[off..off + 8192]);
+        assert_eq!(&p[48..48 + 8192], &h.disk(1)[off..off + 8192]);
     }
     let d = DataIn::parse(&bhs(&r[7])).unwrap();
     assert_eq!(d.residual, Residual::None);

@@ -363,7 +363,8 @@ fn discovery_send_targets() {
 fn session_reinstatement_and_limit() {
     let t = portal(targets(None, None));
     let mut sessions = SessionTable::<1>::new();
-    let mut backend = MemBackend::new(16);
+    let mut luns = TestLuns::new(16);
+    let mut driver = test_driver();
     let text = std::format!("InitiatorName={INITIATOR}\nTargetName={TARGET}\nAuthMethod=None\n");
     let login = login_pdu(Stage::Security, Stage::FullFeature, true, 1, 0, 0, &text);
     let mut conns = Vec::new();
@@ -375,7 +376,12 @@ fn session_reinstatement_and_limit() {
             [1; 16],
         );
         assert_eq!(
-            c.handle_input(Instant::from_millis(0), &login, &t, &mut backend),
+            c.handle_input(
+                Instant::from_millis(0),
+                &login,
+                &t,
+                &mut driver.bind(&mut luns)
+            ),
             login.len()
         );
         let Some(Event::SessionRequest(req)) = c.poll_event() else {
@@ -393,7 +399,7 @@ fn session_reinstatement_and_limit() {
         conns.push(c);
     }
     // the host closes the old connection
-    conns[0].abort(&mut backend);
+    conns[0].abort(&mut driver.bind(&mut luns));
     assert!(conns[0].is_closed());
     sessions.release(10);
     assert_eq!(sessions.len(), 1);
@@ -405,7 +411,12 @@ fn session_reinstatement_and_limit() {
         TargetLimits::default(),
         [1; 16],
     );
-    let consumed = c.handle_input(Instant::from_millis(0), &other, &t, &mut backend);
+    let consumed = c.handle_input(
+        Instant::from_millis(0),
+        &other,
+        &t,
+        &mut driver.bind(&mut luns),
+    );
     assert_eq!(consumed, other.len());
     let Some(Event::SessionRequest(req)) = c.poll_event() else {
         panic!("no session request");
@@ -414,7 +425,11 @@ fn session_reinstatement_and_limit() {
     c.session_refused(err);
     let mut buf = [0u8; 1024];
     let n = c
-        .poll_transmit(Instant::from_millis(0), &mut buf, &mut backend)
+        .poll_transmit(
+            Instant::from_millis(0),
+            &mut buf,
+            &mut driver.bind(&mut luns),
+        )
         .unwrap();
     assert_eq!(status(&buf[..n]), (3, 2));
 }

@@ -4,7 +4,11 @@ use super::*;
 
 /// Log in straight to full feature phase (CSG=1, NSG=3) with `ops` keys.
 pub(crate) fn logged_in_with(ops: &str, limits: TargetLimits) -> Harness<'static> {
-    let mut h = Harness::new(portal(targets(None, None)), limits);
+    login_with(Harness::new(portal(targets(None, None)), limits), ops)
+}
+
+/// Log `h` in straight to full feature phase with `ops` keys.
+pub(crate) fn login_with(mut h: Harness<'static>, ops: &str) -> Harness<'static> {
     let text = std::format!(
         "InitiatorName=iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test\nTargetName={TARGET}\nSessionType=Normal\n{ops}\n"
     );
@@ -26,17 +30,18 @@ pub(crate) fn logged_in_with(ops: &str, limits: TargetLimits) -> Harness<'static
         keys(&r[0])
     );
     assert!(h.conn.is_full_feature());
+    h.clear_unit_attentions();
     h
 }
 
-fn r2ts(out: &[Vec<u8>]) -> Vec<R2t> {
+pub(crate) fn r2ts(out: &[Vec<u8>]) -> Vec<R2t> {
     out.iter()
         .filter(|p| bhs(p).opcode() == Opcode::R2t)
         .map(|p| R2t::parse(&bhs(p)).unwrap())
         .collect()
 }
 
-fn response(out: &[Vec<u8>]) -> ScsiResponse {
+pub(crate) fn response(out: &[Vec<u8>]) -> ScsiResponse {
     let p = out
         .iter()
         .find(|p| bhs(p).opcode() == Opcode::ScsiResponse)
@@ -44,7 +49,7 @@ fn response(out: &[Vec<u8>]) -> ScsiResponse {
     ScsiResponse::parse(&bhs(p)).unwrap()
 }
 
-fn pattern(n: usize, seed: u8) -> Vec<u8> {
+pub(crate) fn pattern(n: usize, seed: u8) -> Vec<u8> {
     (0..n).map(|i| (i as u8).wrapping_mul(7) ^ seed).collect()
 }
 
@@ -97,8 +102,13 @@ fn r2t_write_flow_with_bursts() {
     assert_eq!(s.status, 0);
     assert_eq!(s.residual, Residual::None);
     assert_eq!(s.exp_data_sn, 4, "ExpDataSN counts the R2Ts");
-    assert_eq!(&h.backend.disk[10 * 512..10 * 512 + 65536], &data[..]);
-    assert_eq!(h.backend.writes, 1);
+    assert_eq!(&h.disk(1)[10 * 512..10 * 512 + 65536], &data[..]);
+    assert_eq!(h.writes, 1, "one storage write for the whole command");
+    assert_eq!(
+        h.luns.disk(1).written,
+        65536,
+        "every byte reached the disk once"
+    );
 }
 
 #[test]
@@ -126,7 +136,7 @@ fn immediate_and_unsolicited_data_then_r2t() {
     assert_eq!((r[0].buffer_offset, r[0].desired_len), (8192, 8192));
     let out = h.feed(&data_out(9, r[0].ttt, 0, 8192, &data[8192..], true));
     assert_eq!(response(&out).status, 0);
-    assert_eq!(&h.backend.disk[..16384], &data[..]);
+    assert_eq!(&h.disk(1)[..16384], &data[..]);
 }
 
 #[test]
@@ -145,7 +155,7 @@ fn immediate_data_covering_everything_needs_no_r2t() {
     ));
     assert!(r2ts(&out).is_empty());
     assert_eq!(response(&out).status, 0);
-    assert_eq!(&h.backend.disk[5 * 512..5 * 512 + 1024], &data[..]);
+    assert_eq!(&h.disk(1)[5 * 512..5 * 512 + 1024], &data[..]);
 }
 
 #[test]
@@ -251,7 +261,7 @@ fn read_residuals() {
 #[test]
 fn write_residuals() {
     let mut h = logged_in_with("InitialR2T=Yes\nImmediateData=Yes", TargetLimits::default());
-    let before = h.backend.disk[..512].to_vec();
+    let before = h.disk(1)[..512].to_vec();
     // EDTL 200 < one block: GOOD, only the 200 bytes are written, overflow.
     let out = h.feed(&command(
         1,
@@ -266,8 +276,8 @@ fn write_residuals() {
     let s = response(&out);
     assert_eq!(s.status, 0);
     assert_eq!(s.residual, Residual::Overflow(312));
-    assert_eq!(&h.backend.disk[..200], &[0x62; 200][..]);
-    assert_eq!(&h.backend.disk[200..512], &before[200..]);
+    assert_eq!(&h.disk(1)[..200], &[0x62; 200][..]);
+    assert_eq!(&h.disk(1)[200..512], &before[200..]);
     // EDTL 0: nothing written, overflow of the whole block.
     let out = h.feed(&command(3, 1, &write10(1, 1), 0, false, true, &[], true));
     let s = response(&out);
@@ -286,8 +296,8 @@ fn write_residuals() {
     let s = response(&out);
     assert_eq!(s.status, 0);
     assert_eq!(s.residual, Residual::Underflow(512));
-    assert_eq!(&h.backend.disk[..512], &[0x62; 512][..]);
-    assert_ne!(&h.backend.disk[512..1024], &[0x62; 512][..]);
+    assert_eq!(&h.disk(1)[..512], &[0x62; 512][..]);
+    assert_ne!(&h.disk(1)[512..1024], &[0x62; 512][..]);
 }
 
 #[test]
@@ -304,7 +314,7 @@ fn completions_out_of_order() {
     let second = h.pending.pop().unwrap();
     let out = h.complete(second);
     assert_eq!(DataIn::parse(&bhs(&out[0])).unwrap().itt, 2);
-    assert_eq!(&out[0][48..48 + 512], &h.backend.disk[8 * 512..9 * 512]);
+    assert_eq!(&out[0][48..48 + 512], &h.disk(1)[8 * 512..9 * 512]);
     let first = h.pending.pop().unwrap();
     let out = h.complete(first);
     assert_eq!(DataIn::parse(&bhs(&out[0])).unwrap().itt, 1);
@@ -328,7 +338,10 @@ fn parameter_list_via_r2t() {
     ));
     let r = r2ts(&out);
     assert_eq!(r[0].desired_len, 12);
-    let out = h.feed(&data_out(5, r[0].ttt, 0, 0, &[0; 12], true));
+    // A mode parameter header and one block descriptor restating the
+    // block length (512): all a MODE SELECT may change about it.
+    let list = [0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 2, 0];
+    let out = h.feed(&data_out(5, r[0].ttt, 0, 0, &list, true));
     assert_eq!(response(&out).status, 0);
 }
 
@@ -406,7 +419,7 @@ fn nop_tmf_and_logout() {
         TaskMgmtResponse::parse(&bhs(&out[0])).unwrap().response,
         TmfResponse::Complete
     );
-    assert_eq!(h.backend.tmfs, [TmfFunction::LogicalUnitReset]);
+    assert_eq!(h.luns.target.resets, [Reset::Lun(1)]);
 
     // Logout closes the session.
     let mut l = [0u8; 48];
@@ -424,7 +437,7 @@ fn nop_tmf_and_logout() {
     assert_eq!((r.itt, r.response), (0x20, 0));
     assert!(h.closed);
     assert_eq!(h.conn.close_reason(), Some(CloseReason::Logout));
-    assert_eq!(h.backend.lost.len(), 1);
+    assert_eq!(h.luns.target.lost, [NEXUS_SLOT]);
 }
 
 #[test]
@@ -476,7 +489,7 @@ fn digests_on() {
     let p = &out[0];
     assert_eq!(p.len(), 52);
     assert_eq!(&p[48..52], &crc32c::crc32c(&p[..48]).to_le_bytes());
-    assert_eq!(&h.backend.disk[3 * 512..4 * 512], &data[..]);
+    assert_eq!(&h.disk(1)[3 * 512..4 * 512], &data[..]);
     // a read: header digest, data, data digest
     let out = h.feed(&with_digests(&command(
         2,
@@ -529,7 +542,7 @@ fn byte_at_a_time_input() {
     let mut out = Vec::new();
     for &b in &stream {
         rx.push(b);
-        let n = h.conn.handle_input(h.now, &rx, &h.targets, &mut h.backend);
+        let n = h.input(&rx);
         if n > 0 {
             assert_eq!(n, rx.len(), "a PDU is consumed exactly when complete");
             rx.clear();
@@ -552,7 +565,7 @@ fn random_io_against_model() {
         TargetLimits::default(),
     );
     h.sync_storage = false;
-    let mut model = h.backend.disk.clone();
+    let mut model = h.disk(1).to_vec();
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut rnd = |n: u64| {
         seed ^= seed << 13;
@@ -661,13 +674,19 @@ fn random_io_against_model() {
             ..Stats::default()
         }
     );
-    let first_diff = h.backend.disk.iter().zip(&model).position(|(a, b)| a != b);
+    let first_diff = h.disk(1).iter().zip(&model).position(|(a, b)| a != b);
     assert_eq!(first_diff, None, "disk differs from the model");
     assert_eq!(h.conn.stats().protocol_errors, 0);
     assert_eq!(h.conn.stats().cmdsn_dropped, 0);
 }
 
-fn tmf(function: TmfFunction, itt: u32, ref_itt: u32, cmd_sn: u32, ref_cmd_sn: u32) -> [u8; 48] {
+pub(crate) fn tmf(
+    function: TmfFunction,
+    itt: u32,
+    ref_itt: u32,
+    cmd_sn: u32,
+    ref_cmd_sn: u32,
+) -> [u8; 48] {
     let mut t = [0u8; 48];
     TaskMgmtRequest {
         immediate: true,
@@ -707,8 +726,8 @@ fn abort_of_a_finished_task_and_cold_reset() {
     assert_eq!(r.response, TmfResponse::Complete);
     assert!(h.closed);
     assert_eq!(h.conn.close_reason(), Some(CloseReason::TargetColdReset));
-    assert_eq!(h.backend.tmfs, [TmfFunction::TargetColdReset]);
-    assert_eq!(h.backend.lost.len(), 1);
+    assert_eq!(h.luns.target.resets, [Reset::Target]);
+    assert_eq!(h.luns.target.lost, [NEXUS_SLOT]);
 }
 
 #[test]
