@@ -89,10 +89,18 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         } else {
             body.to_vec()
         };
-        let port = if flags & 2 != 0 { PXE_PORT } else { SERVER_PORT };
+        let port = if flags & 2 != 0 {
+            PXE_PORT
+        } else {
+            SERVER_PORT
+        };
         let src = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, *seed), 68);
         let t = Instant::from_millis(now);
-        let s = if flags & 4 != 0 { &mut proxy } else { &mut full };
+        let s = if flags & 4 != 0 {
+            &mut proxy
+        } else {
+            &mut full
+        };
         s.handle_packet(t, src, port, &packet);
         if flags & 32 != 0 {
             s.handle_timeout(t);
@@ -110,8 +118,15 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let t = Instant::from_millis(now + 3_600_000);
     for s in [&mut full, &mut proxy] {
         s.handle_timeout(t);
-        s.handle_packet(t, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68), SERVER_PORT, &pxe_discover([2, 9, 9, 9, 9, 9]));
-        let tx = s.poll_transmit(t, &mut buf).expect("a valid DISCOVER must still be answered");
+        s.handle_packet(
+            t,
+            SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
+            SERVER_PORT,
+            &pxe_discover([2, 9, 9, 9, 9, 9]),
+        );
+        let tx = s
+            .poll_transmit(t, &mut buf)
+            .expect("a valid DISCOVER must still be answered");
         assert_eq!(tx.message, MessageType::Offer);
     }
 });

@@ -140,7 +140,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         // Words that carry exactly one value stay one word.
         let last = text.lines().filter(|l| l.starts_with("sanboot ")).count();
         assert!(last <= 1);
-        for line in text.lines().filter(|l| l.starts_with("set ") || l.starts_with("sanboot ")) {
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("set ") || l.starts_with("sanboot "))
+        {
             let n = line.split(' ').count();
             assert!(n == 2 || n == 3, "{line:?}");
         }
@@ -152,7 +155,9 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         dwant.push(&["exit"]);
         // The label line is ":<mac>", one word.
         let direct_lines: Vec<&str> = direct.lines().collect();
-        assert!(direct_lines.get(4).is_some_and(|l| l.starts_with(':') && !l.contains(' ')));
+        assert!(direct_lines
+            .get(4)
+            .is_some_and(|l| l.starts_with(':') && !l.contains(' ')));
         assert_eq!(direct_lines.len(), dwant.len() + 1, "{direct:?}");
     }
 

@@ -12,6 +12,7 @@
 //! data of a READ must be what the disk holds; a READ touching a failing
 //! or missing block never ends GOOD; and after the connection is aborted
 //! and its outstanding storage finished, the driver holds nothing.
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use libfuzzer_sys::fuzz_target;
@@ -82,16 +83,17 @@ impl BlockDevice for Flaky {
 }
 
 struct Luns {
-    target: scsi::Target<2, 4, 4>,
-    disks: [Flaky; 2],
+    target: RefCell<scsi::Target<2, 4, 4>>,
+    disks: RefCell<[Flaky; 2]>,
 }
 
 impl sanboot_core::iscsi::Luns for Luns {
-    fn units<R>(&mut self, target: usize, f: impl FnOnce(&mut dyn Units) -> R) -> Option<R> {
-        (target == 0).then(|| f(&mut self.target))
+    fn units<R>(&self, target: usize, f: impl FnOnce(&mut dyn Units) -> R) -> Option<R> {
+        let mut t = self.target.try_borrow_mut().ok()?;
+        (target == 0).then(|| f(&mut *t))
     }
     fn device<R>(
-        &mut self,
+        &self,
         target: usize,
         lun: u64,
         _access: Access,
@@ -100,7 +102,8 @@ impl sanboot_core::iscsi::Luns for Luns {
         if target != 0 {
             return None;
         }
-        Some(f(self.disks.get_mut(usize::try_from(lun).ok()?)?))
+        let mut disks = self.disks.try_borrow_mut().ok()?;
+        Some(f(disks.get_mut(usize::try_from(lun).ok()?)?))
     }
 }
 
@@ -250,7 +253,7 @@ impl World {
                 Instant::from_millis(self.now),
                 &bytes[at..],
                 targets,
-                &mut self.driver.bind(&mut self.luns),
+                &mut self.driver.bind(&self.luns),
             );
             if n == 0 {
                 break;
@@ -261,12 +264,12 @@ impl World {
     }
 
     fn finish(&mut self, io: IoId, req: &StorageRequest<'_>) {
-        let r = self.driver.bind(&mut self.luns).perform(req);
+        let r = self.driver.bind(&self.luns).perform(req);
         self.conn.complete_storage(
             Instant::from_millis(self.now),
             io,
             r,
-            &mut self.driver.bind(&mut self.luns),
+            &mut self.driver.bind(&self.luns),
         );
     }
 
@@ -302,7 +305,7 @@ impl World {
             while let Some(n) = self.conn.poll_transmit(
                 Instant::from_millis(self.now),
                 &mut self.tx,
-                &mut self.driver.bind(&mut self.luns),
+                &mut self.driver.bind(&self.luns),
             ) {
                 progress = true;
                 self.check_output(n);
@@ -344,7 +347,8 @@ impl World {
                     if let Some(rd) = t.read {
                         // A READ's data is exactly the disk's bytes now,
                         // and none of it comes from a failing block.
-                        let disk = &self.luns.disks[rd.lun as usize];
+                        let disks = self.luns.disks.borrow();
+                        let disk = &disks[rd.lun as usize];
                         let at = rd.lba * 512 + u64::from(d.buffer_offset);
                         let want = disk.ram.0.get(at as usize..at as usize + data.len());
                         assert_eq!(Some(data), want, "READ data is what the disk holds");
@@ -489,7 +493,8 @@ fn scsi_command(w: &mut World, inp: &mut Input<'_>, itt: u32, cmd_sn: u32) -> Ve
         0x20 => 0,
         _ => 1,
     };
-    let disk = w.luns.disks.get(lun as usize);
+    let disks = w.luns.disks.borrow();
+    let disk = disks.get(lun as usize);
     let current = |n: u64| -> Vec<u8> {
         let at = (lba * 512) as usize;
         disk.and_then(|d| d.ram.0.get(at..at + n as usize))
@@ -710,8 +715,8 @@ fuzz_target!(|data: &[u8]| {
             vec![0u8; 1024 << (mode & 3)],
         ),
         luns: Luns {
-            target,
-            disks: [disk(mode), disk(mode.wrapping_mul(3))],
+            target: RefCell::new(target),
+            disks: RefCell::new([disk(mode), disk(mode.wrapping_mul(3))]),
         },
         deferred: Vec::new(),
         sync: mode & 0x40 == 0,
@@ -734,10 +739,13 @@ fuzz_target!(|data: &[u8]| {
             };
             for lun in 0..2 {
                 let mut buf = [0u8; 32];
-                let _ = w
-                    .luns
-                    .target
-                    .command(lun, &nexus, &[0x03, 0, 0, 0, 18, 0], 18, &mut buf);
+                let _ = w.luns.target.borrow_mut().command(
+                    lun,
+                    &nexus,
+                    &[0x03, 0, 0, 0, 18, 0],
+                    18,
+                    &mut buf,
+                );
             }
         }
     }
@@ -780,11 +788,18 @@ fuzz_target!(|data: &[u8]| {
             _ => {
                 // The devices change under the running target.
                 let b = inp.u8();
-                let d = &mut w.luns.disks[usize::from(b & 1)];
+                let which = usize::from(b & 1);
                 match (b >> 1) % 5 {
-                    0 => d.no_space = !d.no_space,
-                    1 => d.fail_flush = !d.fail_flush,
+                    0 => {
+                        let d = &mut w.luns.disks.borrow_mut()[which];
+                        d.no_space = !d.no_space;
+                    }
+                    1 => {
+                        let d = &mut w.luns.disks.borrow_mut()[which];
+                        d.fail_flush = !d.fail_flush;
+                    }
                     2 => {
+                        let d = &mut w.luns.disks.borrow_mut()[which];
                         let keep = d.ram.0.len() * usize::from(inp.u8()) / 256;
                         d.ram.0.truncate(keep & !511);
                     }
@@ -803,7 +818,7 @@ fuzz_target!(|data: &[u8]| {
     }
     // The connection is lost: every task ends, storage still in flight is
     // finished by the host, and the driver must hold nothing afterwards.
-    w.conn.abort(&mut w.driver.bind(&mut w.luns));
+    w.conn.abort(&mut w.driver.bind(&w.luns));
     while let Some((io, req)) = w.deferred.pop() {
         w.finish(io, &req);
     }

@@ -8,7 +8,11 @@ use sanboot_core::scsi::{
     unmap_ranges, Io, IoError, IoResult, LunConfig, Nexus, Status, Step, Target,
 };
 
-const NAMES: [&str; 3] = ["iqn.2026-11.fuzz:a", "iqn.2026-11.fuzz:b", "iqn.2026-11.fuzz:c"];
+const NAMES: [&str; 3] = [
+    "iqn.2026-11.fuzz:a",
+    "iqn.2026-11.fuzz:b",
+    "iqn.2026-11.fuzz:c",
+];
 
 struct Input<'a>(&'a [u8]);
 

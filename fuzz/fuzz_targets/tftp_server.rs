@@ -3,11 +3,11 @@
 //! moving forward. Nothing panics, every datagram the server emits is a valid
 //! TFTP packet within the negotiated sizes, and afterwards the listener still
 //! turns a valid RRQ into a transfer that sends its first packet.
-use sanboot_core::time::{Duration, Instant};
 use sanboot_core::tftp::wire::Repr;
 use sanboot_core::tftp::{
     Listener, ListenerEvent, ReadAt, ReadError, Refusal, Transfer, TransferConfig,
 };
+use sanboot_core::time::{Duration, Instant};
 
 struct Pattern(u64);
 
@@ -54,7 +54,9 @@ fn drain(t: &mut Transfer, now: Instant, file: &mut Pattern, config: &TransferCo
                     Repr::Oack { options } => {
                         assert!(options.blksize.is_none_or(|b| (8..=65464).contains(&b)));
                         let max_window = u64::from(config.max_windowsize.max(1));
-                        assert!(options.windowsize.is_none_or(|w| (1..=max_window).contains(&w)));
+                        assert!(options
+                            .windowsize
+                            .is_none_or(|w| (1..=max_window).contains(&w)));
                         assert_eq!(options.blksize.unwrap_or(512), u64::from(t.blksize()));
                         assert!(options.timeout.is_none_or(|s| (1..=255).contains(&s)));
                     }
@@ -87,7 +89,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                 let d = input.bytes(len);
                 if let Some(ListenerEvent::Incoming(inc)) = listener.handle(d, &mut out) {
                     assert!(!inc.path().is_empty());
-                    let size = u64::from(input.u16().unwrap_or(0)) * u64::from(input.byte().unwrap_or(1));
+                    let size =
+                        u64::from(input.u16().unwrap_or(0)) * u64::from(input.byte().unwrap_or(1));
                     if transfers.len() < 4 {
                         let t = inc.accept(now, size, &config);
                         // The host's file is sometimes shorter than it said.
@@ -95,7 +98,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                         transfers.push((t, Pattern(real)));
                     } else {
                         let tx = inc.refuse(Refusal::Busy, &mut out).expect("fits 64 bytes");
-                        assert!(matches!(Repr::parse_bytes(&out[..tx.len]), Ok(Repr::Error { .. })));
+                        assert!(matches!(
+                            Repr::parse_bytes(&out[..tx.len]),
+                            Ok(Repr::Error { .. })
+                        ));
                     }
                 }
             }
@@ -133,9 +139,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         transfers.retain(|(t, _)| !t.is_finished());
     }
     // Still serving: a valid RRQ is accepted and starts sending.
-    let Some(ListenerEvent::Incoming(inc)) =
-        listener.handle(b"\x00\x01boot.ipxe\x00octet\x00blksize\x001432\x00tsize\x000\x00", &mut out)
-    else {
+    let Some(ListenerEvent::Incoming(inc)) = listener.handle(
+        b"\x00\x01boot.ipxe\x00octet\x00blksize\x001432\x00tsize\x000\x00",
+        &mut out,
+    ) else {
         panic!("valid RRQ not accepted after fuzzing");
     };
     assert_eq!(inc.path(), "boot.ipxe");

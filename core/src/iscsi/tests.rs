@@ -5,6 +5,8 @@
 
 extern crate std;
 
+use core::cell::{Ref, RefCell, RefMut};
+
 use std::collections::HashMap;
 use std::vec;
 use std::vec::Vec;
@@ -209,12 +211,15 @@ impl Units for CountingTarget {
         self.lost.push(index);
         self.scsi.nexus_lost(index)
     }
+    fn abort_epoch(&self, lun: u64, index: u16) -> u32 {
+        self.scsi.abort_epoch(lun, index)
+    }
 }
 
 /// One target (index 0) with LUNs 0 and 1, each a [`TestDisk`].
 pub(crate) struct TestLuns {
-    pub target: CountingTarget,
-    pub disks: Vec<(u64, TestDisk)>,
+    target: RefCell<CountingTarget>,
+    disks: RefCell<Vec<(u64, TestDisk)>>,
 }
 
 impl TestLuns {
@@ -232,25 +237,35 @@ impl TestLuns {
             target.scsi.add_lun(lun, c).unwrap();
             disks.push((lun, TestDisk::new(blocks)));
         }
-        TestLuns { target, disks }
+        TestLuns {
+            target: RefCell::new(target),
+            disks: RefCell::new(disks),
+        }
     }
 
     pub fn new(blocks: u64) -> Self {
         Self::with(blocks, |_| {})
     }
 
-    pub fn disk(&mut self, lun: u64) -> &mut TestDisk {
-        &mut self.disks.iter_mut().find(|(n, _)| *n == lun).unwrap().1
+    pub fn disk(&self, lun: u64) -> RefMut<'_, TestDisk> {
+        RefMut::map(self.disks.borrow_mut(), |d| {
+            &mut d.iter_mut().find(|(n, _)| *n == lun).unwrap().1
+        })
+    }
+
+    pub fn target(&self) -> RefMut<'_, CountingTarget> {
+        self.target.borrow_mut()
     }
 }
 
 impl Luns for TestLuns {
-    fn units<R>(&mut self, target: usize, f: impl FnOnce(&mut dyn Units) -> R) -> Option<R> {
-        (target == 0).then(|| f(&mut self.target))
+    fn units<R>(&self, target: usize, f: impl FnOnce(&mut dyn Units) -> R) -> Option<R> {
+        let mut t = self.target.try_borrow_mut().ok()?;
+        (target == 0).then(|| f(&mut *t))
     }
 
     fn device<R>(
-        &mut self,
+        &self,
         target: usize,
         lun: u64,
         _access: Access,
@@ -259,7 +274,8 @@ impl Luns for TestLuns {
         if target != 0 {
             return None;
         }
-        let (_, d) = self.disks.iter_mut().find(|(n, _)| *n == lun)?;
+        let mut disks = self.disks.try_borrow_mut().ok()?;
+        let (_, d) = disks.iter_mut().find(|(n, _)| *n == lun)?;
         Some(f(d))
     }
 }
@@ -416,14 +432,10 @@ impl<'a> Harness<'a> {
     }
 
     /// LUN `lun`'s bytes.
-    pub fn disk(&self, lun: u64) -> &[u8] {
-        self.luns
-            .disks
-            .iter()
-            .find(|(n, _)| *n == lun)
-            .unwrap()
-            .1
-            .bytes()
+    pub fn disk(&self, lun: u64) -> Ref<'_, [u8]> {
+        Ref::map(self.luns.disks.borrow(), |d| {
+            d.iter().find(|(n, _)| *n == lun).unwrap().1.bytes()
+        })
     }
 
     /// Feeds one buffer of input (whole PDUs) without draining.
@@ -432,7 +444,7 @@ impl<'a> Harness<'a> {
             self.now,
             bytes,
             &self.targets,
-            &mut self.driver.bind(&mut self.luns),
+            &mut self.driver.bind(&self.luns),
         )
     }
 
@@ -466,7 +478,7 @@ impl<'a> Harness<'a> {
         for &lun in LUNS {
             let step =
                 self.luns
-                    .target
+                    .target()
                     .scsi
                     .command(lun, &nexus, &[0x03, 0, 0, 0, 18, 0], 18, &mut buf);
             assert!(matches!(step, scsi::Step::Done(r) if r.status == scsi::Status::Good));
@@ -477,13 +489,13 @@ impl<'a> Harness<'a> {
         if matches!(req, StorageRequest::Write { .. }) {
             self.writes += 1;
         }
-        self.driver.bind(&mut self.luns).perform(req)
+        self.driver.bind(&self.luns).perform(req)
     }
 
     fn finish(&mut self, io: IoId, r: Result<(), scsi::IoError>) {
         self.results.push((io, r));
         self.conn
-            .complete_storage(self.now, io, r, &mut self.driver.bind(&mut self.luns));
+            .complete_storage(self.now, io, r, &mut self.driver.bind(&self.luns));
     }
 
     pub fn drain(&mut self) -> Vec<Vec<u8>> {
@@ -530,7 +542,7 @@ impl<'a> Harness<'a> {
             let mut buf = vec![0xa5u8; 300_000];
             while let Some(n) =
                 self.conn
-                    .poll_transmit(self.now, &mut buf, &mut self.driver.bind(&mut self.luns))
+                    .poll_transmit(self.now, &mut buf, &mut self.driver.bind(&self.luns))
             {
                 progress = true;
                 out.push(buf[..n].to_vec());
@@ -557,7 +569,7 @@ impl<'a> Harness<'a> {
 
     /// The connection is lost (TCP reset): abort it and run its releases.
     pub fn abort(&mut self) {
-        self.conn.abort(&mut self.driver.bind(&mut self.luns));
+        self.conn.abort(&mut self.driver.bind(&self.luns));
         self.drain();
     }
 }

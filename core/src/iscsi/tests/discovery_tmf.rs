@@ -64,9 +64,9 @@ fn discovery_session_task_management_is_rejected_and_resets_nothing() {
         assert!(!h.closed, "{f:?} closed the discovery session");
     }
     assert!(
-        h.backend.tmfs.is_empty(),
+        h.luns.target().resets.is_empty(),
         "task management reached the SCSI layer: {:?}",
-        h.backend.tmfs
+        h.luns.target().resets
     );
     assert!(h.conn.is_full_feature());
     // The session still works for what discovery is for.
@@ -95,5 +95,9 @@ fn normal_session_task_management_still_reaches_its_target() {
     let out = h.feed(&tmf(TmfFunction::LogicalUnitReset, 0x30, 2));
     let r = TaskMgmtResponse::parse(&bhs(&out[0])).unwrap();
     assert_eq!(r.response, TmfResponse::Complete);
-    assert_eq!(h.backend.tmfs, [TmfFunction::LogicalUnitReset]);
+    assert!(
+        matches!(h.luns.target().resets[..], [Reset::Lun(_)]),
+        "the LUN reset reaches the SCSI layer: {:?}",
+        h.luns.target().resets
+    );
 }

@@ -65,7 +65,11 @@ fn a_peer_that_stops_answering_is_closed_after_interval_plus_timeout() {
     assert!(at(&mut h, INTERVAL + TIMEOUT).is_empty());
     assert!(h.closed, "Event::Close after the unanswered ping");
     assert_eq!(h.conn.close_reason(), Some(CloseReason::PeerTimeout));
-    assert_eq!(h.backend.lost.len(), 1, "the SCSI layer forgets the nexus");
+    assert_eq!(
+        h.luns.target().lost.len(),
+        1,
+        "the SCSI layer forgets the nexus"
+    );
     assert_eq!(h.conn.poll_timeout(), None);
     assert_eq!(h.conn.last_activity(), Instant::from_millis(0));
 }

@@ -363,7 +363,7 @@ fn discovery_send_targets() {
 fn session_reinstatement_and_limit() {
     let t = portal(targets(None, None));
     let mut sessions = SessionTable::<1>::new();
-    let mut luns = TestLuns::new(16);
+    let luns = TestLuns::new(16);
     let mut driver = test_driver();
     let text = std::format!("InitiatorName={INITIATOR}\nTargetName={TARGET}\nAuthMethod=None\n");
     let login = login_pdu(Stage::Security, Stage::FullFeature, true, 1, 0, 0, &text);
@@ -380,7 +380,7 @@ fn session_reinstatement_and_limit() {
                 Instant::from_millis(0),
                 &login,
                 &t,
-                &mut driver.bind(&mut luns)
+                &mut driver.bind(&luns)
             ),
             login.len()
         );
@@ -399,7 +399,7 @@ fn session_reinstatement_and_limit() {
         conns.push(c);
     }
     // the host closes the old connection
-    conns[0].abort(&mut driver.bind(&mut luns));
+    conns[0].abort(&mut driver.bind(&luns));
     assert!(conns[0].is_closed());
     sessions.release(10);
     assert_eq!(sessions.len(), 1);
@@ -415,7 +415,7 @@ fn session_reinstatement_and_limit() {
         Instant::from_millis(0),
         &other,
         &t,
-        &mut driver.bind(&mut luns),
+        &mut driver.bind(&luns),
     );
     assert_eq!(consumed, other.len());
     let Some(Event::SessionRequest(req)) = c.poll_event() else {
@@ -428,7 +428,7 @@ fn session_reinstatement_and_limit() {
         .poll_transmit(
             Instant::from_millis(0),
             &mut buf,
-            &mut driver.bind(&mut luns),
+            &mut driver.bind(&luns),
         )
         .unwrap();
     assert_eq!(status(&buf[..n]), (3, 2));

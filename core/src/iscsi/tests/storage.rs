@@ -158,7 +158,7 @@ impl Ini {
         TaskMgmtResponse::parse(&bhs(&out[0])).unwrap().response
     }
 
-    fn disk(&self) -> &[u8] {
+    fn disk(&self) -> core::cell::Ref<'_, [u8]> {
         self.h.disk(1)
     }
 
@@ -594,7 +594,7 @@ fn collection_buffer_is_released_when_the_connection_is_lost() {
         .is_empty());
     i.h.abort();
     assert!(i.idle());
-    assert_eq!(i.h.luns.target.lost, [NEXUS_SLOT]);
+    assert_eq!(i.h.luns.target().lost, [NEXUS_SLOT]);
 }
 
 /// The initiator ends more tasks than there are task slots within one
@@ -828,7 +828,7 @@ fn extended_copy_overlapping_both_ways() {
         let (s, d) = (src as usize * 512, dst as usize * 512);
         want.copy_within(s..s + 32 * 512, d);
         assert!(
-            i.disk() == &want[..],
+            *i.disk() == want[..],
             "{src} -> {dst}: as if through a buffer"
         );
         assert!(i.idle());

@@ -419,7 +419,7 @@ fn nop_tmf_and_logout() {
         TaskMgmtResponse::parse(&bhs(&out[0])).unwrap().response,
         TmfResponse::Complete
     );
-    assert_eq!(h.luns.target.resets, [Reset::Lun(1)]);
+    assert_eq!(h.luns.target().resets, [Reset::Lun(1)]);
 
     // Logout closes the session.
     let mut l = [0u8; 48];
@@ -437,7 +437,7 @@ fn nop_tmf_and_logout() {
     assert_eq!((r.itt, r.response), (0x20, 0));
     assert!(h.closed);
     assert_eq!(h.conn.close_reason(), Some(CloseReason::Logout));
-    assert_eq!(h.luns.target.lost, [NEXUS_SLOT]);
+    assert_eq!(h.luns.target().lost, [NEXUS_SLOT]);
 }
 
 #[test]
@@ -726,8 +726,8 @@ fn abort_of_a_finished_task_and_cold_reset() {
     assert_eq!(r.response, TmfResponse::Complete);
     assert!(h.closed);
     assert_eq!(h.conn.close_reason(), Some(CloseReason::TargetColdReset));
-    assert_eq!(h.luns.target.resets, [Reset::Target]);
-    assert_eq!(h.luns.target.lost, [NEXUS_SLOT]);
+    assert_eq!(h.luns.target().resets, [Reset::Target]);
+    assert_eq!(h.luns.target().lost, [NEXUS_SLOT]);
 }
 
 #[test]
