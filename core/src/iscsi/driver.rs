@@ -515,6 +515,10 @@ impl<L: Luns, B: AsRef<[u8]> + AsMut<[u8]>, const TASKS: usize> Bound<'_, L, B, 
             Io::Read { offset, len } => (Plan::Read { offset, len }, None),
             Io::Write { offset, len, fua } => (Plan::Write { offset, len, fua }, None),
             Io::Flush | Io::LbaStatus { .. } | Io::Copy { .. } => (Plan::Flush, None),
+            // BYTCHK 00b: nothing to receive, the medium is read in `finish`.
+            Io::Verify {
+                data_out_len: 0, ..
+            } => (Plan::Flush, None),
             Io::Verify {
                 offset,
                 len,
@@ -707,6 +711,14 @@ impl<L: Luns, B: AsRef<[u8]> + AsMut<[u8]>, const TASKS: usize> Bound<'_, L, B, 
                     } => {
                         if let Some(e) = p.failed {
                             return Err(e);
+                        }
+                        if data_out_len == 0 {
+                            // BYTCHK 00b: readable is all that is asked.
+                            pieces(offset, u64::from(len), bounce.len(), |off, n, _| {
+                                let b = bounce.get_mut(..n).ok_or(IoError::Other)?;
+                                dev.read_at(off, b).map_err(read_error)
+                            })?;
+                            return Ok(IoResult::Ok);
                         }
                         if data_out_len >= len {
                             // Streamed as it arrived.

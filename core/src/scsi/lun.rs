@@ -749,14 +749,15 @@ impl<const N: usize, const R: usize> Lun<N, R> {
         }
         self.check_range(rw.lba, rw.blocks)?;
         self.check_transfer(rw.blocks, rw.len_byte)?;
-        if rw.blocks == 0 || bytchk == 0 {
+        if rw.blocks == 0 {
             return Ok(done(0));
         }
         let (offset, len) = self.bytes_of(rw.lba, rw.blocks)?;
-        let data_out_len = if bytchk == 3 {
-            self.cfg.block_size
-        } else {
-            len
+        // BYTCHK 00b still verifies the medium: the blocks must be readable.
+        let data_out_len = match bytchk {
+            0 => 0,
+            3 => self.cfg.block_size,
+            _ => len,
         };
         Ok(Step::Io(Io::Verify {
             offset,

@@ -208,9 +208,10 @@ pub enum Io {
     },
     /// Make every acknowledged write durable (SYNCHRONIZE CACHE 10/16).
     Flush,
-    /// VERIFY with BYTCHK: collect `data_out_len` bytes of Data-Out, read
-    /// `len` bytes at `offset` and compare. When `data_out_len < len` (BYTCHK
-    /// 11b), the Data-Out is one block compared with every block in turn.
+    /// VERIFY: collect `data_out_len` bytes of Data-Out, read `len` bytes at
+    /// `offset` and compare. When `data_out_len < len` (BYTCHK 11b), the
+    /// Data-Out is one block compared with every block in turn; with no
+    /// Data-Out (BYTCHK 00b) the blocks need only be readable.
     /// Report the first differing byte (counted from the start of the
     /// range) with [`IoResult::Miscompare`].
     Verify {

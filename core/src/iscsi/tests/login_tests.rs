@@ -376,12 +376,7 @@ fn session_reinstatement_and_limit() {
             [1; 16],
         );
         assert_eq!(
-            c.handle_input(
-                Instant::from_millis(0),
-                &login,
-                &t,
-                &mut driver.bind(&luns)
-            ),
+            c.handle_input(Instant::from_millis(0), &login, &t, &mut driver.bind(&luns)),
             login.len()
         );
         let Some(Event::SessionRequest(req)) = c.poll_event() else {
@@ -411,12 +406,7 @@ fn session_reinstatement_and_limit() {
         TargetLimits::default(),
         [1; 16],
     );
-    let consumed = c.handle_input(
-        Instant::from_millis(0),
-        &other,
-        &t,
-        &mut driver.bind(&luns),
-    );
+    let consumed = c.handle_input(Instant::from_millis(0), &other, &t, &mut driver.bind(&luns));
     assert_eq!(consumed, other.len());
     let Some(Event::SessionRequest(req)) = c.poll_event() else {
         panic!("no session request");
@@ -425,11 +415,7 @@ fn session_reinstatement_and_limit() {
     c.session_refused(err);
     let mut buf = [0u8; 1024];
     let n = c
-        .poll_transmit(
-            Instant::from_millis(0),
-            &mut buf,
-            &mut driver.bind(&luns),
-        )
+        .poll_transmit(Instant::from_millis(0), &mut buf, &mut driver.bind(&luns))
         .unwrap();
     assert_eq!(status(&buf[..n]), (3, 2));
 }

@@ -225,6 +225,28 @@ fn read_of_a_failing_block_is_medium_error_not_data() {
     assert_eq!(o.data, i.blocks(49, 1));
 }
 
+/// VERIFY with BYTCHK 00b checks the medium: blocks that cannot be read
+/// fail it, blocks that can pass it, and nothing is written.
+#[test]
+fn verify_without_bytchk_reads_the_medium() {
+    let mut i = Ini::plain();
+    let verify10 = |lba: u32, blocks: u16| {
+        let mut c = [0u8; 10];
+        c[0] = 0x2f;
+        c[2..6].copy_from_slice(&lba.to_be_bytes());
+        c[7..9].copy_from_slice(&blocks.to_be_bytes());
+        c
+    };
+    let o = i.run(&verify10(40, 32), 0, false, &[]);
+    assert_eq!((o.status, o.sense), (GOOD, None));
+    let reads = i.h.luns.disk(1).reads;
+    assert!(reads > 0, "VERIFY must read the blocks it verifies");
+    i.h.luns.disk(1).bad_reads.push(50);
+    let o = i.run(&verify10(40, 32), 0, false, &[]);
+    assert_eq!((o.status, o.sense), (CHECK, MEDIUM_READ));
+    assert_eq!(i.h.luns.disk(1).writes, 0);
+}
+
 /// The read is split into 8 KiB Data-In PDUs; a failure in any of them
 /// (not only the first) ends the command with MEDIUM ERROR, never GOOD,
 /// and nothing of the failed piece goes out.
