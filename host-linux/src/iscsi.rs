@@ -36,7 +36,6 @@ use crate::config::{self, Config};
 /// SCSI state of one target: up to 16 LUNs, 64 I_T nexus slots, 32
 /// persistent-reservation registrations per LUN.
 pub(crate) type ScsiTarget = scsi::Target<16, { config::NEXUS_TABLE }, 32>;
-const NEXUS_SLOTS: u16 = config::NEXUS_TABLE as u16;
 /// Session table capacity; `[iscsi] max_sessions` and
 /// `max_discovery_sessions` limit it further.
 const SESSION_SLOTS: usize = 256;
@@ -71,8 +70,6 @@ pub(crate) struct Shared {
     config: Arc<Config>,
     pub(crate) targets: Vec<TargetState>,
     sessions: Mutex<SessionTable<SESSION_SLOTS>>,
-    /// Free I_T nexus slots of the SCSI layer.
-    nexus_slots: Mutex<Vec<u16>>,
     /// Per connection token: wakes that connection to close it (session
     /// reinstatement).
     kills: Mutex<HashMap<u64, Arc<Notify>>>,
@@ -86,24 +83,6 @@ pub(crate) struct Shared {
 impl Shared {
     fn now(&self) -> Instant {
         Instant(self.epoch.elapsed().as_millis() as u64)
-    }
-
-    /// A SCSI nexus slot for a new session; `u16::MAX` (served without
-    /// unit attentions or SPC-2 reservations) when all are taken. Discovery
-    /// sessions have no LUNs and take no slot.
-    fn take_nexus_slot(&self, target: Option<usize>) -> u16 {
-        if target.is_none() {
-            return u16::MAX;
-        }
-        let mut free = self.nexus_slots.lock().unwrap_or_else(|e| e.into_inner());
-        free.pop().unwrap_or(u16::MAX)
-    }
-
-    fn free_nexus_slot(&self, slot: u16) {
-        if slot < NEXUS_SLOTS {
-            let mut free = self.nexus_slots.lock().unwrap_or_else(|e| e.into_inner());
-            free.push(slot);
-        }
     }
 }
 
@@ -197,7 +176,6 @@ pub async fn run(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result
             t.set_discovery_limit(config.iscsi.max_discovery_sessions);
             t
         }),
-        nexus_slots: Mutex::new((0..NEXUS_SLOTS).rev().collect()),
         kills: Mutex::new(HashMap::new()),
         replaced: Mutex::new(HashMap::new()),
         epoch: std::time::Instant::now(),
@@ -329,7 +307,6 @@ async fn connection(
     conn.set_crc32c(crc32c::crc32c_append);
     let luns = HostLuns(shared.clone());
     let mut driver: Driver<Vec<u8>, 64> = Driver::new(Vec::new(), Vec::new());
-    let mut nexus_slot = None;
     // Small buffers until login completes: a connection that never logs in
     // (a flood of them) costs little; full ones come with the session.
     let mut rx = vec![0u8; LOGIN_BUF];
@@ -390,13 +367,11 @@ async fn connection(
                                         k.notify_one();
                                     }
                                 }
-                                let slot = shared.take_nexus_slot(req.target);
-                                nexus_slot = Some(slot);
                                 if req.target.is_some() {
                                     // Storage buffers come with a normal session.
                                     driver = Driver::new(vec![0u8; COLLECT], vec![0u8; BOUNCE]);
                                 }
-                                driver.set_nexus(adm.nexus, slot, &name, req.isid, req.target);
+                                driver.set_nexus(adm.nexus, adm.slot, &name, req.isid, req.target);
                                 conn.session_admitted(&adm);
                             }
                             Err(status) => {
@@ -544,9 +519,6 @@ async fn connection(
         if let StorageRequest::Release { io } = req {
             driver.release(io);
         }
-    }
-    if let Some(slot) = nexus_slot {
-        shared.free_nexus_slot(slot);
     }
     shared
         .sessions

@@ -17,6 +17,16 @@
 //! (at least [`TAKEOVER_MIN_IDLE_MS`]) instead of refusing it: a station
 //! that logs in again has evidently restarted. Hosts report each
 //! connection's activity with [`SessionTable::touch`].
+//!
+//! # Nexus slots
+//!
+//! Each normal session gets the SCSI layer's slot for its I_T nexus
+//! ([`Admission::slot`], the lowest free one: `< N` and below the session
+//! limit, so size the SCSI targets' `N` to the limit). A slot stays taken
+//! until the connection that held it ends ([`SessionTable::release`]), also
+//! when a reinstating or takeover login replaced its session meanwhile: the
+//! old connection still tells the SCSI layer its nexus is gone, and that
+//! must not reset the slot of a session that already uses it.
 
 use heapless::String;
 
@@ -57,6 +67,9 @@ pub struct Admission {
     /// over at the session limit (not an RFC reinstatement by ISID): what
     /// the host logs about it.
     pub takeover: Option<Takeover>,
+    /// The SCSI layer's slot for this I_T nexus (`scsi::Nexus::index`);
+    /// `u16::MAX` for a discovery session (no LUNs).
+    pub slot: u16,
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +81,8 @@ struct Entry {
     token: u64,
     /// Last PDU the session's connection received, as far as the host told us.
     last_active: Instant,
+    /// SCSI nexus slot (`u16::MAX`: none).
+    slot: u16,
 }
 
 /// Up to `N` concurrent sessions.
@@ -82,6 +97,9 @@ pub struct SessionTable<const N: usize> {
     /// At most this many discovery sessions, counted apart so idle
     /// discovery sessions cannot keep a disk from logging in.
     discovery_limit: usize,
+    /// Slots of replaced sessions whose connection has not ended yet:
+    /// `(connection token, slot)`.
+    retired: heapless::Vec<(u64, u16), N>,
 }
 
 impl<const N: usize> Default for SessionTable<N> {
@@ -99,6 +117,32 @@ impl<const N: usize> SessionTable<N> {
             next_nexus: 1,
             limit: N,
             discovery_limit: N,
+            retired: heapless::Vec::new(),
+        }
+    }
+
+    /// The lowest nexus slot no session and no ending connection holds.
+    fn free_slot(&self, target: Option<usize>) -> u16 {
+        if target.is_none() {
+            return u16::MAX;
+        }
+        let taken = |s: u16| {
+            self.entries.iter().flatten().any(|e| e.slot == s)
+                || self.retired.iter().any(|&(_, r)| r == s)
+        };
+        (0..N)
+            .filter_map(|s| u16::try_from(s).ok())
+            .find(|&s| !taken(s))
+            .unwrap_or(u16::MAX)
+    }
+
+    /// `old`'s session was replaced: its slot stays taken until its
+    /// connection ends.
+    fn retire(&mut self, old: &Entry) {
+        if old.slot != u16::MAX && self.retired.push((old.token, old.slot)).is_err() {
+            // More ending connections than sessions cannot happen; if it
+            // did, the slot is reused early (its unit attentions reset).
+            warn!("iscsi: retired nexus slots full");
         }
     }
 
@@ -223,21 +267,26 @@ impl<const N: usize> SessionTable<N> {
         if let Some(i) = old {
             // A reinstated session gets a new TSIH; the old one is gone.
             let tsih = self.alloc_tsih();
-            let slot = self.entries.get_mut(i).ok_or(LoginStatus::TargetError)?;
-            let old_token = slot.as_ref().map(|e| e.token);
-            *slot = Some(Entry {
+            let nexus_slot = self.free_slot(req.target);
+            let entry = self.entries.get_mut(i).ok_or(LoginStatus::TargetError)?;
+            let old = entry.replace(Entry {
                 tsih,
                 isid: req.isid,
                 initiator: name,
                 target: req.target,
                 token,
                 last_active: now.unwrap_or_default(),
+                slot: nexus_slot,
             });
+            if let Some(old) = &old {
+                self.retire(old);
+            }
             return Ok(Admission {
                 tsih,
                 nexus,
-                reinstated: old_token,
+                reinstated: old.map(|e| e.token),
                 takeover: None,
+                slot: nexus_slot,
             });
         }
         let discovery = req.target.is_none();
@@ -250,24 +299,27 @@ impl<const N: usize> SessionTable<N> {
             return self.take_over(now, name, req, token, nexus);
         }
         let tsih = self.alloc_tsih();
-        let slot = self
+        let nexus_slot = self.free_slot(req.target);
+        let entry = self
             .entries
             .iter_mut()
             .find(|e| e.is_none())
             .ok_or(LoginStatus::OutOfResources)?;
-        *slot = Some(Entry {
+        *entry = Some(Entry {
             tsih,
             isid: req.isid,
             initiator: name,
             target: req.target,
             token,
             last_active: now.unwrap_or_default(),
+            slot: nexus_slot,
         });
         Ok(Admission {
             tsih,
             nexus,
             reinstated: None,
             takeover: None,
+            slot: nexus_slot,
         })
     }
 
@@ -295,19 +347,22 @@ impl<const N: usize> SessionTable<N> {
             .map(|(i, _)| i)
             .ok_or(LoginStatus::OutOfResources)?;
         let tsih = self.alloc_tsih();
-        let slot = self
+        let nexus_slot = self.free_slot(req.target);
+        let entry = self
             .entries
             .get_mut(victim)
             .ok_or(LoginStatus::TargetError)?;
-        let old = slot.replace(Entry {
+        let old = entry.replace(Entry {
             tsih,
             isid: req.isid,
             initiator: name,
             target: req.target,
             token,
             last_active: now,
+            slot: nexus_slot,
         });
         let old = old.ok_or(LoginStatus::TargetError)?;
+        self.retire(&old);
         Ok(Admission {
             tsih,
             nexus,
@@ -317,17 +372,20 @@ impl<const N: usize> SessionTable<N> {
                 isid: old.isid,
                 idle: now.saturating_since(old.last_active),
             }),
+            slot: nexus_slot,
         })
     }
 
     /// A connection ended: drop its session (only if it still owns it; a
     /// reinstated session belongs to the new connection).
+    /// Its nexus slot is free again.
     pub fn release(&mut self, token: u64) {
         for e in self.entries.iter_mut() {
             if e.as_ref().is_some_and(|s| s.token == token) {
                 *e = None;
             }
         }
+        self.retired.retain(|&(t, _)| t != token);
     }
 }
 
@@ -373,6 +431,29 @@ mod tests {
         assert_eq!((t.count(true), t.count(false)), (1, 2));
         t.release(1);
         assert_eq!((t.count(true), t.count(false)), (0, 2));
+    }
+
+    #[test]
+    fn nexus_slots_are_held_until_the_connection_ends() {
+        let mut t = SessionTable::<4>::new();
+        let a = t.admit("iqn.a", &req(1, 0), 1).unwrap();
+        let b = t.admit("iqn.b", &req(1, 0), 2).unwrap();
+        assert_eq!((a.slot, b.slot), (0, 1));
+        let discovery = SessionRequest {
+            target: None,
+            ..req(2, 0)
+        };
+        assert_eq!(t.admit("iqn.a", &discovery, 3).unwrap().slot, u16::MAX);
+        // A reinstates its session: the new one gets a fresh slot while the
+        // old connection (token 1) has not ended.
+        let a2 = t.admit("iqn.a", &req(1, 0), 4).unwrap();
+        assert_eq!(a2.reinstated, Some(1));
+        assert_eq!(a2.slot, 2);
+        t.release(1);
+        // Slot 0 is free again.
+        assert_eq!(t.admit("iqn.c", &req(1, 0), 5).unwrap().slot, 0);
+        t.release(2);
+        assert_eq!(t.admit("iqn.d", &req(1, 0), 6).unwrap().slot, 1);
     }
 
     #[test]

@@ -459,15 +459,9 @@ impl<'a, D: Disks, const C: usize, const S: usize> Iscsi<'a, D, C, S> {
                                     });
                                 }
                                 reinstated = reinstated.or(adm.reinstated);
-                                // Slots past the SCSI layer's nexus table are
-                                // served without unit attentions or reservations.
-                                let index = u16::try_from(i)
-                                    .ok()
-                                    .filter(|&x| x < NEXUS_SLOTS)
-                                    .unwrap_or(u16::MAX);
                                 slot.driver.set_nexus(
                                     adm.nexus,
-                                    index,
+                                    adm.slot,
                                     conn.initiator_name(),
                                     req.isid,
                                     req.target,
