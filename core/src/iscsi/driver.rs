@@ -93,6 +93,25 @@ struct NexusInfo {
     target: Option<usize>,
 }
 
+/// What a command's plan needs of its LUN, read under the same lock as the
+/// SCSI layer's step (one lock per command).
+#[derive(Debug, Clone, Copy, Default)]
+struct Facts {
+    /// The LUN reports a volatile write cache (WCE=1).
+    write_back: bool,
+    /// The nexus's abort epoch on the LUN (see [`Pending::epoch`]).
+    epoch: u32,
+}
+
+impl Facts {
+    fn of(t: &dyn Units, lun: u64, index: u16) -> Self {
+        Facts {
+            write_back: t.lun_config(lun).is_some_and(|c| c.write_cache),
+            epoch: t.abort_epoch(lun, index),
+        }
+    }
+}
+
 /// Storage work of one command, kept from its plan to its release.
 #[derive(Debug, Clone, Copy)]
 struct Pending {
@@ -434,29 +453,36 @@ impl<L: Luns, B: AsRef<[u8]> + AsMut<[u8]>, const TASKS: usize> Bound<'_, L, B, 
         }
     }
 
-    fn command_step(&mut self, req: &ScsiRequest<'_>, buf: &mut [u8]) -> Step {
+    fn command_step(&mut self, req: &ScsiRequest<'_>, buf: &mut [u8]) -> (Step, Facts) {
         let Bound { d, luns } = self;
         let nexus = &d.nexus;
         if nexus.is_none() {
-            return scsi::lun_absent_command(req.cdb, buf);
+            return (scsi::lun_absent_command(req.cdb, buf), Facts::default());
         }
         let nexus = scsi_nexus(nexus.as_ref());
         luns.units(req.target, |t| {
-            t.command(req.lun, &nexus, req.cdb, req.edtl, buf)
+            let step = t.command(req.lun, &nexus, req.cdb, req.edtl, buf);
+            (step, Facts::of(t, req.lun, nexus.index))
         })
-        .unwrap_or_else(|| scsi::lun_absent_command(req.cdb, buf))
+        .unwrap_or_else(|| (scsi::lun_absent_command(req.cdb, buf), Facts::default()))
     }
 
     /// Continues a command with its parameter list `params`; an UNMAP list
     /// is kept in the collection buffer for when the deallocation runs.
-    fn data_out_step(&mut self, req: &ScsiRequest<'_>, params: &[u8], buf: &mut [u8]) -> Step {
+    fn data_out_step(
+        &mut self,
+        req: &ScsiRequest<'_>,
+        params: &[u8],
+        buf: &mut [u8],
+    ) -> (Step, Facts) {
         let Bound { d, luns } = self;
         let nexus = scsi_nexus(d.nexus.as_ref());
-        let step = luns
+        let (step, facts) = luns
             .units(req.target, |t| {
-                t.data_out(req.lun, &nexus, req.cdb, params, buf)
+                let step = t.data_out(req.lun, &nexus, req.cdb, params, buf);
+                (step, Facts::of(t, req.lun, nexus.index))
             })
-            .unwrap_or_else(|| scsi::lun_absent_command(req.cdb, buf));
+            .unwrap_or_else(|| (scsi::lun_absent_command(req.cdb, buf), Facts::default()));
         if let Step::Done(Response {
             status: scsi::Status::Good,
             ..
@@ -465,28 +491,32 @@ impl<L: Luns, B: AsRef<[u8]> + AsMut<[u8]>, const TASKS: usize> Bound<'_, L, B, 
             self.abort_barrier(req);
         }
         if step != Step::Io(Io::Unmap) {
-            return step;
+            return (step, facts);
         }
         if self.d.collector.is_some() {
-            return Step::Done(Response {
+            let busy = Response {
                 status: scsi::Status::Busy,
                 data_len: 0,
                 sense: None,
-            });
+            };
+            return (Step::Done(busy), facts);
         }
         let Some(dst) = self.d.collect.as_mut().get_mut(..params.len()) else {
-            return Step::Done(Response::check(Sense::new(
-                SenseKey::IllegalRequest,
-                asc::PARAMETER_LIST_LENGTH_ERROR,
-            )));
+            let too_long = Sense::new(SenseKey::IllegalRequest, asc::PARAMETER_LIST_LENGTH_ERROR);
+            return (Step::Done(Response::check(too_long)), facts);
         };
         dst.copy_from_slice(params);
         self.d.collector = Some(req.io);
         self.d.collected = params.len();
-        step
+        (step, facts)
     }
 
-    fn plan(&mut self, req: &ScsiRequest<'_>, step: Step, buf: &mut [u8]) -> Plan {
+    fn plan(
+        &mut self,
+        req: &ScsiRequest<'_>,
+        (step, facts): (Step, Facts),
+        buf: &mut [u8],
+    ) -> Plan {
         let op = match step {
             Step::Done(resp) => return complete(resp, buf),
             Step::DataOut { len } => {
@@ -503,14 +533,7 @@ impl<L: Luns, B: AsRef<[u8]> + AsMut<[u8]>, const TASKS: usize> Bound<'_, L, B, 
             }
             Step::Io(io) => io,
         };
-        let index = self.nexus_index();
-        let (write_back, epoch) = self
-            .luns
-            .units(req.target, |t| {
-                let write_back = t.lun_config(req.lun).is_some_and(|c| c.write_cache);
-                (write_back, t.abort_epoch(req.lun, index))
-            })
-            .unwrap_or((false, 0));
+        let Facts { write_back, epoch } = facts;
         let (plan, collect_len) = match op {
             Io::Read { offset, len } => (Plan::Read { offset, len }, None),
             Io::Write { offset, len, fua } => (Plan::Write { offset, len, fua }, None),
