@@ -199,6 +199,8 @@ pub struct Connection<const TASKS: usize = 32, const SCRATCH: usize = 1024> {
     /// Target Transfer Tag of a Text Response waiting for its continuation.
     text_ttt: u32,
     releases: Deque<IoId, TASKS>,
+    /// Per slot: its `Release` is in `releases` (not yet polled).
+    release_queued: [bool; TASKS],
     events: Deque<Event, 4>,
     /// Close once the control queue (the Logout or TMF response) is sent.
     close_after_ctrl: Option<CloseReason>,
@@ -258,6 +260,7 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
             text_sent: 0,
             text_ttt: RESERVED_TAG,
             releases: Deque::new(),
+            release_queued: [false; TASKS],
             events: Deque::new(),
             close_after_ctrl: None,
             close_reason: None,
@@ -328,7 +331,7 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
     /// dropped, however many tasks end between two `poll_storage` rounds.
     fn slot_free(&self, slot: usize) -> bool {
         self.tasks.get(slot).is_some_and(|t| t.is_free())
-            && !self.releases.iter().any(|io| io.slot() == slot)
+            && !self.release_queued.get(slot).copied().unwrap_or(true)
     }
 
     /// MaxCmdSN to put in the PDU being built, counting `freeing` task slots
@@ -392,7 +395,11 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
             if self.releases.is_full() {
                 let _ = self.releases.pop_front();
             }
-            let _ = self.releases.push_back(io);
+            if self.releases.push_back(io).is_ok() {
+                if let Some(q) = self.release_queued.get_mut(slot) {
+                    *q = true;
+                }
+            }
         }
         t.reset();
     }

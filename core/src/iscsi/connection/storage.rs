@@ -9,6 +9,9 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
     #[must_use]
     pub fn poll_storage(&mut self) -> Option<StorageRequest<'_>> {
         if let Some(io) = self.releases.pop_front() {
+            if let Some(q) = self.release_queued.get_mut(io.slot()) {
+                *q = false;
+            }
             return Some(StorageRequest::Release { io });
         }
         let target = self.target.unwrap_or(0);
