@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use crate::fuzz;
 use crate::util::{self, cargo};
+use crate::{fuzz, setup};
 
 /// Seconds each fuzz target runs in CI unless `--fuzz-seconds` says otherwise.
 const CI_FUZZ_SECONDS: u64 = 20;
@@ -58,6 +58,13 @@ pub fn run(args: &[String]) -> Result<()> {
 
     let mut out = Vec::new();
     let o = &mut out;
+    // First, so a fresh machine gets its packages; if it fails the other
+    // steps still run and the ones that need the missing pieces fail by name.
+    step(o, "setup (packages, rust targets)", || {
+        let start = std::time::Instant::now();
+        setup::ensure()?;
+        Ok(start.elapsed())
+    });
     step(o, "rustfmt", || {
         util::run(&mut cargo_step(&["fmt", "--all", "--check"]))
     });

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use sanboot_tests::sanboot::{self, DhcpMode};
 use sanboot_tests::{disk, peers, serial, Boot, Lab, Sanboot, Station};
 
-use crate::util;
+use crate::{setup, util};
 
 pub fn run(args: &[String]) -> Result<()> {
     let mut uefi = false;
@@ -32,6 +32,7 @@ pub fn run(args: &[String]) -> Result<()> {
             other => bail!("cargo xtask demo: unknown argument {other:?} (bios|uefi|--timeout S)"),
         }
     }
+    setup::ensure()?;
     sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
     let bin = util::build_sanboot()?;
     std::env::set_var("SANBOOT_BIN", &bin);
