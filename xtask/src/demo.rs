@@ -32,7 +32,8 @@ pub fn run(args: &[String]) -> Result<()> {
             other => bail!("cargo xtask demo: unknown argument {other:?} (bios|uefi|--timeout S)"),
         }
     }
-    setup::ensure()?;
+    // The demo needs the packages only, not ci's rust targets.
+    setup::ensure_packages()?;
     sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
     let bin = util::build_sanboot()?;
     std::env::set_var("SANBOOT_BIN", &bin);

@@ -82,29 +82,39 @@ pub fn run(args: &[String]) -> Result<()> {
     ensure()
 }
 
-/// Checks every prerequisite and installs what is missing (as root), or
+/// Packages, then rust targets and components (what `ci` needs). Both
+/// are tried even if the first fails, so one run says everything missing.
+pub fn ensure() -> Result<()> {
+    let packages = ensure_packages();
+    // After the packages: rustup verifies the toolchain server against
+    // the system's CA certificates, which may have just been installed.
+    let rust = ensure_rust();
+    packages.and(rust)
+}
+
+/// Checks every tool and file and installs what is missing (as root), or
 /// prints the command that would (otherwise). Errors when something is
 /// still missing afterwards.
-pub fn ensure() -> Result<()> {
+pub fn ensure_packages() -> Result<()> {
     add_sbin_to_path();
-    let rust = rust_pieces();
     let packages = missing_packages();
     if packages.is_empty() {
         println!(
             "setup: all {} prerequisites present, nothing to install",
             NEEDS.len()
         );
-    } else if is_root() {
-        install(&packages)?;
-    } else {
-        println!("setup: missing (tool or file: package):");
-        for (what, package) in missing_needs() {
-            println!("  {what}: {package}");
-        }
+        return Ok(());
+    }
+    println!("setup: missing (tool or file: package):");
+    for (what, package) in missing_needs() {
+        println!("  {what}: {package}");
+    }
+    if !is_root() {
         println!("setup: not root, so nothing was installed; as root run:");
         println!("  {}", root_command(&packages));
         bail!("prerequisites missing (command above)");
     }
+    install(&packages)?;
     let still: Vec<String> = missing_needs()
         .iter()
         .map(|(what, package)| format!("{what} ({package})"))
@@ -112,7 +122,8 @@ pub fn ensure() -> Result<()> {
     if !still.is_empty() {
         bail!("still missing after install: {}", still.join(", "));
     }
-    rust
+    println!("setup: every prerequisite is present now");
+    Ok(())
 }
 
 /// The tests look daemons up on `PATH`; children inherit this.
@@ -183,10 +194,6 @@ fn apt_get() -> Command {
 }
 
 fn install(packages: &[&str]) -> Result<()> {
-    println!("setup: missing (tool or file: package):");
-    for (what, package) in missing_needs() {
-        println!("  {what}: {package}");
-    }
     let _no_daemons = NoDaemons::new()?;
     util::run(apt_get().arg("update"))?;
     if packages.contains(&"tshark") {
@@ -346,7 +353,7 @@ impl Drop for NoDaemons {
 /// Adds the rustup targets and components `ci` builds with. Without rustup
 /// (a distribution's Rust) it only says what must be there. If the
 /// toolchain server cannot be reached the error names what is missing.
-fn rust_pieces() -> Result<()> {
+pub fn ensure_rust() -> Result<()> {
     let listed = |what: &str| -> Option<String> {
         let out = Command::new("rustup")
             .args([what, "list", "--installed"])
