@@ -85,6 +85,7 @@ fn host_boot<'a>(
             keep_san: host.keep_san,
         },
         BootKind::Kernel => HostBoot::Kernel {
+            initramfs: host.initramfs.unwrap_or_default().core(),
             disk: disk(target_of(config, host)?),
             kernel: host
                 .kernel
@@ -515,6 +516,46 @@ mod tests {
     #[test]
     fn script_for_a_known_mac() {
         assert_eq!(render_for_mac(&config(""), MAC).unwrap(), PC1);
+    }
+
+    #[test]
+    fn kernel_hosts_get_their_initramfs_keys() {
+        let kernel = |initramfs: &str| {
+            let c = config(&format!(
+                "boot = \"kernel\"\nkernel = \"vmlinuz\"\ninitrd = \"initrd.img\"\n{initramfs}"
+            ));
+            render_for_mac(&c, MAC).unwrap()
+        };
+        let iqn = "iqn.2007-11.ru.pp.livid:pc1-52-54-00-e2-e0-01";
+        let target = "iqn.2024-01.test.e2e:sanboot";
+        let line = |s: &str| {
+            s.lines()
+                .find(|l| l.starts_with("kernel "))
+                .unwrap()
+                .to_string()
+        };
+        // Without the key: genkernel's, as before the key existed.
+        assert_eq!(
+            line(&kernel("")),
+            format!("kernel vmlinuz iscsi_target={target} iscsi_address=192.0.2.1 iscsi_initiatorname={iqn} ip=dhcp")
+        );
+        assert_eq!(
+            line(&kernel("initramfs = \"initramfs-tools\"")),
+            format!("kernel vmlinuz iscsi_target_name={target} iscsi_target_ip=192.0.2.1 iscsi_initiator={iqn} ip=dhcp")
+        );
+        assert_eq!(
+            line(&kernel("initramfs = \"dracut\"")),
+            format!("kernel vmlinuz netroot=iscsi:192.0.2.1:::1:{target} rd.iscsi.initiator={iqn} ip=dhcp")
+        );
+        let ibft = kernel("initramfs = \"ibft\"");
+        assert!(
+            ibft.contains(&format!("\nsanhook iscsi:192.0.2.1:::1:{target}\n")),
+            "{ibft}"
+        );
+        assert_eq!(
+            line(&ibft),
+            "kernel vmlinuz rd.iscsi.firmware=1 iscsi_auto ip=dhcp"
+        );
     }
 
     #[test]

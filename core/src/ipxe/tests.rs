@@ -148,6 +148,7 @@ fn kernel_form_uses_genkernel_parameters() {
     let iqn = expand_initiator_iqn(TEMPLATE, Some("pc1"), MAC).unwrap();
     let boot = HostBoot::Kernel {
         disk: disk(&iqn, 1, 3260),
+        initramfs: Initramfs::Genkernel,
         kernel: "http://192.0.2.1/vmlinuz",
         initrd: Some("http://192.0.2.1/initramfs"),
         cmdline: " root=/dev/sda1 quiet ",
@@ -164,6 +165,7 @@ fn kernel_form_uses_genkernel_parameters() {
     });
     let got = render(Script::Host(HostBoot::Kernel {
         disk: d,
+        initramfs: Initramfs::default(),
         kernel: "vmlinuz",
         initrd: None,
         cmdline: "",
@@ -274,6 +276,7 @@ fn injected_commands_are_refused() {
         (
             HostBoot::Kernel {
                 disk: disk(iqn, 0, 3260),
+                initramfs: Initramfs::Genkernel,
                 kernel: "vmlinuz",
                 initrd: None,
                 cmdline: "quiet && shell",
@@ -284,6 +287,7 @@ fn injected_commands_are_refused() {
         (
             HostBoot::Kernel {
                 disk: disk(iqn, 0, 3260),
+                initramfs: Initramfs::Genkernel,
                 kernel: "--autofree",
                 initrd: None,
                 cmdline: "",

@@ -112,6 +112,7 @@ fn host_boot<'c>(config: &'c Config, host: &'c Host, initiator: &'c str) -> Resu
             keep_san: host.keep_san,
         },
         BootKind::Kernel => HostBoot::Kernel {
+            initramfs: host.initramfs.unwrap_or_default().core(),
             disk: disk()?,
             kernel: host
                 .kernel
