@@ -251,45 +251,46 @@ fn parse_removals(simulation: &str) -> Vec<(String, String)> {
 ///
 /// A package from another release (qemu-utils 10 from bookworm-backports)
 /// may break the one this release would install beside it
-/// (qemu-system-common 7.2), and apt then removes it. When a package we
-/// install is available in the very version being removed, it is taken
-/// from that version's release (`qemu-system-x86/bookworm-backports`), so
-/// the family stays together. When no release has it, the removal is said
-/// out loud and goes ahead: nothing here needs the removed package, and
-/// everything that is needed is checked again after the install.
+/// (qemu-system-common 7.2). apt then either cannot plan at all
+/// ("pkgProblemResolver::Resolve generated breaks", when that release is
+/// still configured) or plans to remove the newer package. Either way,
+/// each package we install that is available in the very version of an
+/// installed package is asked for from that version's release
+/// (`qemu-system-x86/bookworm-backports`), so the family stays together.
+/// When no configured release has it, a planned removal is said out loud
+/// and goes ahead: nothing here needs the removed package, and everything
+/// that is needed is checked again after the install.
 fn keep_newer(packages: &[&str]) -> Result<Vec<String>> {
     let plain: Vec<String> = packages.iter().map(|p| p.to_string()).collect();
-    let removals = planned_removals(&plain)?;
-    if removals.is_empty() {
+    let plan = planned_removals(&plain);
+    if plan.as_ref().is_ok_and(|r| r.is_empty()) {
         return Ok(plain);
     }
+    let installed = installed_versions();
     let mut pinned = plain.clone();
     for (request, package) in pinned.iter_mut().zip(packages) {
-        if let Some(release) = removals
-            .iter()
-            .find_map(|(_, version)| release_of(package, version))
-        {
+        if let Some(release) = release_of_installed_version(package, &installed) {
             *request = format!("{package}/{release}");
         }
     }
     if pinned != plain {
-        match planned_removals(&pinned) {
-            Ok(r) if r.is_empty() => {
+        if let Ok(r) = planned_removals(&pinned) {
+            if r.is_empty() {
+                let taken: Vec<&str> = pinned
+                    .iter()
+                    .filter(|p| p.contains('/'))
+                    .map(String::as_str)
+                    .collect();
                 println!(
-                    "setup: taking {} from the release of the newer packages already here",
-                    pinned
-                        .iter()
-                        .filter(|p| p.contains('/'))
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(" ")
+                    "setup: taking {} from the release of the same version already installed",
+                    taken.join(" ")
                 );
                 return Ok(pinned);
             }
-            _ => println!("setup: pinning to the newer release does not avoid removals"),
         }
+        println!("setup: asking for the installed versions' releases does not avoid removals");
     }
-    for (name, version) in &removals {
+    for (name, version) in plan? {
         println!(
             "setup: apt will remove {name} {version}: it conflicts with this release's packages \
              and no configured release has a matching version (sanboot does not use it)"
@@ -298,14 +299,32 @@ fn keep_newer(packages: &[&str]) -> Result<Vec<String>> {
     Ok(plain)
 }
 
+/// Every installed package's version.
+fn installed_versions() -> BTreeSet<String> {
+    Command::new("dpkg-query")
+        .args(["-W", "-f", "${Version}\\n"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The release (e.g. `bookworm-backports`) from which apt can install
-/// `package` at exactly `version`, per `apt-cache madison`.
-fn release_of(package: &str, version: &str) -> Option<String> {
+/// `package` in a version an installed package has: the binary packages
+/// of one source share its version string.
+fn release_of_installed_version(package: &str, installed: &BTreeSet<String>) -> Option<String> {
     let out = Command::new("apt-cache")
         .args(["madison", package])
         .output()
         .ok()?;
-    parse_madison(&String::from_utf8_lossy(&out.stdout), version)
+    let madison = String::from_utf8_lossy(&out.stdout);
+    installed
+        .iter()
+        .find_map(|version| parse_madison(&madison, version))
 }
 
 /// ` qemu-system-x86 | 1:10.0.2+ds-2~bpo12+1 | http://… bookworm-backports/main amd64 Packages`
@@ -394,7 +413,8 @@ pub fn ensure_rust() -> Result<()> {
                 .args(["target", "add"])
                 .args(&targets)
                 .current_dir(util::root()),
-        )?;
+        )
+        .context(rustup_hint())?;
     }
     if !components.is_empty() {
         println!("setup: adding rust components {}", components.join(" "));
@@ -403,7 +423,8 @@ pub fn ensure_rust() -> Result<()> {
                 .args(["component", "add"])
                 .args(&components)
                 .current_dir(util::root()),
-        )?;
+        )
+        .context(rustup_hint())?;
     }
     if targets.is_empty() && components.is_empty() {
         println!(
@@ -413,6 +434,17 @@ pub fn ensure_rust() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// rustup checks the toolchain server's certificate against the system's
+/// CA certificates; without them every download fails with "UnknownIssuer".
+fn rustup_hint() -> &'static str {
+    if Path::new("/etc/ssl/certs/ca-certificates.crt").exists() {
+        "rustup could not add what ci needs (is the toolchain server reachable?)"
+    } else {
+        "rustup could not add what ci needs: this machine has no CA certificates \
+         (package ca-certificates), so rustup cannot verify the toolchain server"
+    }
 }
 
 #[cfg(test)]
