@@ -207,31 +207,49 @@ fn install(packages: &[&str]) -> Result<()> {
         }
         child.wait()?;
     }
-    let request = keep_newer(packages)?;
-    println!("setup: installing {}", request.join(" "));
-    util::run(
-        apt_get()
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(&request),
-    )?;
+    for t in keep_newer(packages)? {
+        match &t.release {
+            Some(r) => println!("setup: installing from {r}: {}", t.packages.join(" ")),
+            None => println!("setup: installing {}", t.packages.join(" ")),
+        }
+        util::run(&mut t.command(&["install", "-y", "--no-install-recommends"]))?;
+    }
     Ok(())
 }
 
-/// What `apt-get install -s` says it would remove: (package, installed version).
-fn planned_removals(request: &[String]) -> Result<Vec<(String, String)>> {
-    let out = apt_get()
-        .args(["install", "-s", "--no-install-recommends"])
-        .args(request)
-        .output()
-        .context("cannot run apt-get install -s")?;
-    if !out.status.success() {
-        bail!(
-            "apt-get cannot plan installing {}:\n{}",
-            request.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
+/// One `apt-get install`: some packages, optionally with `-t RELEASE`
+/// (which lets apt take their dependencies from that release too).
+#[derive(Debug, Clone, PartialEq)]
+struct Transaction {
+    release: Option<String>,
+    packages: Vec<String>,
+}
+
+impl Transaction {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = apt_get();
+        if let Some(r) = &self.release {
+            cmd.args(["-t", r]);
+        }
+        cmd.args(args).args(&self.packages);
+        cmd
     }
-    Ok(parse_removals(&String::from_utf8_lossy(&out.stdout)))
+
+    /// What `apt-get install -s` says it would remove: (package, installed version).
+    fn planned_removals(&self) -> Result<Vec<(String, String)>> {
+        let out = self
+            .command(&["install", "-s", "--no-install-recommends"])
+            .output()
+            .context("cannot run apt-get install -s")?;
+        if !out.status.success() {
+            bail!(
+                "apt-get cannot plan installing {}:\n{}",
+                self.packages.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(parse_removals(&String::from_utf8_lossy(&out.stdout)))
+    }
 }
 
 /// `Remv qemu-utils [1:10.0.2+ds-2+deb13u1~bpo12+1]` lines of a simulation.
@@ -247,7 +265,7 @@ fn parse_removals(simulation: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Requests for `packages` that keep newer packages already installed.
+/// The installs for `packages` that keep newer packages already installed.
 ///
 /// A package from another release (qemu-utils 10 from bookworm-backports)
 /// may break the one this release would install beside it
@@ -255,40 +273,56 @@ fn parse_removals(simulation: &str) -> Vec<(String, String)> {
 /// ("pkgProblemResolver::Resolve generated breaks", when that release is
 /// still configured) or plans to remove the newer package. Either way,
 /// each package we install that is available in the very version of an
-/// installed package is asked for from that version's release
-/// (`qemu-system-x86/bookworm-backports`), so the family stays together.
-/// When no configured release has it, a planned removal is said out loud
-/// and goes ahead: nothing here needs the removed package, and everything
-/// that is needed is checked again after the install.
-fn keep_newer(packages: &[&str]) -> Result<Vec<String>> {
-    let plain: Vec<String> = packages.iter().map(|p| p.to_string()).collect();
-    let plan = planned_removals(&plain);
+/// installed package (binary packages of one source share their version)
+/// is installed from that version's release first, with `-t RELEASE` so
+/// its dependencies follow (`-t bookworm-backports qemu-system-x86`), and
+/// the rest from the default release. When no configured release has that
+/// version, a planned removal is said out loud and goes ahead: nothing
+/// here needs the removed package, and everything that is needed is
+/// checked again after the install.
+fn keep_newer(packages: &[&str]) -> Result<Vec<Transaction>> {
+    let plain = Transaction {
+        release: None,
+        packages: packages.iter().map(|p| p.to_string()).collect(),
+    };
+    let plan = plain.planned_removals();
     if plan.as_ref().is_ok_and(|r| r.is_empty()) {
-        return Ok(plain);
+        return Ok(vec![plain]);
     }
     let installed = installed_versions();
-    let mut pinned = plain.clone();
-    for (request, package) in pinned.iter_mut().zip(packages) {
-        if let Some(release) = release_of_installed_version(package, &installed) {
-            *request = format!("{package}/{release}");
+    let mut split: Vec<Transaction> = Vec::new();
+    let mut rest = Vec::new();
+    for p in packages {
+        match release_of_installed_version(p, &installed) {
+            Some(release) => match split
+                .iter_mut()
+                .find(|t| t.release.as_ref() == Some(&release))
+            {
+                Some(t) => t.packages.push(p.to_string()),
+                None => split.push(Transaction {
+                    release: Some(release),
+                    packages: vec![p.to_string()],
+                }),
+            },
+            None => rest.push(p.to_string()),
         }
     }
-    if pinned != plain {
-        if let Ok(r) = planned_removals(&pinned) {
-            if r.is_empty() {
-                let taken: Vec<&str> = pinned
-                    .iter()
-                    .filter(|p| p.contains('/'))
-                    .map(String::as_str)
-                    .collect();
-                println!(
-                    "setup: taking {} from the release of the same version already installed",
-                    taken.join(" ")
-                );
-                return Ok(pinned);
-            }
+    if !split.is_empty() {
+        if !rest.is_empty() {
+            split.push(Transaction {
+                release: None,
+                packages: rest,
+            });
         }
-        println!("setup: asking for the installed versions' releases does not avoid removals");
+        // The later transactions are planned before the earlier ones are
+        // installed; they hold none of the pinned family, so that is enough.
+        if split
+            .iter()
+            .all(|t| t.planned_removals().is_ok_and(|r| r.is_empty()))
+        {
+            return Ok(split);
+        }
+        println!("setup: installing from the installed versions' releases does not avoid removals");
     }
     for (name, version) in plan? {
         println!(
@@ -296,7 +330,7 @@ fn keep_newer(packages: &[&str]) -> Result<Vec<String>> {
              and no configured release has a matching version (sanboot does not use it)"
         );
     }
-    Ok(plain)
+    Ok(vec![plain])
 }
 
 /// Every installed package's version.
@@ -322,9 +356,23 @@ fn release_of_installed_version(package: &str, installed: &BTreeSet<String>) -> 
         .output()
         .ok()?;
     let madison = String::from_utf8_lossy(&out.stdout);
+    let candidate = candidate_version(package)?;
     installed
         .iter()
+        .filter(|v| **v != candidate)
         .find_map(|version| parse_madison(&madison, version))
+}
+
+/// The version `apt-get install package` would take (`apt-cache policy`).
+fn candidate_version(package: &str) -> Option<String> {
+    let out = Command::new("apt-cache")
+        .args(["policy", package])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Candidate:"))
+        .map(|v| v.trim().to_string())
 }
 
 /// ` qemu-system-x86 | 1:10.0.2+ds-2~bpo12+1 | http://… bookworm-backports/main amd64 Packages`
