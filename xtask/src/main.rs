@@ -5,6 +5,7 @@ mod ci;
 mod demo;
 mod firmware;
 mod fuzz;
+mod linux_disk;
 mod setup;
 mod util;
 
@@ -20,7 +21,8 @@ usage: cargo xtask <command> [args]
   fuzz [TARGET] [--seconds N]         run fuzz targets (all when no TARGET), N seconds each
   demo [bios|uefi] [--timeout S]      setup, then a namespace lab: sanboot serves, a QEMU station boots, console shown
   bench <what> [args]                 benchmarks against peer software
-  firmware                            build the firmware crates (firmware/) and print their sizes";
+  firmware                            build the firmware crates (firmware/) and print their sizes
+  linux-disk                          build (cached) a Debian disk image with GRUB, kernel, open-iscsi initramfs";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -39,6 +41,7 @@ fn main() -> Result<()> {
         "demo" => demo::run(rest),
         "bench" => bench::run(rest),
         "firmware" => firmware::run(rest),
+        "linux-disk" => linux_disk::run(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())

@@ -65,6 +65,14 @@ const NEEDS: &[(&str, &str)] = &[
     ("c++", "g++"),
 ];
 
+/// What `cargo xtask linux-disk` uses to build a real Linux station's disk
+/// without loop devices (see `sanboot_tests::linux_disk`).
+pub const LINUX_DISK_NEEDS: &[(&str, &str)] = &[
+    ("mmdebstrap", "mmdebstrap"),
+    ("sfdisk", "fdisk"),
+    ("mkfs.ext4", "e2fsprogs"),
+];
+
 /// Rust targets: the embedded builds (core, host-smoltcp) and the aarch64 firmware.
 const RUST_TARGETS: &[&str] = &["thumbv7em-none-eabihf", "aarch64-unknown-none"];
 /// Rust components `ci` runs.
@@ -96,26 +104,37 @@ pub fn ensure() -> Result<()> {
 /// prints the command that would (otherwise). Errors when something is
 /// still missing afterwards.
 pub fn ensure_packages() -> Result<()> {
+    ensure_packages_in(NEEDS)
+}
+
+/// [`ensure_packages`] for another list of (tool or file, package).
+pub fn ensure_packages_in(needs: &[(&'static str, &'static str)]) -> Result<()> {
     add_sbin_to_path();
-    let packages = missing_packages();
+    let packages = missing_packages(needs);
     if packages.is_empty() {
         println!(
             "setup: all {} prerequisites present, nothing to install",
-            NEEDS.len()
+            needs.len()
         );
         return Ok(());
     }
     println!("setup: missing (tool or file: package):");
-    for (what, package) in missing_needs() {
+    for (what, package) in missing_needs(needs) {
         println!("  {what}: {package}");
     }
     if !is_root() {
         println!("setup: not root, so nothing was installed; as root run:");
-        println!("  {}", root_command(&packages));
-        bail!("prerequisites missing (command above)");
+        println!("  sudo apt-get update");
+        // Planned the same way as a root install (apt can simulate as
+        // any user), so the commands keep newer packages too.
+        let plan = keep_newer(&packages).unwrap_or_else(|_| vec![Transaction::plain(&packages)]);
+        for t in plan {
+            println!("  {}", t.shell_command());
+        }
+        bail!("prerequisites missing (commands above)");
     }
     install(&packages)?;
-    let still: Vec<String> = missing_needs()
+    let still: Vec<String> = missing_needs(needs)
         .iter()
         .map(|(what, package)| format!("{what} ({package})"))
         .collect();
@@ -148,8 +167,8 @@ fn present(what: &str) -> bool {
     std::env::split_paths(&path).any(|d| d.join(what).is_file())
 }
 
-fn missing_needs() -> Vec<(&'static str, &'static str)> {
-    NEEDS
+fn missing_needs(needs: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    needs
         .iter()
         .copied()
         .filter(|(what, _)| !present(what))
@@ -157,9 +176,9 @@ fn missing_needs() -> Vec<(&'static str, &'static str)> {
 }
 
 /// The packages to install, each once, in list order.
-fn missing_packages() -> Vec<&'static str> {
+fn missing_packages(needs: &[(&'static str, &'static str)]) -> Vec<&'static str> {
     let mut seen = BTreeSet::new();
-    missing_needs()
+    missing_needs(needs)
         .into_iter()
         .map(|(_, package)| package)
         .filter(|p| seen.insert(*p))
@@ -171,13 +190,6 @@ fn is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-fn root_command(packages: &[&str]) -> String {
-    format!(
-        "sudo sh -c 'apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {}'",
-        packages.join(" ")
-    )
 }
 
 /// `apt-get` with no questions: no debconf prompts, keep changed config files.
@@ -226,6 +238,26 @@ struct Transaction {
 }
 
 impl Transaction {
+    fn plain(packages: &[&str]) -> Transaction {
+        Transaction {
+            release: None,
+            packages: packages.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    /// The install as a user would type it.
+    fn shell_command(&self) -> String {
+        let release = self
+            .release
+            .as_ref()
+            .map(|r| format!("-t {r} "))
+            .unwrap_or_default();
+        format!(
+            "sudo DEBIAN_FRONTEND=noninteractive apt-get {release}install -y --no-install-recommends {}",
+            self.packages.join(" ")
+        )
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = apt_get();
         if let Some(r) = &self.release {
@@ -281,10 +313,7 @@ fn parse_removals(simulation: &str) -> Vec<(String, String)> {
 /// here needs the removed package, and everything that is needed is
 /// checked again after the install.
 fn keep_newer(packages: &[&str]) -> Result<Vec<Transaction>> {
-    let plain = Transaction {
-        release: None,
-        packages: packages.iter().map(|p| p.to_string()).collect(),
-    };
+    let plain = Transaction::plain(packages);
     let plan = plain.planned_removals();
     if plan.as_ref().is_ok_and(|r| r.is_empty()) {
         return Ok(vec![plain]);
