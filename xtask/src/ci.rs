@@ -207,6 +207,7 @@ const E2E: &[(&str, &str, &str)] = &[
     ("smoltcp", "smoltcp_iscsi_tools", ""),
     ("firmware", "smoltcp_firmware", ""),
     ("peers", "harness_peers", ""),
+    ("linux", "linux_station", ""),
 ];
 
 /// `cargo xtask e2e [NAME...]`: builds sanboot, then runs the chosen
