@@ -26,7 +26,7 @@ use std::time::Instant;
 use anyhow::{bail, ensure, Context, Result};
 
 /// Bump when the recipe below changes, so cached images are rebuilt.
-const RECIPE: u32 = 1;
+const RECIPE: u32 = 2;
 
 /// Packages in the root besides mmdebstrap's minbase.
 const PACKAGES: &[&str] = &[
@@ -72,28 +72,48 @@ impl Spec {
     }
 }
 
-/// The cached disk image for `spec`, building it (as root, a few minutes
-/// and ~200 MB of downloads) when it is missing or was built for another
-/// spec or recipe.
-pub fn cached(spec: &Spec) -> Result<PathBuf> {
+/// The built disk, and the kernel and initrd on it as separate files for
+/// the `kernel` boot form (TFTP).
+#[derive(Debug, Clone)]
+pub struct LinuxDisk {
+    /// The whole disk: MBR, GRUB, one ext4 partition labelled `sanroot`.
+    pub image: PathBuf,
+    /// Debian's kernel (`/boot/vmlinuz-*`).
+    pub kernel: PathBuf,
+    /// Its initramfs-tools initrd, with open-iscsi.
+    pub initrd: PathBuf,
+}
+
+/// The cached disk for `spec`, building it (as root, a few minutes and
+/// ~200 MB of downloads) when it is missing or was built for another spec
+/// or recipe.
+pub fn cached(spec: &Spec) -> Result<LinuxDisk> {
     let dir = crate::target_dir().join("linux-disk");
-    let image = dir.join("disk.img");
+    let disk = LinuxDisk {
+        image: dir.join("disk.img"),
+        kernel: dir.join("vmlinuz"),
+        initrd: dir.join("initrd.img"),
+    };
+    let image = &disk.image;
     let stamp = dir.join("disk.key");
-    if image.is_file() && fs::read_to_string(&stamp).ok().as_deref() == Some(&spec.key()) {
-        return Ok(image);
+    let built = [&disk.image, &disk.kernel, &disk.initrd]
+        .iter()
+        .all(|p| p.is_file());
+    if built && fs::read_to_string(&stamp).ok().as_deref() == Some(&spec.key()) {
+        return Ok(disk);
     }
     crate::require(&["mmdebstrap", "mkfs.ext4", "sfdisk"])?;
     fs::create_dir_all(&dir)?;
     let _ = fs::remove_file(&stamp);
     let start = Instant::now();
-    build(spec, &dir, &image)?;
+    build(spec, &dir, image)?;
     fs::write(&stamp, spec.key())?;
     println!(
         "linux disk: built {} in {:.0} s",
         image.display(),
         start.elapsed().as_secs_f64()
     );
-    Ok(image)
+    Ok(disk)
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
@@ -145,6 +165,8 @@ fn build(spec: &Spec, dir: &Path, image: &Path) -> Result<()> {
     let boot = root.join("boot");
     let kernel = find(&boot, "vmlinuz-")?;
     let initrd = find(&boot, "initrd.img-")?;
+    fs::copy(boot.join(&kernel), dir.join("vmlinuz"))?;
+    fs::copy(boot.join(&initrd), dir.join("initrd.img"))?;
     fs::create_dir_all(boot.join("grub"))?;
     fs::write(boot.join("grub/grub.cfg"), grub_cfg(spec, &kernel, &initrd))?;
     let init = root.join("sbin").join("sanboot-init");

@@ -1,61 +1,95 @@
 //! A real Linux station (issue 8): Debian 12 with its root on sanboot's
-//! target. iPXE `sanboot`s the disk, GRUB on the disk loads the kernel and
-//! initrd through iPXE's INT 13h, the initramfs (initramfs-tools +
-//! open-iscsi) logs in to sanboot again and mounts the root from it. The
-//! station boots twice: the boot counter its init keeps on the root must
-//! say 1, then 2, and the file system must be clean afterwards.
+//! target, booted three ways, each twice. The boot counter the station's
+//! init keeps on its root must read 1, then 2 (a write made on boot 1 is
+//! read on boot 2), the kernel's own initiator must have logged in, and
+//! the file system must be clean afterwards (`e2fsck -n`).
+//!
+//! - GRUB on the disk: iPXE `sanboot`s it, GRUB loads kernel and initrd
+//!   through iPXE's INT 13h, the initramfs (initramfs-tools + open-iscsi)
+//!   logs in again with the keys in `grub.cfg`.
+//! - `boot = "kernel"`, `initramfs = "initramfs-tools"`: kernel and initrd
+//!   over TFTP, the disk on the command line in Debian's keys as sanboot
+//!   writes them.
+//! - `initramfs = "ibft"`: iPXE `sanhook`s the disk, publishing it in the
+//!   iBFT, and Debian's initramfs (`iscsi_auto`) logs in from the table.
 //!
 //! Ignored by `cargo test`: the first run builds the disk image
 //! (`sanboot_tests::linux_disk`, minutes and ~200 MB of Debian packages)
 //! and each boot takes about a minute under TCG. `cargo xtask e2e linux`
-//! runs it.
+//! runs them.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use sanboot_tests::linux_disk::{self, Spec, MARKER};
+use sanboot_tests::linux_disk::{self, LinuxDisk, Spec, MARKER};
 use sanboot_tests::sanboot::{self, DhcpMode};
 use sanboot_tests::{peers, Boot, Lab, Sanboot, Station};
 
-#[test]
-#[ignore = "builds a Debian disk image and boots Linux twice under TCG; cargo xtask e2e linux"]
-fn debian_boots_twice_from_grub_on_the_iscsi_disk() -> Result<()> {
+/// The kernel command line a `kernel` host adds after sanboot's keys.
+const CMDLINE: &str = "root=LABEL=sanroot ro console=ttyS0,115200 init=/sbin/sanboot-init";
+
+fn prerequisites() -> Result<LinuxDisk> {
     sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
     sanboot_tests::require(&["mmdebstrap", "mkfs.ext4", "sfdisk", "e2fsck"])?;
-    let image = linux_disk::cached(&Spec::lab())?;
-    let _one = sanboot_tests::one_station_at_a_time();
-    let lab = Lab::new("linux_station")?;
-    let _pcap = lab.capture()?;
-    let disk = lab.path("linux.img");
-    std::fs::copy(&image, &disk).context("cannot copy the cached Linux disk")?;
-    sanboot::tftp_root(&lab)?;
-    let _ra = peers::router_advertisements(&lab)?;
-    let config = sanboot::config(&lab, DhcpMode::Full, &sanboot_tests::sanboot_host(&disk));
-    let sanboot = Sanboot::start(&lab, &config)?;
+    linux_disk::cached(&Spec::lab())
+}
 
+/// The `[[target]]` with `image` as LUN 0 and the station's `[[host]]`
+/// with `host_keys`.
+fn host_toml(image: &Path, host_keys: &str) -> String {
+    let iqn = sanboot_tests::TARGET_IQN;
+    format!(
+        "[[target]]\niqn = \"{iqn}\"\n\n[[target.lun]]\nid = 0\nimage = \"{}\"\n\n\
+         [[host]]\nmac = \"{}\"\nhostname = \"station1\"\ntarget = \"{iqn}\"\nlun = 0\n{host_keys}\n",
+        image.display(),
+        sanboot_tests::STATION_MAC,
+    )
+}
+
+/// A `kernel` host for `initramfs`, its kernel and initrd in the TFTP root.
+fn kernel_host(lab: &Lab, linux: &LinuxDisk, image: &Path, initramfs: &str) -> Result<String> {
+    let tftp = sanboot::tftp_root(lab)?;
+    std::fs::copy(&linux.kernel, tftp.join("vmlinuz"))?;
+    std::fs::copy(&linux.initrd, tftp.join("initrd.img"))?;
+    let server = sanboot_tests::SERVER;
+    Ok(host_toml(
+        image,
+        &format!(
+            "boot = \"kernel\"\ninitramfs = \"{initramfs}\"\n\
+             kernel = \"tftp://{server}/vmlinuz\"\ninitrd = \"tftp://{server}/initrd.img\"\n\
+             cmdline = \"{CMDLINE}\"\n"
+        ),
+    ))
+}
+
+/// Boots the station twice with `host` and checks both boots and the disk.
+fn boot_twice(lab: &Lab, image: &Path, host: &str) -> Result<()> {
+    let _ra = peers::router_advertisements(lab)?;
+    let config = sanboot::config(lab, DhcpMode::Full, host);
+    let sanboot = Sanboot::start(lab, &config)?;
     for boot in 1..=2 {
-        let mut station = Station::start_with_memory(&lab, Boot::BiosRom, 512)?;
+        let mut station = Station::start_with_memory(lab, Boot::BiosRom, 512)?;
         let took = station
             .wait_for(&format!("{MARKER} {boot}:"), Duration::from_secs(400))
             .with_context(|| format!("boot {boot}; sanboot log:\n{}", sanboot.log_tail(40)))?;
-        sanboot_tests::record_timing(&format!("linux_station boot {boot}"), took);
+        sanboot_tests::record_timing(&format!("{} boot {boot}", lab.test()), took);
         let console = station.console();
+        std::fs::write(lab.path(&format!("serial-boot{boot}.log")), &console)?;
         // The kernel's own initiator made the disk (the station has no
         // other): iscsi_tcp names its host when iscsistart logs in.
         ensure!(
             console.contains("iSCSI Initiator over TCP/IP"),
             "boot {boot}: the kernel never logged in over iSCSI:\n{console}"
         );
-        std::fs::write(lab.path(&format!("serial-boot{boot}.log")), &console)?;
         drop(station);
     }
     drop(sanboot);
-
     // The init left the root read-only before the station was killed.
     let out = Command::new("e2fsck")
         .arg("-n")
-        .arg(format!("{}?offset=1048576", disk.display()))
+        .arg(format!("{}?offset=1048576", image.display()))
         .output()
         .context("cannot run e2fsck")?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -66,4 +100,47 @@ fn debian_boots_twice_from_grub_on_the_iscsi_disk() -> Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(())
+}
+
+/// A fresh copy of the cached disk in the lab.
+fn disk_copy(lab: &Lab, linux: &LinuxDisk) -> Result<std::path::PathBuf> {
+    let image = lab.path("linux.img");
+    std::fs::copy(&linux.image, &image).context("cannot copy the cached Linux disk")?;
+    Ok(image)
+}
+
+#[test]
+#[ignore = "builds a Debian disk image and boots Linux twice under TCG; cargo xtask e2e linux"]
+fn debian_boots_twice_from_grub_on_the_iscsi_disk() -> Result<()> {
+    let linux = prerequisites()?;
+    let _one = sanboot_tests::one_station_at_a_time();
+    let lab = Lab::new("linux_grub")?;
+    let _pcap = lab.capture()?;
+    let image = disk_copy(&lab, &linux)?;
+    sanboot::tftp_root(&lab)?;
+    boot_twice(&lab, &image, &host_toml(&image, "boot = \"sanboot\"\n"))
+}
+
+#[test]
+#[ignore = "builds a Debian disk image and boots Linux twice under TCG; cargo xtask e2e linux"]
+fn debian_boots_twice_from_the_kernel_form_with_initramfs_tools_keys() -> Result<()> {
+    let linux = prerequisites()?;
+    let _one = sanboot_tests::one_station_at_a_time();
+    let lab = Lab::new("linux_kernel")?;
+    let _pcap = lab.capture()?;
+    let image = disk_copy(&lab, &linux)?;
+    let host = kernel_host(&lab, &linux, &image, "initramfs-tools")?;
+    boot_twice(&lab, &image, &host)
+}
+
+#[test]
+#[ignore = "builds a Debian disk image and boots Linux twice under TCG; cargo xtask e2e linux"]
+fn debian_boots_twice_from_the_ibft_ipxe_publishes() -> Result<()> {
+    let linux = prerequisites()?;
+    let _one = sanboot_tests::one_station_at_a_time();
+    let lab = Lab::new("linux_ibft")?;
+    let _pcap = lab.capture()?;
+    let image = disk_copy(&lab, &linux)?;
+    let host = kernel_host(&lab, &linux, &image, "ibft")?;
+    boot_twice(&lab, &image, &host)
 }

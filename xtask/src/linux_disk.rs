@@ -14,13 +14,15 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     setup::ensure_packages_in(setup::LINUX_DISK_NEEDS)?;
     let spec = linux_disk::Spec::lab();
-    let image = linux_disk::cached(&spec)?;
+    let disk = linux_disk::cached(&spec)?;
     println!(
-        "linux disk: {} (root on LUN 0 of {} at {}, initiator {})",
-        image.display(),
+        "linux disk: {} (root on LUN 0 of {} at {}, initiator {}); kernel {}, initrd {}",
+        disk.image.display(),
         spec.target_iqn,
         spec.server,
-        spec.initiator_iqn
+        spec.initiator_iqn,
+        disk.kernel.display(),
+        disk.initrd.display()
     );
     Ok(())
 }
