@@ -537,15 +537,15 @@ mod tests {
         // Without the key: genkernel's, as before the key existed.
         assert_eq!(
             line(&kernel("")),
-            format!("kernel vmlinuz iscsi_target={target} iscsi_address=192.0.2.1 iscsi_initiatorname={iqn} ip=dhcp")
+            format!("kernel vmlinuz iscsi_target={target} iscsi_address=192.0.2.1 iscsi_initiatorname={iqn} ip=dhcp initrd=initrd.img")
         );
         assert_eq!(
             line(&kernel("initramfs = \"initramfs-tools\"")),
-            format!("kernel vmlinuz iscsi_target_name={target} iscsi_target_ip=192.0.2.1 iscsi_initiator={iqn} ip=dhcp")
+            format!("kernel vmlinuz iscsi_target_name={target} iscsi_target_ip=192.0.2.1 iscsi_initiator={iqn} ip=dhcp initrd=initrd.img")
         );
         assert_eq!(
             line(&kernel("initramfs = \"dracut\"")),
-            format!("kernel vmlinuz netroot=iscsi:192.0.2.1:::1:{target} rd.iscsi.initiator={iqn} ip=dhcp")
+            format!("kernel vmlinuz netroot=iscsi:192.0.2.1:::1:{target} rd.iscsi.initiator={iqn} ip=dhcp initrd=initrd.img")
         );
         let ibft = kernel("initramfs = \"ibft\"");
         assert!(
@@ -554,7 +554,7 @@ mod tests {
         );
         assert_eq!(
             line(&ibft),
-            "kernel vmlinuz rd.iscsi.firmware=1 iscsi_auto ip=dhcp"
+            "kernel vmlinuz rd.iscsi.firmware=1 iscsi_auto ip=dhcp initrd=initrd.img"
         );
     }
 

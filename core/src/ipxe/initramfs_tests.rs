@@ -129,9 +129,10 @@ fn key(word: &str) -> &str {
 }
 
 /// Keys every flavour gets that the initramfs does not own: `ip=` (each
-/// configures the network from it) and the host's own `root=`.
+/// configures the network from it), `initrd=` (the EFI stub's) and the
+/// host's own `root=`.
 fn shared(key: &str) -> bool {
-    matches!(key, "ip" | "root")
+    matches!(key, "ip" | "initrd" | "root")
 }
 
 #[test]
@@ -354,7 +355,7 @@ fn ibft_hooks_the_disk_and_asks_the_initramfs_for_the_firmware_table() {
             "set reverse-username sanboot",
             "set reverse-password t4rget-654321",
             "sanhook iscsi:192.0.2.1::3261:1:iqn.2024-01.test.e2e:sanboot",
-            "kernel vmlinuz rd.iscsi.firmware=1 iscsi_auto ip=dhcp root=/dev/sda1",
+            "kernel vmlinuz rd.iscsi.firmware=1 iscsi_auto ip=dhcp initrd=initrd.img root=/dev/sda1",
             "initrd initrd.img",
             "boot",
         ]

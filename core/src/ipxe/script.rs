@@ -578,6 +578,15 @@ fn write_boot<W: Write>(w: &mut W, boot: &HostBoot<'_>) -> fmt::Result {
             write_disk_keys(w, disk, *initramfs)?;
             w.write_str(" ip=dhcp")?;
             let extra = cmdline.trim_matches(' ');
+            if let Some(initrd) = initrd {
+                // An EFI-stub kernel (ipxe.efi) loads its initrd by the name
+                // iPXE gives the image, the last part of its URI; a BIOS
+                // kernel ignores the key.
+                if !extra.split(' ').any(|w| w.starts_with("initrd=")) {
+                    let name = initrd.rsplit('/').next().unwrap_or(initrd);
+                    write!(w, " initrd={name}")?;
+                }
+            }
             if !extra.is_empty() {
                 write!(w, " {extra}")?;
             }

@@ -181,6 +181,30 @@ fn kernel_form_uses_genkernel_parameters() {
 }
 
 #[test]
+fn kernel_form_names_the_initrd_for_efi_stub_kernels() {
+    let iqn = "iqn.2010-04.org.ipxe:pc1";
+    let line = |initrd, cmdline| {
+        let got = render(Script::Host(HostBoot::Kernel {
+            disk: disk(iqn, 0, 3260),
+            initramfs: Initramfs::InitramfsTools,
+            kernel: "vmlinuz",
+            initrd,
+            cmdline,
+        }))
+        .unwrap();
+        heapless::String::<512>::try_from(got.lines().nth(1).unwrap()).unwrap()
+    };
+    // iPXE names the image after the last part of its URI.
+    assert!(line(Some("tftp://192.0.2.1/boot/initrd.img-6.1"), "")
+        .ends_with(" ip=dhcp initrd=initrd.img-6.1"));
+    // No initrd, no key; the host's own initrd= is kept and not doubled.
+    assert!(!line(None, "").contains("initrd="));
+    let own = line(Some("initrd.img"), "initrd=other.img quiet");
+    assert_eq!(own.matches("initrd=").count(), 1, "{own}");
+    assert!(own.ends_with(" initrd=other.img quiet"), "{own}");
+}
+
+#[test]
 fn chain_form() {
     assert_eq!(
         render(Script::Host(HostBoot::Chain {
