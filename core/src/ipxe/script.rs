@@ -182,7 +182,8 @@ pub struct IscsiDisk<'a> {
 /// | initramfs-tools (Debian's open-iscsi) | `iscsi_target_name=` | `iscsi_target_ip=` `iscsi_target_port=` | `iscsi_initiator=` | `iscsi_username=` `iscsi_password=` (`iscsi_in_username=` `iscsi_in_password=`) |
 /// | ibft | iPXE `sanhook`s the disk and publishes it in the iBFT | | | (in the iBFT) |
 ///
-/// All of them also get `ip=dhcp`.
+/// All of them also get `ip=dhcp`, and `initrd=<name>` when there is an
+/// initrd (an EFI-stub kernel under ipxe.efi loads it by that name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Initramfs {
