@@ -88,6 +88,12 @@ pub struct LinuxDisk {
 /// ~200 MB of downloads) when it is missing or was built for another spec
 /// or recipe.
 pub fn cached(spec: &Spec) -> Result<LinuxDisk> {
+    // The tests of one binary run as threads: one builds, the others wait
+    // and then find the cache.
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = BUILD
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let dir = crate::target_dir().join("linux-disk");
     let disk = LinuxDisk {
         image: dir.join("disk.img"),
