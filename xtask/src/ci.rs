@@ -132,6 +132,28 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         util::run(&mut cmd)
     });
+    // Ignored by `cargo test` (the first run builds a Debian disk image):
+    // the real Linux station, three ways, two boots each.
+    step(
+        o,
+        "e2e linux_station (Debian from sanboot, 3 ways x 2 boots)",
+        || {
+            let mut cmd = cargo_step(&[
+                "test",
+                "-p",
+                "sanboot-tests",
+                "--test",
+                "linux_station",
+                "--",
+                "--include-ignored",
+            ]);
+            quiet_error_backtraces(&mut cmd);
+            if let Some(bin) = &sanboot_bin {
+                cmd.env("SANBOOT_BIN", bin);
+            }
+            util::run(&mut cmd)
+        },
+    );
     if do_fuzz {
         let targets = fuzz::targets();
         step(o, "cargo fuzz build (all targets)", fuzz::build);

@@ -43,7 +43,6 @@ pub fn run(args: &[String]) -> Result<()> {
     setup::ensure_packages()?;
     sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
     let linux_disk = if linux {
-        setup::ensure_packages_in(setup::LINUX_DISK_NEEDS)?;
         println!("demo: the Debian station's disk (built once, a few minutes, then cached)");
         Some(linux_disk::cached(&linux_disk::Spec::lab())?)
     } else {

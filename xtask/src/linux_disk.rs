@@ -12,7 +12,7 @@ pub fn run(args: &[String]) -> Result<()> {
     if let Some(a) = args.first() {
         bail!("cargo xtask linux-disk takes no arguments (got {a:?})");
     }
-    setup::ensure_packages_in(setup::LINUX_DISK_NEEDS)?;
+    setup::ensure_packages()?;
     let spec = linux_disk::Spec::lab();
     let disk = linux_disk::cached(&spec)?;
     println!(

@@ -63,14 +63,12 @@ const NEEDS: &[(&str, &str)] = &[
     ("strace", "strace"),
     // cargo-fuzz's libFuzzer is C++
     ("c++", "g++"),
-];
-
-/// What `cargo xtask linux-disk` uses to build a real Linux station's disk
-/// without loop devices (see `sanboot_tests::linux_disk`).
-pub const LINUX_DISK_NEEDS: &[(&str, &str)] = &[
+    // the real Linux station's disk (sanboot_tests::linux_disk), built
+    // without loop devices, and its check after the e2e boots
     ("mmdebstrap", "mmdebstrap"),
     ("sfdisk", "fdisk"),
     ("mkfs.ext4", "e2fsprogs"),
+    ("e2fsck", "e2fsprogs"),
 ];
 
 /// Rust targets: the embedded builds (core, host-smoltcp) and the aarch64 firmware.
@@ -104,11 +102,7 @@ pub fn ensure() -> Result<()> {
 /// prints the command that would (otherwise). Errors when something is
 /// still missing afterwards.
 pub fn ensure_packages() -> Result<()> {
-    ensure_packages_in(NEEDS)
-}
-
-/// [`ensure_packages`] for another list of (tool or file, package).
-pub fn ensure_packages_in(needs: &[(&'static str, &'static str)]) -> Result<()> {
+    let needs = NEEDS;
     add_sbin_to_path();
     let packages = missing_packages(needs);
     if packages.is_empty() {
