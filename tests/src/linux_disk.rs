@@ -15,7 +15,11 @@
 //! The station's init counts its boots in `/var/lib/sanboot/boots`, prints
 //! `SANBOOT-LINUX boot N`, remounts the root read-only (so a station that
 //! is simply killed leaves a clean file system) and starts a shell on the
-//! serial console.
+//! serial console. Given `sanboot.install=IP,IQN[,USER,SECRET]` it first
+//! runs the seed's install step with the kernel's initiator (open-iscsi):
+//! discovery, login with CRC32C digests (and CHAP), `iscsiadm -m session
+//! -P3`, `mkfs.ext4`, a written and read-back checksum, `e2fsck -n`,
+//! logout; and prints `SANBOOT-INSTALL written … read … fsck …`.
 
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
@@ -26,7 +30,7 @@ use std::time::Instant;
 use anyhow::{bail, ensure, Context, Result};
 
 /// Bump when the recipe below changes, so cached images are rebuilt.
-const RECIPE: u32 = 2;
+const RECIPE: u32 = 3;
 
 /// Packages in the root besides mmdebstrap's minbase.
 const PACKAGES: &[&str] = &[
@@ -316,7 +320,9 @@ fn grub_cfg(spec: &Spec, kernel: &str, initrd: &str) -> String {
 
 const INIT: &str = r#"#!/bin/sh
 # The station's init: count this boot on the iSCSI root, say so, leave the
-# root read-only and clean, then a shell on the console.
+# root read-only and clean; with sanboot.install=IP,IQN[,USER,SECRET] on the
+# command line, run the seed's install step against that target with the
+# kernel's initiator; then a shell on the console.
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -327,5 +333,47 @@ echo "$n" > /var/lib/sanboot/boots
 sync
 mount -o remount,ro /
 echo "SANBOOT-LINUX boot $n: root $(grep ' / ' /proc/mounts | head -n 1)"
+install=
+for w in $(cat /proc/cmdline); do
+    case "$w" in sanboot.install=*) install=${w#sanboot.install=} ;; esac
+done
+if [ -n "$install" ]; then
+    IFS=, read -r ip iqn user secret <<EOF
+$install
+EOF
+    # iscsiadm keeps its records under /etc/iscsi: give it a writable copy.
+    mount -t tmpfs tmpfs /run
+    mkdir -p /run/lock /run/etc-iscsi /run/mnt
+    cp -a /etc/iscsi/. /run/etc-iscsi/
+    mount --bind /run/etc-iscsi /etc/iscsi
+    echo "InitiatorName=iqn.2024-01.test.e2e:installer" > /etc/iscsi/initiatorname.iscsi
+    iscsid
+    sleep 1
+    node="iscsiadm -m node -T $iqn -p $ip"
+    iscsiadm -m discovery -t st -p "$ip" || echo "SANBOOT-INSTALL FAILED discovery"
+    $node -o update -n 'node.conn[0].iscsi.HeaderDigest' -v CRC32C
+    $node -o update -n 'node.conn[0].iscsi.DataDigest' -v CRC32C
+    if [ -n "$user" ]; then
+        $node -o update -n node.session.auth.authmethod -v CHAP
+        $node -o update -n node.session.auth.username -v "$user"
+        $node -o update -n node.session.auth.password -v "$secret"
+    fi
+    $node -l || echo "SANBOOT-INSTALL FAILED login"
+    iscsiadm -m session -P3
+    i=0
+    while [ ! -b /dev/sdb ] && [ $i -lt 50 ]; do sleep 0.2; i=$((i + 1)); done
+    mkfs.ext4 -q -F /dev/sdb || echo "SANBOOT-INSTALL FAILED mkfs"
+    mount /dev/sdb /run/mnt
+    dd if=/dev/urandom of=/run/mnt/data bs=1M count=8 2>/dev/null
+    written=$(sha256sum < /run/mnt/data)
+    umount /run/mnt
+    echo 3 > /proc/sys/vm/drop_caches
+    mount -o ro /dev/sdb /run/mnt
+    read_back=$(sha256sum < /run/mnt/data)
+    umount /run/mnt
+    e2fsck -n /dev/sdb > /run/fsck.log 2>&1 && fsck=clean || fsck="not clean: $(cat /run/fsck.log)"
+    $node -u
+    echo "SANBOOT-INSTALL written ${written%% *} read ${read_back%% *} fsck $fsck"
+fi
 exec busybox setsid busybox cttyhack /bin/sh
 "#;

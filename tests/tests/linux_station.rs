@@ -144,3 +144,79 @@ fn debian_boots_twice_from_the_ibft_ipxe_publishes() -> Result<()> {
     let host = kernel_host(&lab, &linux, &image, "ibft")?;
     boot_twice(&lab, &image, &host)
 }
+
+/// The target the install step formats: CHAP and CRC32C digests required.
+const INSTALL_IQN: &str = "iqn.2024-01.test.e2e:install";
+const INSTALL_USER: &str = "installer";
+const INSTALL_SECRET: &str = "install-secret-16";
+
+#[test]
+#[ignore = "builds a Debian disk image and boots Linux under TCG; cargo xtask e2e linux"]
+fn linux_initiator_installs_onto_a_chap_target_with_digests() -> Result<()> {
+    let linux = prerequisites()?;
+    let _one = sanboot_tests::one_station_at_a_time();
+    let lab = Lab::new("linux_install")?;
+    let _pcap = lab.capture()?;
+    let image = disk_copy(&lab, &linux)?;
+    let server = sanboot_tests::SERVER;
+    let host = kernel_host(&lab, &linux, &image, "initramfs-tools")?.replace(
+        CMDLINE,
+        &format!(
+            "{CMDLINE} sanboot.install={server},{INSTALL_IQN},{INSTALL_USER},{INSTALL_SECRET}"
+        ),
+    );
+    let install = format!(
+        "[[target]]\niqn = \"{INSTALL_IQN}\"\ndigest = \"required\"\n\
+         chap = {{ user = \"{INSTALL_USER}\", secret = \"{INSTALL_SECRET}\" }}\n\n\
+         [[target.lun]]\nid = 0\nimage = \"{}\"\nsize = 67108864\n\n",
+        lab.path("install.img").display()
+    );
+    let _ra = peers::router_advertisements(&lab)?;
+    let config = sanboot::config(&lab, DhcpMode::Full, &format!("{install}{host}"));
+    let sanboot = Sanboot::start(&lab, &config)?;
+    let mut station = Station::start_with_memory(&lab, Boot::BiosRom, 512)?;
+    let took = station
+        .wait_for("SANBOOT-INSTALL written", Duration::from_secs(500))
+        .with_context(|| format!("sanboot log:\n{}", sanboot.log_tail(40)))?;
+    sanboot_tests::record_timing("linux_install", took);
+    let console = station.console();
+    std::fs::write(lab.path("serial-install.log"), &console)?;
+    ensure!(
+        !console.contains("SANBOOT-INSTALL FAILED"),
+        "a step of the install failed:\n{console}"
+    );
+    // iscsiadm -m session -P3: the negotiated digests and the disk.
+    for want in [
+        INSTALL_IQN,
+        "HeaderDigest: CRC32C",
+        "DataDigest: CRC32C",
+        "Attached scsi disk sdb",
+    ] {
+        ensure!(
+            console.contains(want),
+            "no {want:?} on the console:\n{console}"
+        );
+    }
+    let line = console
+        .lines()
+        .find(|l| l.contains("SANBOOT-INSTALL written"))
+        .context("no install line")?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let field = |name: &str| {
+        words
+            .iter()
+            .position(|w| *w == name)
+            .and_then(|i| words.get(i + 1))
+            .copied()
+    };
+    let (written, read) = (field("written"), field("read"));
+    ensure!(
+        written.is_some_and(|w| w.len() == 64) && written == read,
+        "the checksum read back differs from the one written: {line}"
+    );
+    ensure!(
+        field("fsck") == Some("clean"),
+        "e2fsck -n in the guest: {line}"
+    );
+    Ok(())
+}
