@@ -13,6 +13,11 @@
 //! - `initramfs = "ibft"`: iPXE `sanhook`s the disk, publishing it in the
 //!   iBFT, and Debian's initramfs (`iscsi_auto`) logs in from the table.
 //!
+//! A fourth test runs the seed's install step from the booted guest with
+//! the kernel's initiator: discovery, login to a second target that
+//! requires CHAP and CRC32C digests, `iscsiadm -m session -P3`,
+//! `mkfs.ext4`, a checksum written and read back, `e2fsck -n`.
+//!
 //! Ignored by `cargo test`: the first run builds the disk image
 //! (`sanboot_tests::linux_disk`, minutes and ~200 MB of Debian packages)
 //! and each boot takes about a minute under TCG. `cargo xtask e2e linux`
