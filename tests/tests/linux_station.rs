@@ -225,3 +225,36 @@ fn linux_initiator_installs_onto_a_chap_target_with_digests() -> Result<()> {
     );
     Ok(())
 }
+
+/// The GRUB flow against the reference peers (dnsmasq for DHCP and TFTP,
+/// tgt for iSCSI, the image on tgt's LUN 1), for a side-by-side time; the
+/// root is found by its label, so tgt's controller LUN 0 does not matter.
+#[test]
+#[ignore = "builds a Debian disk image and boots Linux under TCG; cargo xtask e2e linux"]
+fn debian_boots_from_grub_on_tgt_for_comparison() -> Result<()> {
+    let linux = prerequisites()?;
+    sanboot_tests::require(&["tgtd", "tgtadm"])?;
+    let _one = sanboot_tests::one_station_at_a_time();
+    let lab = Lab::new("linux_grub_tgt")?;
+    let _pcap = lab.capture()?;
+    let image = disk_copy(&lab, &linux)?;
+    let root = sanboot::tftp_root(&lab)?;
+    std::fs::write(
+        root.join("boot.ipxe"),
+        format!(
+            "#!ipxe\nsanboot iscsi:{}:::1:{}\n",
+            sanboot_tests::SERVER,
+            sanboot_tests::TARGET_IQN
+        ),
+    )?;
+    let _ra = peers::router_advertisements(&lab)?;
+    let _tgt = peers::Tgt::start(&lab, &image)?;
+    let dnsmasq = peers::reference_dhcp_tftp(&lab, &root)?;
+    let mut station = Station::start_with_memory(&lab, Boot::BiosRom, 512)?;
+    let took = station
+        .wait_for(&format!("{MARKER} 1:"), Duration::from_secs(400))
+        .with_context(|| format!("dnsmasq log:\n{}", dnsmasq.log_tail(30)))?;
+    sanboot_tests::record_timing("linux_grub_tgt boot 1", took);
+    std::fs::write(lab.path("serial-boot1.log"), station.console())?;
+    Ok(())
+}
