@@ -4,10 +4,12 @@
 //! Packages are chosen by the tool or file that is missing, never as a
 //! blanket list: a package already present in a newer version (say
 //! `qemu-utils` 10 from bookworm-backports on a Debian 12 image) is never
-//! named, so apt is never asked to downgrade it. As root the missing
-//! packages are installed non-interactively (one `apt-get update`, one
-//! `apt-get install`); as another user the exact command is printed.
-//! A second run finds everything and does nothing.
+//! named, so apt is never asked to downgrade it; packages of the same
+//! family as such a newer one are taken from its release (see
+//! [`keep_newer`]). As root the missing packages are installed
+//! non-interactively (one `apt-get update`, then `apt-get install`, with
+//! package scripts kept from starting daemons); as another user the exact
+//! commands are printed. A second run finds everything and does nothing.
 
 use std::collections::BTreeSet;
 use std::path::Path;
