@@ -361,6 +361,20 @@ fn check_hosts(config: &Config, w: &mut Vec<String>) {
         if host.boot == BootKind::Chain {
             continue;
         }
+        // Every initramfs flavour logs in from sanboot's keys, but which
+        // device is / only the host's own root= says.
+        if host.boot == BootKind::Kernel
+            && !host
+                .cmdline
+                .split_whitespace()
+                .any(|w| w.starts_with("root="))
+        {
+            w.push(format!(
+                "[[host]] {name}: boot = kernel and cmdline has no root=: the initramfs logs in \
+                 to the disk but does not know which device to mount as / \
+                 (add e.g. root=LABEL=... or root=UUID=...)"
+            ));
+        }
         let (Ok(iqn), Ok(target)) = (initiator_iqn(config, host), target_of(config, host)) else {
             continue;
         };
@@ -633,6 +647,16 @@ mod tests {
         c.hosts[0].hostname = Some("pc1".into());
         let w = check_warnings(&c).join("\n");
         assert!(w.contains("is not in target"), "{w}");
+    }
+
+    #[test]
+    fn kernel_host_without_root_is_flagged() {
+        let kernel = "boot = \"kernel\"\nkernel = \"vmlinuz\"\ninitramfs = \"initramfs-tools\"";
+        let w = check_warnings(&config(kernel)).join("\n");
+        assert!(w.contains("cmdline has no root="), "{w}");
+        let with_root = format!("{kernel}\ncmdline = \"root=LABEL=sanroot ro\"");
+        let w = check_warnings(&config(&with_root)).join("\n");
+        assert!(!w.contains("root="), "{w}");
     }
 
     #[test]
