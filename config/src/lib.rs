@@ -385,6 +385,35 @@ pub enum BootKind {
     Chain,
 }
 
+/// `initramfs = "..."` on a kernel host: whose command-line keys carry the
+/// disk (see `sanboot_core::ipxe::Initramfs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum InitramfsKind {
+    /// Gentoo genkernel: `iscsi_target= iscsi_address= iscsi_initiatorname=`.
+    #[default]
+    Genkernel,
+    /// dracut: `netroot=iscsi:… rd.iscsi.initiator=`.
+    Dracut,
+    /// Debian initramfs-tools + open-iscsi: `iscsi_target_name= iscsi_target_ip= iscsi_initiator=`.
+    InitramfsTools,
+    /// iPXE `sanhook`s the disk into the iBFT; `rd.iscsi.firmware=1 iscsi_auto`.
+    Ibft,
+}
+
+impl InitramfsKind {
+    /// The core's name for it.
+    pub fn core(self) -> sanboot_core::ipxe::Initramfs {
+        use sanboot_core::ipxe::Initramfs;
+        match self {
+            InitramfsKind::Genkernel => Initramfs::Genkernel,
+            InitramfsKind::Dracut => Initramfs::Dracut,
+            InitramfsKind::InitramfsTools => Initramfs::InitramfsTools,
+            InitramfsKind::Ibft => Initramfs::Ibft,
+        }
+    }
+}
+
 /// `[[host]]`: one machine, keyed by MAC.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -409,6 +438,8 @@ pub struct Host {
     pub keep_san: bool,
     /// Chain kind: the URL to chain to (`${mac:hexhyp}` and other iPXE settings allowed).
     pub chain: Option<String>,
+    /// Kernel kind: which initramfs reads the command line (genkernel when absent).
+    pub initramfs: Option<InitramfsKind>,
     /// Kernel kind: kernel and initrd paths or URLs, and extra command line.
     pub kernel: Option<String>,
     pub initrd: Option<String>,
@@ -581,6 +612,9 @@ impl Config {
                     if h.boot == BootKind::Kernel && h.kernel.is_none() {
                         bail!("[[host]] {}: boot = kernel needs `kernel`", h.mac);
                     }
+                    if h.boot != BootKind::Kernel && h.initramfs.is_some() {
+                        bail!("[[host]] {}: `initramfs` is for boot = kernel", h.mac);
+                    }
                 }
                 BootKind::Chain => {
                     if h.chain.is_none() {
@@ -671,6 +705,39 @@ mod tests {
         let c: Config = toml::from_str(&text).unwrap();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("has no lun 1"), "{err}");
+    }
+
+    #[test]
+    fn initramfs_is_a_kernel_host_key_with_known_values() {
+        let host = |extra: &str| {
+            format!(
+                "{MINIMAL}\n[[target]]\niqn = \"iqn.2024-01.test:a\"\n[[target.lun]]\nid = 0\nimage = \"a.img\"\n\
+                 [[host]]\nmac = \"52:54:00:00:00:01\"\ntarget = \"iqn.2024-01.test:a\"\n{extra}\n"
+            )
+        };
+        for (name, want) in [
+            ("genkernel", InitramfsKind::Genkernel),
+            ("dracut", InitramfsKind::Dracut),
+            ("initramfs-tools", InitramfsKind::InitramfsTools),
+            ("ibft", InitramfsKind::Ibft),
+        ] {
+            let text = host(&format!(
+                "boot = \"kernel\"\nkernel = \"vmlinuz\"\ninitramfs = \"{name}\""
+            ));
+            let c: Config = toml::from_str(&text).unwrap();
+            c.validate().unwrap();
+            assert_eq!(c.hosts.first().unwrap().initramfs, Some(want), "{name}");
+        }
+        let err = toml::from_str::<Config>(&host(
+            "boot = \"kernel\"\nkernel = \"k\"\ninitramfs = \"mkinitcpio\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown variant"), "{err}");
+        // On a sanboot host the key would do nothing: refused, not ignored.
+        let c: Config = toml::from_str(&host("initramfs = \"dracut\"")).unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("`initramfs` is for boot = kernel"), "{err}");
     }
 
     #[test]

@@ -85,6 +85,7 @@ pub(crate) fn host_boot<'a>(
             keep_san: host.keep_san,
         },
         BootKind::Kernel => HostBoot::Kernel {
+            initramfs: host.initramfs.unwrap_or_default().core(),
             disk: disk(target_of(config, host)?),
             kernel: host
                 .kernel
@@ -360,6 +361,20 @@ fn check_hosts(config: &Config, w: &mut Vec<String>) {
         if host.boot == BootKind::Chain {
             continue;
         }
+        // Every initramfs flavour logs in from sanboot's keys, but which
+        // device is / only the host's own root= says.
+        if host.boot == BootKind::Kernel
+            && !host
+                .cmdline
+                .split_whitespace()
+                .any(|w| w.starts_with("root="))
+        {
+            w.push(format!(
+                "[[host]] {name}: boot = kernel and cmdline has no root=: the initramfs logs in \
+                 to the disk but does not know which device to mount as / \
+                 (add e.g. root=LABEL=... or root=UUID=...)"
+            ));
+        }
         let (Ok(iqn), Ok(target)) = (initiator_iqn(config, host), target_of(config, host)) else {
             continue;
         };
@@ -514,6 +529,46 @@ mod tests {
     }
 
     #[test]
+    fn kernel_hosts_get_their_initramfs_keys() {
+        let kernel = |initramfs: &str| {
+            let c = config(&format!(
+                "boot = \"kernel\"\nkernel = \"vmlinuz\"\ninitrd = \"initrd.img\"\n{initramfs}"
+            ));
+            render_for_mac(&c, MAC).unwrap()
+        };
+        let iqn = "iqn.2007-11.ru.pp.livid:pc1-52-54-00-e2-e0-01";
+        let target = "iqn.2024-01.test.e2e:sanboot";
+        let line = |s: &str| {
+            s.lines()
+                .find(|l| l.starts_with("kernel "))
+                .unwrap()
+                .to_string()
+        };
+        // Without the key: genkernel's, as before the key existed.
+        assert_eq!(
+            line(&kernel("")),
+            format!("kernel vmlinuz iscsi_target={target} iscsi_address=192.0.2.1 iscsi_initiatorname={iqn} ip=dhcp initrd=initrd.img")
+        );
+        assert_eq!(
+            line(&kernel("initramfs = \"initramfs-tools\"")),
+            format!("kernel vmlinuz iscsi_target_name={target} iscsi_target_ip=192.0.2.1 iscsi_initiator={iqn} ip=dhcp initrd=initrd.img")
+        );
+        assert_eq!(
+            line(&kernel("initramfs = \"dracut\"")),
+            format!("kernel vmlinuz netroot=iscsi:192.0.2.1:::1:{target} rd.iscsi.initiator={iqn} ip=dhcp initrd=initrd.img")
+        );
+        let ibft = kernel("initramfs = \"ibft\"");
+        assert!(
+            ibft.contains(&format!("\nsanhook iscsi:192.0.2.1:::1:{target}\n")),
+            "{ibft}"
+        );
+        assert_eq!(
+            line(&ibft),
+            "kernel vmlinuz rd.iscsi.firmware=1 iscsi_auto ip=dhcp initrd=initrd.img"
+        );
+    }
+
+    #[test]
     fn unknown_mac_is_an_error_naming_it() {
         let err = render_for_mac(&config(""), [2, 0, 0, 0, 0, 9]).unwrap_err();
         assert!(err.to_string().contains("02-00-00-00-00-09"), "{err}");
@@ -592,6 +647,16 @@ mod tests {
         c.hosts[0].hostname = Some("pc1".into());
         let w = check_warnings(&c).join("\n");
         assert!(w.contains("is not in target"), "{w}");
+    }
+
+    #[test]
+    fn kernel_host_without_root_is_flagged() {
+        let kernel = "boot = \"kernel\"\nkernel = \"vmlinuz\"\ninitramfs = \"initramfs-tools\"";
+        let w = check_warnings(&config(kernel)).join("\n");
+        assert!(w.contains("cmdline has no root="), "{w}");
+        let with_root = format!("{kernel}\ncmdline = \"root=LABEL=sanroot ro\"");
+        let w = check_warnings(&config(&with_root)).join("\n");
+        assert!(!w.contains("root="), "{w}");
     }
 
     #[test]

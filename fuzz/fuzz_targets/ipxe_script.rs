@@ -7,7 +7,7 @@
 use std::net::Ipv4Addr;
 
 use sanboot_core::ipxe::{
-    expand_initiator_iqn, mac_from_script_name, validate_iscsi_name, Chap, DirectEntry, HostBoot,
+    expand_initiator_iqn, mac_from_script_name, validate_iscsi_name, Chap, DirectEntry, HostBoot, Initramfs,
     IscsiDisk, RenderError, Script,
 };
 
@@ -100,6 +100,12 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         0 => HostBoot::Sanboot { disk, keep_san },
         1 => HostBoot::Kernel {
             disk,
+            initramfs: match kind / 3 % 4 {
+                0 => Initramfs::Genkernel,
+                1 => Initramfs::Dracut,
+                2 => Initramfs::InitramfsTools,
+                _ => Initramfs::Ibft,
+            },
             kernel: url,
             initrd,
             cmdline,
@@ -108,23 +114,30 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     };
 
     let mut want: Vec<&[&str]> = Vec::new();
+    let settings = |want: &mut Vec<&[&str]>| {
+        want.push(&["set", "initiator-iqn"]);
+        if let Some(c) = chap {
+            want.push(&["set", "username"]);
+            want.push(&["set", "password"]);
+            if c.mutual.is_some() {
+                want.push(&["set", "reverse-username"]);
+                want.push(&["set", "reverse-password"]);
+            }
+        }
+    };
     match boot {
         HostBoot::Sanboot { .. } => {
-            want.push(&["set", "initiator-iqn"]);
-            if let Some(c) = chap {
-                want.push(&["set", "username"]);
-                want.push(&["set", "password"]);
-                if c.mutual.is_some() {
-                    want.push(&["set", "reverse-username"]);
-                    want.push(&["set", "reverse-password"]);
-                }
-            }
+            settings(&mut want);
             if keep_san {
                 want.push(&["set", "keep-san", "1"]);
             }
             want.push(&["sanboot"]);
         }
-        HostBoot::Kernel { .. } => {
+        HostBoot::Kernel { initramfs, .. } => {
+            if initramfs == Initramfs::Ibft {
+                settings(&mut want);
+                want.push(&["sanhook"]);
+            }
             want.push(&["kernel"]);
             if initrd.is_some() {
                 want.push(&["initrd"]);

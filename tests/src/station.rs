@@ -46,8 +46,14 @@ pub struct Station {
 }
 
 impl Station {
-    /// Powers the station on in `lab`.
+    /// Powers the station on in `lab` (256 MiB of RAM).
     pub fn start(lab: &Lab, boot: Boot) -> Result<Station> {
+        Station::start_with_memory(lab, boot, 256)
+    }
+
+    /// [`Station::start`] with `mib` MiB of RAM: a real Linux unpacks its
+    /// initramfs into memory.
+    pub fn start_with_memory(lab: &Lab, boot: Boot, mib: u32) -> Result<Station> {
         crate::require(&["qemu-system-x86_64"])?;
         crate::require(boot.needs())?;
         let serial = lab.path("serial.log");
@@ -57,7 +63,7 @@ impl Station {
             "-accel",
             "tcg",
             "-m",
-            "256",
+            &mib.to_string(),
             // -nographic makes SeaBIOS mirror iPXE's text console to COM1.
             "-nographic",
             "-monitor",

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use crate::fuzz;
 use crate::util::{self, cargo};
+use crate::{fuzz, setup};
 
 /// Seconds each fuzz target runs in CI unless `--fuzz-seconds` says otherwise.
 const CI_FUZZ_SECONDS: u64 = 20;
@@ -58,6 +58,13 @@ pub fn run(args: &[String]) -> Result<()> {
 
     let mut out = Vec::new();
     let o = &mut out;
+    // First, so a fresh machine gets its packages; if it fails the other
+    // steps still run and the ones that need the missing pieces fail by name.
+    step(o, "setup (packages, rust targets)", || {
+        let start = std::time::Instant::now();
+        setup::ensure()?;
+        Ok(start.elapsed())
+    });
     step(o, "rustfmt", || {
         util::run(&mut cargo_step(&["fmt", "--all", "--check"]))
     });
@@ -125,6 +132,28 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         util::run(&mut cmd)
     });
+    // Ignored by `cargo test` (the first run builds a Debian disk image):
+    // the real Linux station, three ways, two boots each.
+    step(
+        o,
+        "e2e linux_station (Debian from sanboot, 3 ways x 2 boots)",
+        || {
+            let mut cmd = cargo_step(&[
+                "test",
+                "-p",
+                "sanboot-tests",
+                "--test",
+                "linux_station",
+                "--",
+                "--include-ignored",
+            ]);
+            quiet_error_backtraces(&mut cmd);
+            if let Some(bin) = &sanboot_bin {
+                cmd.env("SANBOOT_BIN", bin);
+            }
+            util::run(&mut cmd)
+        },
+    );
     if do_fuzz {
         let targets = fuzz::targets();
         step(o, "cargo fuzz build (all targets)", fuzz::build);
@@ -201,6 +230,7 @@ const E2E: &[(&str, &str, &str)] = &[
     ("smoltcp", "smoltcp_iscsi_tools", ""),
     ("firmware", "smoltcp_firmware", ""),
     ("peers", "harness_peers", ""),
+    ("linux", "linux_station", ""),
 ];
 
 /// `cargo xtask e2e [NAME...]`: builds sanboot, then runs the chosen

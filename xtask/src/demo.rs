@@ -1,7 +1,10 @@
-//! `cargo xtask demo [bios|uefi] [--timeout S]`: the whole appliance in a
-//! namespace lab. sanboot serves full DHCP, TFTP, the generated script and
-//! the iSCSI disk; a QEMU station boots from it while its serial console is
-//! streamed here, until the disk's boot code prints its marker or Ctrl-C.
+//! `cargo xtask demo [linux|bios|uefi] [--timeout S]`: the whole appliance
+//! in a namespace lab. sanboot serves full DHCP, TFTP, the generated script
+//! and the iSCSI disk; a QEMU station boots from it while its serial
+//! console is streamed here, until the disk says it is up, or Ctrl-C.
+//! `linux` (the default) boots Debian 12 from GRUB on the iSCSI disk with
+//! its root on sanboot (`sanboot_tests::linux_disk`, built and cached on
+//! first use); `bios` and `uefi` boot the small marker disk of the tests.
 //! Everything (processes, namespace) is removed on the way out.
 
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -11,28 +14,40 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use sanboot_tests::sanboot::{self, DhcpMode};
-use sanboot_tests::{disk, peers, serial, Boot, Lab, Sanboot, Station};
+use sanboot_tests::{disk, linux_disk, peers, serial, Boot, Lab, Sanboot, Station};
 
-use crate::util;
+use crate::{setup, util};
 
 pub fn run(args: &[String]) -> Result<()> {
     let mut uefi = false;
+    let mut linux = true;
     let mut timeout = 300u64;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "bios" => uefi = false,
-            "uefi" => uefi = true,
+            "linux" => linux = true,
+            "bios" => (uefi, linux) = (false, false),
+            "uefi" => (uefi, linux) = (true, false),
             "--timeout" => {
                 timeout = match it.next().map(|s| s.parse()) {
                     Some(Ok(n)) => n,
                     _ => bail!("--timeout needs a number of seconds"),
                 }
             }
-            other => bail!("cargo xtask demo: unknown argument {other:?} (bios|uefi|--timeout S)"),
+            other => {
+                bail!("cargo xtask demo: unknown argument {other:?} (linux|bios|uefi|--timeout S)")
+            }
         }
     }
+    // The demo needs the packages only, not ci's rust targets.
+    setup::ensure_packages()?;
     sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
+    let linux_disk = if linux {
+        println!("demo: the Debian station's disk (built once, a few minutes, then cached)");
+        Some(linux_disk::cached(&linux_disk::Spec::lab())?)
+    } else {
+        None
+    };
     let bin = util::build_sanboot()?;
     std::env::set_var("SANBOOT_BIN", &bin);
     if std::env::var_os("SANBOOT_LOG").is_none() {
@@ -50,14 +65,17 @@ pub fn run(args: &[String]) -> Result<()> {
     let lab = Lab::new("demo")?;
 
     let _pcap = lab.capture()?;
-    let disk = disk::build(lab.dir(), 16, uefi)?;
+    let image = match &linux_disk {
+        Some(l) => {
+            let image = lab.path("linux.img");
+            std::fs::copy(&l.image, &image).context("cannot copy the Debian disk")?;
+            image
+        }
+        None => disk::build(lab.dir(), 16, uefi)?.path,
+    };
     sanboot::tftp_root(&lab)?;
     let _ra = peers::router_advertisements(&lab)?;
-    let config = sanboot::config(
-        &lab,
-        DhcpMode::Full,
-        &sanboot_tests::sanboot_host(&disk.path),
-    );
+    let config = sanboot::config(&lab, DhcpMode::Full, &sanboot_tests::sanboot_host(&image));
     let sanboot = Sanboot::start(&lab, &config)?;
     println!(
         "demo: namespace {} (bridge br0 192.0.2.1/24), sanboot serving full DHCP, TFTP, scripts and iSCSI",
@@ -74,7 +92,9 @@ pub fn run(args: &[String]) -> Result<()> {
         print!("{}", String::from_utf8_lossy(&out.stdout));
     }
     let boot = if uefi { Boot::UefiPxe } else { Boot::BiosRom };
-    let marker = if uefi {
+    let marker = if linux {
+        linux_disk::MARKER
+    } else if uefi {
         "SANBOOT-OK (UEFI)"
     } else {
         "SANBOOT-OK"
@@ -84,19 +104,25 @@ pub fn run(args: &[String]) -> Result<()> {
         sanboot_tests::STATION_MAC,
         if uefi {
             "OVMF, EDK2 PXE"
+        } else if linux {
+            "SeaBIOS, iPXE ROM -> GRUB on the iSCSI disk -> Debian 12, root on sanboot"
         } else {
             "SeaBIOS, iPXE ROM"
         }
     );
-    let station = Station::start(&lab, boot)?;
+    // A real Linux unpacks its initramfs into RAM.
+    let station = Station::start_with_memory(&lab, boot, if linux { 512 } else { 256 })?;
 
     let outcome = stream_console(&lab, &station, marker, &stop, Duration::from_secs(timeout));
     println!();
     match &outcome {
-        Ok(took) => println!(
-            "demo: the station booted its disk from sanboot in {:.1} s (power-on to {marker:?})",
-            took.as_secs_f64()
-        ),
+        Ok(took) => {
+            println!(
+            "demo: the station booted its disk from sanboot in {:.1} s (power-on to {marker:?}{})",
+            took.as_secs_f64(),
+            if linux { ", a shell on its console" } else { "" }
+        )
+        }
         Err(e) => println!("demo: {e:#}\nsanboot log:\n{}", sanboot.log_tail(30)),
     }
     println!("demo: tearing down");
@@ -131,7 +157,12 @@ fn stream_console(
             seen.extend_from_slice(&buf);
         }
         let text = serial::clean(&seen);
-        if text.contains(&format!("{marker}\n")) {
+        // The marker's whole line has arrived.
+        if text
+            .find(marker)
+            .and_then(|at| text.get(at..))
+            .is_some_and(|rest| rest.contains('\n'))
+        {
             return Ok(station.uptime());
         }
         if let Some(f) = serial::fatal_in(&text) {

@@ -41,11 +41,13 @@ pub use iscsi_name::{
 };
 pub use mac::{mac_from_script_name, parse_hexhyp, HexHyp, HEXHYP_LEN, SCRIPT_SUFFIX};
 pub use script::{
-    Chap, DirectEntry, Field, HostBoot, IscsiDisk, RenderError, Script, DEFAULT_SCRIPT,
+    Chap, DirectEntry, Field, HostBoot, Initramfs, IscsiDisk, RenderError, Script, DEFAULT_SCRIPT,
     ISCSI_DEFAULT_PORT, MAX_LUN,
 };
 pub use value::ValueError;
 pub use writer::SliceWriter;
 
+#[cfg(test)]
+mod initramfs_tests;
 #[cfg(test)]
 mod tests;

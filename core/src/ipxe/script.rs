@@ -171,6 +171,38 @@ pub struct IscsiDisk<'a> {
     pub chap: Option<Chap<'a>>,
 }
 
+/// The initramfs a `kernel` boot hands the disk to. Each reads its own
+/// command-line keys (and ignores the others'), so the script writes the
+/// keys of the one the host's initrd was built with.
+///
+/// | flavour | target | portal | initiator | CHAP (+ mutual) |
+/// |---|---|---|---|---|
+/// | genkernel | `iscsi_target=` | `iscsi_address=` `iscsi_port=` | `iscsi_initiatorname=` | `iscsi_username=` `iscsi_password=` (`iscsi_username_in=` `iscsi_password_in=`) |
+/// | dracut | `netroot=iscsi:[user:secret[:user_in:secret_in]@]server::port:lun:target` | (in netroot) | `rd.iscsi.initiator=` | (in netroot) |
+/// | initramfs-tools (Debian's open-iscsi) | `iscsi_target_name=` | `iscsi_target_ip=` `iscsi_target_port=` | `iscsi_initiator=` | `iscsi_username=` `iscsi_password=` (`iscsi_in_username=` `iscsi_in_password=`) |
+/// | ibft | iPXE `sanhook`s the disk and publishes it in the iBFT | | | (in the iBFT) |
+///
+/// All of them also get `ip=dhcp`, and `initrd=<name>` when there is an
+/// initrd (an EFI-stub kernel under ipxe.efi loads it by that name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Initramfs {
+    /// Gentoo's genkernel (`linuxrc`, `initrd.scripts`).
+    #[default]
+    Genkernel,
+    /// dracut's `95iscsi` module (`parse-iscsiroot.sh`, `iscsiroot.sh`).
+    Dracut,
+    /// Debian's initramfs-tools with open-iscsi's
+    /// `scripts/local-top/iscsi`.
+    InitramfsTools,
+    /// Any initramfs that logs in from the iBFT: the script `sanhook`s the
+    /// disk first (iPXE publishes it, with the initiator name and CHAP, in
+    /// the iBFT) and the command line says `rd.iscsi.firmware=1` (dracut)
+    /// and `iscsi_auto` (Debian); genkernel reads the iBFT unless told
+    /// `iscsi_noibft`.
+    Ibft,
+}
+
 /// What a machine's script does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostBoot<'a> {
@@ -183,11 +215,13 @@ pub enum HostBoot<'a> {
         /// or returns, for an OS installer to find.
         keep_san: bool,
     },
-    /// Loads a kernel and initrd that log in to the disk themselves, using the
-    /// genkernel parameters `iscsi_target= iscsi_address= iscsi_initiatorname=`.
+    /// Loads a kernel and initrd that log in to the disk themselves, told
+    /// where it is by command-line keys their [`Initramfs`] reads.
     Kernel {
         /// The disk the kernel's initrd logs in to.
         disk: IscsiDisk<'a>,
+        /// Whose keys the command line carries.
+        initramfs: Initramfs,
         /// Kernel path or URL; relative names resolve next to the script.
         kernel: &'a str,
         /// Initrd path or URL.
@@ -353,11 +387,15 @@ fn validate_boot(boot: &HostBoot<'_>) -> Result<(), RenderError> {
         HostBoot::Sanboot { disk, .. } => validate_disk(disk),
         HostBoot::Kernel {
             disk,
+            initramfs,
             kernel,
             initrd,
             cmdline,
         } => {
             validate_disk(disk)?;
+            if *initramfs == Initramfs::Dracut {
+                validate_netroot_chap(disk)?;
+            }
             check_first_arg(kernel, any).map_err(bad_value(Field::Kernel))?;
             if let Some(initrd) = initrd {
                 check_first_arg(initrd, any).map_err(bad_value(Field::Initrd))?;
@@ -366,6 +404,31 @@ fn validate_boot(boot: &HostBoot<'_>) -> Result<(), RenderError> {
         }
         HostBoot::Chain { url } => check_first_arg(url, any).map_err(bad_value(Field::ChainUrl)),
     }
+}
+
+/// dracut takes CHAP from `netroot=iscsi:user:secret[:user_in:secret_in]@…`
+/// and splits it at `:` and the first `@`.
+fn validate_netroot_chap(disk: &IscsiDisk<'_>) -> Result<(), RenderError> {
+    let Some(chap) = &disk.chap else {
+        return Ok(());
+    };
+    let check = |value: &str, field: Field| {
+        if value.contains([':', '@']) {
+            Err(RenderError::BadValue {
+                field,
+                error: ValueError::NetrootSeparator,
+            })
+        } else {
+            Ok(())
+        }
+    };
+    check(chap.user, Field::ChapUser)?;
+    check(chap.secret, Field::ChapSecret)?;
+    if let Some((user, secret)) = chap.mutual {
+        check(user, Field::MutualUser)?;
+        check(secret, Field::MutualSecret)?;
+    }
+    Ok(())
 }
 
 /// The LUN field of a root path: SAM single-level addressing, as the first
@@ -398,36 +461,34 @@ impl fmt::Display for RootPath<'_> {
     }
 }
 
-fn write_boot<W: Write>(w: &mut W, boot: &HostBoot<'_>) -> fmt::Result {
-    match boot {
-        HostBoot::Sanboot { disk, keep_san } => {
-            writeln!(w, "set initiator-iqn {}", disk.initiator_iqn)?;
-            if let Some(chap) = &disk.chap {
-                writeln!(w, "set username {}", chap.user)?;
-                writeln!(w, "set password {}", chap.secret)?;
-                if let Some((user, secret)) = chap.mutual {
-                    writeln!(w, "set reverse-username {user}")?;
-                    writeln!(w, "set reverse-password {secret}")?;
-                }
-            }
-            if *keep_san {
-                w.write_str("set keep-san 1\n")?;
-            }
-            writeln!(w, "sanboot {}", RootPath(disk))
+/// iPXE's own settings for a disk: the initiator name and CHAP, which
+/// iPXE uses to log in and publishes in the iBFT.
+fn write_disk_settings<W: Write>(w: &mut W, disk: &IscsiDisk<'_>) -> fmt::Result {
+    writeln!(w, "set initiator-iqn {}", disk.initiator_iqn)?;
+    if let Some(chap) = &disk.chap {
+        writeln!(w, "set username {}", chap.user)?;
+        writeln!(w, "set password {}", chap.secret)?;
+        if let Some((user, secret)) = chap.mutual {
+            writeln!(w, "set reverse-username {user}")?;
+            writeln!(w, "set reverse-password {secret}")?;
         }
-        HostBoot::Kernel {
-            disk,
-            kernel,
-            initrd,
-            cmdline,
-        } => {
+    }
+    Ok(())
+}
+
+/// The disk's keys on a kernel command line, each preceded by a space, as
+/// `initramfs`'s parser reads them.
+fn write_disk_keys<W: Write>(w: &mut W, disk: &IscsiDisk<'_>, initramfs: Initramfs) -> fmt::Result {
+    let port = (disk.port != ISCSI_DEFAULT_PORT).then_some(disk.port);
+    match initramfs {
+        Initramfs::Genkernel => {
             write!(
                 w,
-                "kernel {kernel} iscsi_target={} iscsi_address={}",
+                " iscsi_target={} iscsi_address={}",
                 disk.target_iqn, disk.server
             )?;
-            if disk.port != ISCSI_DEFAULT_PORT {
-                write!(w, " iscsi_port={}", disk.port)?;
+            if let Some(port) = port {
+                write!(w, " iscsi_port={port}")?;
             }
             write!(w, " iscsi_initiatorname={}", disk.initiator_iqn)?;
             if let Some(chap) = &disk.chap {
@@ -440,8 +501,93 @@ fn write_boot<W: Write>(w: &mut W, boot: &HostBoot<'_>) -> fmt::Result {
                     write!(w, " iscsi_username_in={user} iscsi_password_in={secret}")?;
                 }
             }
+        }
+        Initramfs::Dracut => {
+            w.write_str(" netroot=iscsi:")?;
+            if let Some(chap) = &disk.chap {
+                write!(w, "{}:{}", chap.user, chap.secret)?;
+                if let Some((user, secret)) = chap.mutual {
+                    write!(w, ":{user}:{secret}")?;
+                }
+                w.write_str("@")?;
+            }
+            write!(w, "{}::", disk.server)?;
+            if let Some(port) = port {
+                write!(w, "{port}")?;
+            }
+            w.write_str(":")?;
+            // dracut reads the LUN as the decimal number udev puts in
+            // /dev/disk/by-path/*-lun-N, not iPXE's hex SAM form.
+            if disk.lun != 0 {
+                write!(w, "{}", disk.lun)?;
+            }
+            write!(
+                w,
+                ":{} rd.iscsi.initiator={}",
+                disk.target_iqn, disk.initiator_iqn
+            )?;
+        }
+        Initramfs::InitramfsTools => {
+            write!(
+                w,
+                " iscsi_target_name={} iscsi_target_ip={}",
+                disk.target_iqn, disk.server
+            )?;
+            if let Some(port) = port {
+                write!(w, " iscsi_target_port={port}")?;
+            }
+            write!(w, " iscsi_initiator={}", disk.initiator_iqn)?;
+            if let Some(chap) = &disk.chap {
+                write!(
+                    w,
+                    " iscsi_username={} iscsi_password={}",
+                    chap.user, chap.secret
+                )?;
+                if let Some((user, secret)) = chap.mutual {
+                    write!(w, " iscsi_in_username={user} iscsi_in_password={secret}")?;
+                }
+            }
+        }
+        Initramfs::Ibft => w.write_str(" rd.iscsi.firmware=1 iscsi_auto")?,
+    }
+    Ok(())
+}
+
+fn write_boot<W: Write>(w: &mut W, boot: &HostBoot<'_>) -> fmt::Result {
+    match boot {
+        HostBoot::Sanboot { disk, keep_san } => {
+            write_disk_settings(w, disk)?;
+            if *keep_san {
+                w.write_str("set keep-san 1\n")?;
+            }
+            writeln!(w, "sanboot {}", RootPath(disk))
+        }
+        HostBoot::Kernel {
+            disk,
+            initramfs,
+            kernel,
+            initrd,
+            cmdline,
+        } => {
+            if *initramfs == Initramfs::Ibft {
+                // Attach without booting: iPXE describes the disk in the
+                // iBFT, which stays in memory for the kernel to read.
+                write_disk_settings(w, disk)?;
+                writeln!(w, "sanhook {}", RootPath(disk))?;
+            }
+            write!(w, "kernel {kernel}")?;
+            write_disk_keys(w, disk, *initramfs)?;
             w.write_str(" ip=dhcp")?;
             let extra = cmdline.trim_matches(' ');
+            if let Some(initrd) = initrd {
+                // An EFI-stub kernel (ipxe.efi) loads its initrd by the name
+                // iPXE gives the image, the last part of its URI; a BIOS
+                // kernel ignores the key.
+                if !extra.split(' ').any(|w| w.starts_with("initrd=")) {
+                    let name = initrd.rsplit('/').next().unwrap_or(initrd);
+                    write!(w, " initrd={name}")?;
+                }
+            }
             if !extra.is_empty() {
                 write!(w, " {extra}")?;
             }

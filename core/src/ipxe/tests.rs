@@ -148,6 +148,7 @@ fn kernel_form_uses_genkernel_parameters() {
     let iqn = expand_initiator_iqn(TEMPLATE, Some("pc1"), MAC).unwrap();
     let boot = HostBoot::Kernel {
         disk: disk(&iqn, 1, 3260),
+        initramfs: Initramfs::Genkernel,
         kernel: "http://192.0.2.1/vmlinuz",
         initrd: Some("http://192.0.2.1/initramfs"),
         cmdline: " root=/dev/sda1 quiet ",
@@ -164,6 +165,7 @@ fn kernel_form_uses_genkernel_parameters() {
     });
     let got = render(Script::Host(HostBoot::Kernel {
         disk: d,
+        initramfs: Initramfs::default(),
         kernel: "vmlinuz",
         initrd: None,
         cmdline: "",
@@ -176,6 +178,30 @@ fn kernel_form_uses_genkernel_parameters() {
          iscsi_initiatorname=iqn.2007-11.ru.pp.livid:pc1-52-54-00-e2-e0-01 \
          iscsi_username=u iscsi_password=s ip=dhcp\nboot\n"
     );
+}
+
+#[test]
+fn kernel_form_names_the_initrd_for_efi_stub_kernels() {
+    let iqn = "iqn.2010-04.org.ipxe:pc1";
+    let line = |initrd, cmdline| {
+        let got = render(Script::Host(HostBoot::Kernel {
+            disk: disk(iqn, 0, 3260),
+            initramfs: Initramfs::InitramfsTools,
+            kernel: "vmlinuz",
+            initrd,
+            cmdline,
+        }))
+        .unwrap();
+        heapless::String::<512>::try_from(got.lines().nth(1).unwrap()).unwrap()
+    };
+    // iPXE names the image after the last part of its URI.
+    assert!(line(Some("tftp://192.0.2.1/boot/initrd.img-6.1"), "")
+        .ends_with(" ip=dhcp initrd=initrd.img-6.1"));
+    // No initrd, no key; the host's own initrd= is kept and not doubled.
+    assert!(!line(None, "").contains("initrd="));
+    let own = line(Some("initrd.img"), "initrd=other.img quiet");
+    assert_eq!(own.matches("initrd=").count(), 1, "{own}");
+    assert!(own.ends_with(" initrd=other.img quiet"), "{own}");
 }
 
 #[test]
@@ -274,6 +300,7 @@ fn injected_commands_are_refused() {
         (
             HostBoot::Kernel {
                 disk: disk(iqn, 0, 3260),
+                initramfs: Initramfs::Genkernel,
                 kernel: "vmlinuz",
                 initrd: None,
                 cmdline: "quiet && shell",
@@ -284,6 +311,7 @@ fn injected_commands_are_refused() {
         (
             HostBoot::Kernel {
                 disk: disk(iqn, 0, 3260),
+                initramfs: Initramfs::Genkernel,
                 kernel: "--autofree",
                 initrd: None,
                 cmdline: "",

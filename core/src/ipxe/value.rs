@@ -33,6 +33,9 @@ pub enum ValueError {
     /// `${`: iPXE would replace it by a setting, so the value would not
     /// arrive as written.
     SettingExpansion,
+    /// `:` or `@` in a CHAP value that dracut reads from
+    /// `netroot=iscsi:user:secret@…`: its parser splits the value there.
+    NetrootSeparator,
 }
 
 impl fmt::Display for ValueError {
@@ -46,6 +49,9 @@ impl fmt::Display for ValueError {
             ValueError::Comment => "contains a word starting with # (iPXE comment)",
             ValueError::LeadingDash => "starts with - (iPXE would read it as an option)",
             ValueError::SettingExpansion => "contains ${ (iPXE would expand it)",
+            ValueError::NetrootSeparator => {
+                "contains : or @ (dracut's netroot=iscsi:user:secret@... would split it there)"
+            }
         })
     }
 }
