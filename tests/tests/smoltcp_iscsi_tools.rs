@@ -122,10 +122,20 @@ fn libiscsi_suites_and_streaming_reads_against_smoltcp() -> Result<()> {
         })?;
     // "tests  TOTAL  RAN  PASSED  FAILED  INACTIVE"
     let cols: Vec<&str> = tests.split_whitespace().collect();
+    // CUnit lists each failed assertion as "N. test_x.c:LINE - CU_...".
+    let failed: Vec<&str> = cu
+        .lines()
+        .filter(|l| {
+            l.trim_start()
+                .split_once(". ")
+                .is_some_and(|(n, rest)| n.parse::<u32>().is_ok() && rest.contains(".c:"))
+        })
+        .collect();
     ensure!(
         cols.get(4) == Some(&"0") && cols.get(2) != Some(&"0"),
-        "libiscsi suites failed: {tests}\n{}",
-        sanboot_tests::process::tail(&cu, 60)
+        "libiscsi suites failed: {tests}\nfailed assertions:\n{}\n{}",
+        failed.join("\n"),
+        sanboot_tests::process::tail(&cu, 30)
     );
     println!("libiscsi: {tests}");
 

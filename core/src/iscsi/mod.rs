@@ -143,7 +143,7 @@ pub use backend::{
 };
 pub use config::{ChapCredentials, DigestPolicy, TargetConfig, TargetLimits, Targets};
 pub use connection::{CloseReason, Connection, Event, Stats};
-pub use driver::{Access, Driver, Luns};
+pub use driver::{Access, Bound, Driver, Luns};
 pub use login::{LoginStatus, SessionRequest};
 pub use params::SessionParams;
 pub use session::{Admission, SessionTable, Takeover, TAKEOVER_MIN_IDLE_MS};

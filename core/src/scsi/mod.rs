@@ -318,6 +318,7 @@ pub enum IoResult {
 
 /// Storage failure classes, each mapped to its sense code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum IoError {
     /// MEDIUM ERROR / UNRECOVERED READ ERROR (11/00).
     Read,

@@ -2,11 +2,11 @@
 //! machine over a TCP byte stream: login, then the full feature phase.
 //!
 //! See the module docs of [`super`] for the host loop. The machine's state
-//! and small helpers live here; its entries are split by concern:
-//! [`input`] (PDUs in, login, admission), [`command`] (SCSI commands, R2Ts,
-//! Data-Out), [`control`] (NOP, task management, Text, Logout), [`storage`]
-//! (requests to the host and completions), [`timers`] (events, login
-//! deadline, NOP-In pings) and [`output`] (PDUs out).
+//! and small helpers live here; its entries are split by concern into the
+//! private modules `input` (PDUs in, login, admission), `command` (SCSI
+//! commands, R2Ts, Data-Out), `control` (NOP, task management, Text,
+//! Logout), `storage` (requests to the host and completions), `timers`
+//! (events, login deadline, NOP-In pings) and `output` (PDUs out).
 
 mod command;
 mod control;
