@@ -7,8 +7,8 @@
 use std::net::Ipv4Addr;
 
 use sanboot_core::ipxe::{
-    expand_initiator_iqn, mac_from_script_name, validate_iscsi_name, Chap, DirectEntry, HostBoot, Initramfs,
-    IscsiDisk, RenderError, Script,
+    expand_initiator_iqn, mac_from_script_name, validate_iscsi_name, Chap, DirectEntry, HostBoot,
+    Initramfs, IscsiDisk, RenderError, Script,
 };
 
 fn fields(data: &[u8]) -> Vec<String> {

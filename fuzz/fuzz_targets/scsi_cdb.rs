@@ -48,7 +48,8 @@ fn check_io(io: &Io, size: u64, bs: u64) {
             len,
             data_out_len,
         } => {
-            assert!(data_out_len == len || u64::from(data_out_len) == bs);
+            // BYTCHK 00b (nothing), 01b (every byte) or 11b (one block).
+            assert!(data_out_len == 0 || data_out_len == len || u64::from(data_out_len) == bs);
             offset + u64::from(len)
         }
         Io::CompareAndWrite { offset, len, .. } | Io::OrWrite { offset, len, .. } => {
