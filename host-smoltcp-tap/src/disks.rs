@@ -3,7 +3,9 @@
 //! targets built from the config.
 
 use anyhow::{Context, Result};
-use sanboot_smoltcp::{BlockDevice, Disks, ScsiTarget, ISCSI_MAX_COMPARE_AND_WRITE_BLOCKS};
+use sanboot_smoltcp::{
+    BlockDevice, Disks, ScsiTarget, ISCSI_MAX_COMPARE_AND_WRITE_BLOCKS, ISCSI_MAX_UNMAP_DESCRIPTORS,
+};
 
 use crate::config::disk::{Disk, DiskOptions};
 use crate::config::translate::naa_and_serial;
@@ -32,7 +34,9 @@ pub fn open_all(config: &Config) -> Result<(Vec<ScsiTarget>, FileDisks)> {
                 .with_context(|| format!("[[target]] {} lun {}", t.iqn, l.id))?;
             let (naa, serial) = naa_and_serial(&t.iqn, l.id);
             let mut cfg = disk.lun_config(naa, &serial);
+            // What the driver's collection buffer holds whole.
             cfg.max_compare_and_write_blocks = ISCSI_MAX_COMPARE_AND_WRITE_BLOCKS;
+            cfg.max_unmap_descriptors = ISCSI_MAX_UNMAP_DESCRIPTORS;
             scsi.add_lun(l.id, cfg)
                 .map_err(|_| anyhow::anyhow!("[[target]] {}: more than 4 LUNs", t.iqn))?;
             println!(

@@ -77,7 +77,10 @@ pub use buffers::{
 };
 pub use config::{Config, Scripts};
 pub use event::Event;
-pub use iscsi::{IscsiBytes, IscsiConfig, ScsiTarget, ISCSI_MAX_COMPARE_AND_WRITE_BLOCKS};
+pub use iscsi::{
+    IscsiBytes, IscsiConfig, ScsiTarget, ISCSI_MAX_COMPARE_AND_WRITE_BLOCKS,
+    ISCSI_MAX_UNMAP_DESCRIPTORS,
+};
 pub use sanboot_core::block::{BlockDevice, BlockError, RamDisk};
 pub use storage::{Disks, Files, NoDisks, NoFiles, OneDisk, StaticFiles};
 pub use tftp::TFTP_PORT;

@@ -55,6 +55,9 @@ pub const ISCSI_COLLECT: usize = 1024;
 /// MAXIMUM COMPARE AND WRITE LENGTH the LUNs must report: both halves of
 /// 512-byte blocks fit [`ISCSI_COLLECT`].
 pub const ISCSI_MAX_COMPARE_AND_WRITE_BLOCKS: u8 = (ISCSI_COLLECT / 1024) as u8;
+/// MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT thin LUNs must report: a whole
+/// UNMAP parameter list (8 + 16 per descriptor) fits [`ISCSI_COLLECT`].
+pub const ISCSI_MAX_UNMAP_DESCRIPTORS: u32 = ((ISCSI_COLLECT - 8) / 16) as u32;
 /// Bounce buffer per connection for streamed VERIFY/ORWRITE pieces,
 /// WRITE SAME fills and EXTENDED COPY.
 pub const ISCSI_BOUNCE: usize = 2048;
