@@ -172,8 +172,9 @@ impl<const S: usize> Task<S> {
         }
     }
 
+    #[inline]
     pub fn is_free(&self) -> bool {
-        self.phase == Phase::Free
+        matches!(self.phase, Phase::Free)
     }
 
     pub fn io(&self, slot: usize) -> IoId {

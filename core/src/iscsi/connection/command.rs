@@ -98,7 +98,7 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
             let is_collecting = self
                 .tasks
                 .get(slot)
-                .is_some_and(|t| t.phase == Phase::Collecting);
+                .is_some_and(|t| matches!(t.phase, Phase::Collecting));
             if is_collecting {
                 // R2Ts planned before the immediate data counted are not sent yet: redo them.
                 if let Some(t) = self.tasks.get_mut(slot) {
@@ -224,7 +224,7 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
         let Some(t) = self.tasks.get_mut(slot) else {
             return;
         };
-        if t.phase != Phase::Collecting || t.unsolicited_open {
+        if !matches!(t.phase, Phase::Collecting) || t.unsolicited_open {
             return;
         }
         if t.next_r2t_offset < t.wire_offset {
@@ -298,7 +298,7 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
         let Some(t) = self.tasks.get(slot) else {
             return;
         };
-        if t.phase != Phase::Collecting {
+        if !matches!(t.phase, Phase::Collecting) {
             return;
         }
         if t.wire_offset >= t.xfer_len {
@@ -360,7 +360,7 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
         let Some(t) = self.tasks.get_mut(slot) else {
             return;
         };
-        if t.phase != Phase::Collecting {
+        if !matches!(t.phase, Phase::Collecting) {
             self.stats.stray_data_out += 1;
             return;
         }

@@ -186,6 +186,6 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
     pub(super) fn find_task(&self, itt: u32) -> Option<usize> {
         self.tasks
             .iter()
-            .position(|t| !t.is_free() && t.phase != Phase::Aborted && t.itt == itt)
+            .position(|t| !t.is_free() && !matches!(t.phase, Phase::Aborted) && t.itt == itt)
     }
 }

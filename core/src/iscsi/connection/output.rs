@@ -268,7 +268,7 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
         let stat_sn = self.stat_sn;
         let need = self.pdu_size(0);
         for t in self.tasks.iter_mut() {
-            if t.phase != Phase::Collecting {
+            if !matches!(t.phase, Phase::Collecting) {
                 continue;
             }
             let itt = t.itt;
