@@ -59,15 +59,6 @@ impl Backend for Ram {
                 }
             }
             0x35 => Plan::Flush,
-            0x42 => Plan::Unmap {
-                offset: 0,
-                len: 512,
-            },
-            0x41 => Plan::WriteSame {
-                offset: 0,
-                len: 1024,
-                pattern_len: 16,
-            },
             _ => sense(buf),
         }
     }

@@ -163,7 +163,7 @@ struct World {
     sessions: SessionTable<2>,
     driver: Driver<Vec<u8>, TASKS>,
     luns: Luns,
-    deferred: Vec<(IoId, StorageRequest<'static>)>,
+    deferred: Vec<(IoId, StorageRequest)>,
     sync: bool,
     tasks: HashMap<u32, Task>,
     r2ts: Vec<R2tWant>,
@@ -175,70 +175,6 @@ struct World {
     /// Input held back to be fed in one go, without polling storage or
     /// output in between (as a host does with one large read).
     batch: Option<Vec<u8>>,
-}
-
-fn owned(req: &StorageRequest<'_>) -> StorageRequest<'static> {
-    match *req {
-        StorageRequest::Read {
-            io,
-            target,
-            lun,
-            offset,
-            len,
-        } => StorageRequest::Read {
-            io,
-            target,
-            lun,
-            offset,
-            len,
-        },
-        StorageRequest::Write {
-            io,
-            target,
-            lun,
-            offset,
-            len,
-            fua,
-        } => StorageRequest::Write {
-            io,
-            target,
-            lun,
-            offset,
-            len,
-            fua,
-        },
-        StorageRequest::Flush { io, target, lun } => StorageRequest::Flush { io, target, lun },
-        StorageRequest::Unmap {
-            io,
-            target,
-            lun,
-            offset,
-            len,
-        } => StorageRequest::Unmap {
-            io,
-            target,
-            lun,
-            offset,
-            len,
-        },
-        // The driver never plans a pattern write of the connection's own.
-        StorageRequest::WriteSame {
-            io,
-            target,
-            lun,
-            offset,
-            len,
-            ..
-        } => StorageRequest::WriteSame {
-            io,
-            target,
-            lun,
-            offset,
-            len,
-            pattern: &[],
-        },
-        StorageRequest::Release { io } => StorageRequest::Release { io },
-    }
 }
 
 impl World {
@@ -263,7 +199,7 @@ impl World {
         self.drain();
     }
 
-    fn finish(&mut self, io: IoId, req: &StorageRequest<'_>) {
+    fn finish(&mut self, io: IoId, req: &StorageRequest) {
         let r = self.driver.bind(&self.luns).perform(req);
         self.conn.complete_storage(
             Instant::from_millis(self.now),
@@ -293,7 +229,7 @@ impl World {
             let mut reqs = Vec::new();
             while let Some(req) = self.conn.poll_storage() {
                 progress = true;
-                reqs.push(owned(&req));
+                reqs.push(req);
             }
             for req in reqs {
                 match req {

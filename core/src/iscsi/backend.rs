@@ -95,23 +95,6 @@ pub enum Plan {
     },
     /// Make all written data durable (SYNCHRONIZE CACHE).
     Flush,
-    /// Deallocate `len` bytes at `offset` (UNMAP, WRITE SAME with UNMAP).
-    Unmap {
-        /// Byte offset.
-        offset: u64,
-        /// Byte count.
-        len: u64,
-    },
-    /// Fill `len` bytes at `offset` with the pattern in `buf[..pattern_len]`
-    /// (WRITE SAME).
-    WriteSame {
-        /// Byte offset.
-        offset: u64,
-        /// Byte count.
-        len: u64,
-        /// Bytes of pattern at the start of the buffer (one logical block).
-        pattern_len: u32,
-    },
 }
 
 /// Why the SCSI layer is being called again.
@@ -130,7 +113,7 @@ pub enum Resume {
 
 /// Work the host must do on storage; see [`super::Connection::poll_storage`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StorageRequest<'a> {
+pub enum StorageRequest {
     /// Read `len` bytes at `offset`. Data is pulled later through
     /// [`Backend::read_data`]; keep it until `Release`.
     Read {
@@ -170,34 +153,6 @@ pub enum StorageRequest<'a> {
         /// LUN.
         lun: u64,
     },
-    /// Deallocate a range (reads must return zeros afterwards).
-    Unmap {
-        /// Handle.
-        io: IoId,
-        /// Target index.
-        target: usize,
-        /// LUN.
-        lun: u64,
-        /// Byte offset.
-        offset: u64,
-        /// Bytes.
-        len: u64,
-    },
-    /// Fill a range with a repeated pattern.
-    WriteSame {
-        /// Handle.
-        io: IoId,
-        /// Target index.
-        target: usize,
-        /// LUN.
-        lun: u64,
-        /// Byte offset.
-        offset: u64,
-        /// Bytes.
-        len: u64,
-        /// The pattern (one logical block); copy it if the work is deferred.
-        pattern: &'a [u8],
-    },
     /// The task using `io` is over: free whatever the host kept for it.
     /// Needs no completion.
     Release {
@@ -206,15 +161,13 @@ pub enum StorageRequest<'a> {
     },
 }
 
-impl StorageRequest<'_> {
+impl StorageRequest {
     /// The handle the request concerns.
     pub fn io(&self) -> IoId {
         match *self {
             StorageRequest::Read { io, .. }
             | StorageRequest::Write { io, .. }
             | StorageRequest::Flush { io, .. }
-            | StorageRequest::Unmap { io, .. }
-            | StorageRequest::WriteSame { io, .. }
             | StorageRequest::Release { io } => io,
         }
     }

@@ -408,7 +408,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, const TASKS: usize> Driver<B, TASKS> {
 
     /// Whether `req` may block for long (a flush, a large fill or copy):
     /// an event-loop host runs such requests off its loop.
-    pub fn may_block(&self, req: &StorageRequest<'_>) -> bool {
+    pub fn may_block(&self, req: &StorageRequest) -> bool {
         let p = self
             .pending
             .get(req.io().slot())
@@ -645,7 +645,7 @@ impl<L: Luns, B: AsRef<[u8]> + AsMut<[u8]>, const TASKS: usize> Bound<'_, L, B, 
 
     /// Runs one storage request to its end (blocking); hand the result to
     /// [`Connection::complete_storage`]. A `Release` is [`Driver::release`].
-    pub fn perform(&mut self, req: &StorageRequest<'_>) -> Result<(), IoError> {
+    pub fn perform(&mut self, req: &StorageRequest) -> Result<(), IoError> {
         let io = req.io();
         if let StorageRequest::Release { .. } = req {
             self.d.release(io);
@@ -843,7 +843,7 @@ impl<L: Luns, B: AsRef<[u8]> + AsMut<[u8]>, const TASKS: usize> Bound<'_, L, B, 
 
     /// A storage request from a plan this driver did not make (a connection
     /// driven by another backend before): only flushes make sense.
-    fn direct(&mut self, req: &StorageRequest<'_>) -> Result<(), IoError> {
+    fn direct(&mut self, req: &StorageRequest) -> Result<(), IoError> {
         match *req {
             StorageRequest::Flush { target, lun, .. } => self.flush(target, lun),
             _ => Err(IoError::Other),

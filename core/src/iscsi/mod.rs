@@ -47,7 +47,7 @@
 //!     }
 //!     // 3. storage: start each request; complete it now or later, any order
 //!     while let Some(req) = conn.poll_storage() {
-//!         // Read/Write/Flush/Unmap/WriteSame -> conn.complete_storage(now, req.io(), result, &mut backend)
+//!         // Read/Write/Flush -> conn.complete_storage(now, req.io(), result, &mut backend)
 //!         // Release -> free buffers kept for that io
 //!     }
 //!     // 4. output: one PDU per call into the tx buffer

@@ -25,25 +25,9 @@ pub(crate) enum Sink {
 /// Storage work queued or in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StorageOp {
-    Read {
-        offset: u64,
-        len: u32,
-    },
-    Write {
-        offset: u64,
-        len: u32,
-        fua: bool,
-    },
+    Read { offset: u64, len: u32 },
+    Write { offset: u64, len: u32, fua: bool },
     Flush,
-    Unmap {
-        offset: u64,
-        len: u64,
-    },
-    WriteSame {
-        offset: u64,
-        len: u64,
-        pattern_len: u32,
-    },
 }
 
 /// Where Data-In comes from.

@@ -289,72 +289,6 @@ pub(crate) fn test_driver() -> TestDriver {
     Driver::new(vec![0u8; 2 * 255 * 512], vec![0u8; 4096])
 }
 
-/// An owned copy of a storage request, to perform it later.
-fn owned(req: &StorageRequest<'_>) -> StorageRequest<'static> {
-    match *req {
-        StorageRequest::Read {
-            io,
-            target,
-            lun,
-            offset,
-            len,
-        } => StorageRequest::Read {
-            io,
-            target,
-            lun,
-            offset,
-            len,
-        },
-        StorageRequest::Write {
-            io,
-            target,
-            lun,
-            offset,
-            len,
-            fua,
-        } => StorageRequest::Write {
-            io,
-            target,
-            lun,
-            offset,
-            len,
-            fua,
-        },
-        StorageRequest::Flush { io, target, lun } => StorageRequest::Flush { io, target, lun },
-        StorageRequest::Unmap {
-            io,
-            target,
-            lun,
-            offset,
-            len,
-        } => StorageRequest::Unmap {
-            io,
-            target,
-            lun,
-            offset,
-            len,
-        },
-        // The driver plans no `Plan::WriteSame` (it fills from its own
-        // buffer), so the connection never asks for this with a pattern.
-        StorageRequest::WriteSame {
-            io,
-            target,
-            lun,
-            offset,
-            len,
-            ..
-        } => StorageRequest::WriteSame {
-            io,
-            target,
-            lun,
-            offset,
-            len,
-            pattern: &[],
-        },
-        StorageRequest::Release { io } => StorageRequest::Release { io },
-    }
-}
-
 pub(crate) const TARGET: &str = "iqn.2024-01.test.e2e:sanboot";
 
 pub(crate) fn hex(s: &str) -> Vec<u8> {
@@ -389,7 +323,7 @@ pub(crate) struct Harness<'a> {
     /// [`Harness::complete`] performs and completes them, in any order).
     pub sync_storage: bool,
     pub pending: Vec<IoId>,
-    deferred: HashMap<IoId, StorageRequest<'static>>,
+    deferred: HashMap<IoId, StorageRequest>,
     /// `StorageRequest::Write`s performed: one per write command, after all
     /// its Data-Out arrived.
     pub writes: usize,
@@ -485,7 +419,7 @@ impl<'a> Harness<'a> {
         }
     }
 
-    fn perform(&mut self, req: &StorageRequest<'_>) -> Result<(), scsi::IoError> {
+    fn perform(&mut self, req: &StorageRequest) -> Result<(), scsi::IoError> {
         if matches!(req, StorageRequest::Write { .. }) {
             self.writes += 1;
         }
@@ -525,7 +459,7 @@ impl<'a> Harness<'a> {
             let mut reqs = Vec::new();
             while let Some(req) = self.conn.poll_storage() {
                 progress = true;
-                reqs.push(owned(&req));
+                reqs.push(req);
             }
             for req in reqs {
                 let io = req.io();

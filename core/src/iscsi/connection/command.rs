@@ -200,20 +200,6 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
                 }
             }
             Plan::Flush => t.phase = Phase::StorageQueued(StorageOp::Flush),
-            Plan::Unmap { offset, len } => {
-                t.phase = Phase::StorageQueued(StorageOp::Unmap { offset, len })
-            }
-            Plan::WriteSame {
-                offset,
-                len,
-                pattern_len,
-            } => {
-                t.phase = Phase::StorageQueued(StorageOp::WriteSame {
-                    offset,
-                    len,
-                    pattern_len: pattern_len.min(SCRATCH as u32),
-                })
-            }
         }
     }
 

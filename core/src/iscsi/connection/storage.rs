@@ -3,11 +3,11 @@
 use super::*;
 
 impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
-    /// The next storage request for the host, if any. Each `Read`, `Write`,
-    /// `Flush`, `Unmap` and `WriteSame` must be answered once with
+    /// The next storage request for the host, if any. Each `Read`, `Write`
+    /// and `Flush` must be answered once with
     /// [`Connection::complete_storage`] (now or later, in any order).
     #[must_use]
-    pub fn poll_storage(&mut self) -> Option<StorageRequest<'_>> {
+    pub fn poll_storage(&mut self) -> Option<StorageRequest> {
         if let Some(io) = self.releases.pop_front() {
             if let Some(q) = self.release_queued.get_mut(io.slot()) {
                 *q = false;
@@ -44,25 +44,6 @@ impl<const TASKS: usize, const SCRATCH: usize> Connection<TASKS, SCRATCH> {
                 fua,
             },
             StorageOp::Flush => StorageRequest::Flush { io, target, lun },
-            StorageOp::Unmap { offset, len } => StorageRequest::Unmap {
-                io,
-                target,
-                lun,
-                offset,
-                len,
-            },
-            StorageOp::WriteSame {
-                offset,
-                len,
-                pattern_len,
-            } => StorageRequest::WriteSame {
-                io,
-                target,
-                lun,
-                offset,
-                len,
-                pattern: t.scratch.get(..pattern_len as usize).unwrap_or(&[]),
-            },
         })
     }
 
