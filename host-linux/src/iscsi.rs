@@ -48,7 +48,10 @@ const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// included).
 type Conn = Connection<64, 4096>;
 /// Transmit batch: PDUs are gathered up to this size before one write.
-const TX_BATCH: usize = 1 << 20;
+/// Small enough that the buffer stays in the CPU's L2 cache between the
+/// pread that fills it and the write that copies it to the socket: with
+/// 1 MiB, seq read cost ~14 % more CPU per GB (0.29 vs 0.25 CPU-s/GB).
+const TX_BATCH: usize = 256 << 10;
 /// The driver's collection buffer per connection: COMPARE AND WRITE is
 /// limited to what fits twice (255 blocks of 512, 32 of 4096 bytes).
 const COLLECT: usize = 256 << 10;
