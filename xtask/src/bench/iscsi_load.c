@@ -9,6 +9,11 @@
  *
  * usage: iscsi-load -u iscsi://HOST:PORT/IQN/LUN -m read|write|randread|randwrite
  *                   -b BYTES -q QD -t SECONDS [-i INITIATOR_IQN]
+ *        iscsi-load -u URL -m replay -f TRACE -q QD -t SECONDS [-i INITIATOR_IQN]
+ *
+ * replay (`cargo xtask bench storm`): the commands of TRACE once, in order,
+ * QD at a time; a line is `R <lba> <blocks>` or `W <lba> <blocks>` (a
+ * recorded boot: what one station reads and writes). -t bounds the run.
  * prints one line: key=value ... (ios bytes secs mbps iops lat_avg_us lat_p99_us lat_max_us errors)
  */
 #include <errno.h>
@@ -28,11 +33,21 @@ struct slot {
 	unsigned char *buf;
 	struct scsi_iovec iov;
 	uint64_t t0_ns;
+	uint32_t bytes;
 };
 
 static struct iscsi_context *iscsi;
 static int lun;
-static int do_write, do_random;
+static int do_write, do_random, do_replay;
+/* replay: the trace, and the next command of it to submit */
+struct cmd {
+	int write;
+	uint64_t lba;
+	uint32_t blocks;
+};
+static struct cmd *trace;
+static size_t trace_n, trace_next;
+static uint32_t trace_max_blocks;
 static uint32_t req_bytes, lba_size, req_blocks;
 static uint64_t lun_blocks, next_lba, rng = 0x9e3779b97f4a7c15ull;
 static uint64_t ios, bytes, errors, lat_sum_ns, lat_max_ns;
@@ -79,7 +94,7 @@ static void done_cb(struct iscsi_context *ctx, int status, void *command_data, v
 	inflight--;
 	if (status == SCSI_STATUS_GOOD) {
 		ios++;
-		bytes += req_bytes;
+		bytes += s->bytes;
 		lat_sum_ns += lat;
 		if (lat > lat_max_ns)
 			lat_max_ns = lat;
@@ -101,7 +116,17 @@ static void submit(struct slot *s)
 {
 	uint64_t lba;
 	struct scsi_task *t;
-	if (do_random) {
+	int write = do_write;
+	uint32_t len = req_bytes;
+	if (do_replay) {
+		if (trace_next == trace_n)
+			return;
+		struct cmd *c = &trace[trace_next++];
+		write = c->write;
+		lba = c->lba;
+		len = c->blocks * lba_size;
+		s->iov.iov_len = len;
+	} else if (do_random) {
 		lba = (xorshift() % (lun_blocks / req_blocks)) * req_blocks;
 	} else {
 		lba = next_lba;
@@ -110,10 +135,11 @@ static void submit(struct slot *s)
 			next_lba = 0;
 	}
 	s->t0_ns = now_ns();
-	if (do_write)
-		t = iscsi_write16_task(iscsi, lun, lba, s->buf, req_bytes, lba_size, 0, 0, 0, 0, 0, done_cb, s);
+	s->bytes = len;
+	if (write)
+		t = iscsi_write16_task(iscsi, lun, lba, s->buf, len, lba_size, 0, 0, 0, 0, 0, done_cb, s);
 	else
-		t = iscsi_read16_iov_task(iscsi, lun, lba, req_bytes, lba_size, 0, 0, 0, 0, 0, done_cb, s, &s->iov, 1);
+		t = iscsi_read16_iov_task(iscsi, lun, lba, len, lba_size, 0, 0, 0, 0, 0, done_cb, s, &s->iov, 1);
 	if (!t) {
 		fprintf(stderr, "iscsi-load: cannot queue command: %s\n", iscsi_get_error(iscsi));
 		errors++;
@@ -129,12 +155,52 @@ static int cmp_u32(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* Reads TRACE: `R|W <lba> <blocks>` per line; anything else is an error. */
+static int load_trace(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char op;
+	uint64_t lba;
+	uint32_t blocks;
+	size_t cap = 0;
+	if (!f) {
+		perror(path);
+		return -1;
+	}
+	while (fscanf(f, " %c %" SCNu64 " %" SCNu32, &op, &lba, &blocks) == 3) {
+		if ((op != 'R' && op != 'W') || blocks == 0 || blocks > 65536) {
+			fprintf(stderr, "iscsi-load: bad trace line %zu\n", trace_n + 1);
+			fclose(f);
+			return -1;
+		}
+		if (trace_n == cap) {
+			cap = cap ? cap * 2 : 4096;
+			struct cmd *p = realloc(trace, cap * sizeof(*p));
+			if (!p) {
+				fclose(f);
+				return -1;
+			}
+			trace = p;
+		}
+		trace[trace_n++] = (struct cmd){ .write = op == 'W', .lba = lba, .blocks = blocks };
+		if (blocks > trace_max_blocks)
+			trace_max_blocks = blocks;
+	}
+	int bad = !feof(f);
+	fclose(f);
+	if (bad || trace_n == 0) {
+		fprintf(stderr, "iscsi-load: %s: unreadable trace after %zu commands\n", path, trace_n);
+		return -1;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
-	const char *url_s = NULL, *mode = "read", *initiator = "iqn.2026-11.dev.sanboot:bench-initiator";
+	const char *url_s = NULL, *mode = "read", *trace_path = NULL, *initiator = "iqn.2026-11.dev.sanboot:bench-initiator";
 	int qd = 16, secs = 10, opt;
 	req_bytes = 1 << 20;
-	while ((opt = getopt(argc, argv, "u:m:b:q:t:i:")) != -1) {
+	while ((opt = getopt(argc, argv, "u:m:b:q:t:i:f:")) != -1) {
 		switch (opt) {
 		case 'u': url_s = optarg; break;
 		case 'm': mode = optarg; break;
@@ -142,6 +208,7 @@ int main(int argc, char **argv)
 		case 'q': qd = atoi(optarg); break;
 		case 't': secs = atoi(optarg); break;
 		case 'i': initiator = optarg; break;
+		case 'f': trace_path = optarg; break;
 		default: fprintf(stderr, "usage: iscsi-load -u URL -m MODE -b BYTES -q QD -t SECS [-i IQN]\n"); return 2;
 		}
 	}
@@ -151,6 +218,9 @@ int main(int argc, char **argv)
 	}
 	do_write = strstr(mode, "write") != NULL;
 	do_random = strncmp(mode, "rand", 4) == 0;
+	do_replay = strcmp(mode, "replay") == 0;
+	if (do_replay && (!trace_path || load_trace(trace_path) != 0))
+		return 2;
 
 	iscsi = iscsi_create_context(initiator);
 	if (!iscsi) {
@@ -186,6 +256,15 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	req_blocks = req_bytes / lba_size;
+	if (do_replay) {
+		/* one buffer size for all slots: the trace's largest command */
+		req_bytes = trace_max_blocks * lba_size;
+		for (size_t i = 0; i < trace_n; i++)
+			if (trace[i].lba + trace[i].blocks > lun_blocks) {
+				fprintf(stderr, "iscsi-load: trace line %zu is beyond the LUN\n", i + 1);
+				return 1;
+			}
+	}
 	if (lun_blocks < req_blocks) {
 		fprintf(stderr, "iscsi-load: LUN too small\n");
 		return 1;
@@ -239,10 +318,10 @@ int main(int argc, char **argv)
 		p99 = lat_us[(lat_n * 99) / 100 < lat_n ? (lat_n * 99) / 100 : lat_n - 1];
 	}
 	printf("ios=%" PRIu64 " bytes=%" PRIu64 " secs=%.3f mbps=%.1f iops=%.0f lat_avg_us=%.1f lat_p99_us=%" PRIu64
-	       " lat_max_us=%.0f errors=%" PRIu64 " lba_size=%u lun_blocks=%" PRIu64 "\n",
+	       " lat_max_us=%.0f errors=%" PRIu64 " lba_size=%u lun_blocks=%" PRIu64 " unreplayed=%zu\n",
 	       ios, bytes, elapsed, elapsed > 0 ? (double)bytes / 1e6 / elapsed : 0.0,
 	       elapsed > 0 ? (double)ios / elapsed : 0.0, ios ? (double)lat_sum_ns / (double)ios / 1000.0 : 0.0,
-	       p99, (double)lat_max_ns / 1000.0, errors, lba_size, lun_blocks);
+	       p99, (double)lat_max_ns / 1000.0, errors, lba_size, lun_blocks, trace_n - trace_next);
 	fflush(stdout);
 	if (errors == 0)
 		iscsi_logout_sync(iscsi);
