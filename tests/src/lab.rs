@@ -103,6 +103,15 @@ impl Lab {
         Ok(lab)
     }
 
+    /// One more tap on the bridge, for a second station (see
+    /// `station::Identity::nth`).
+    pub fn add_tap(&self, name: &str) -> Result<()> {
+        let n = self.ns.as_str();
+        ip(&["-n", n, "tuntap", "add", "dev", name, "mode", "tap"])?;
+        ip(&["-n", n, "link", "set", name, "master", BRIDGE])?;
+        ip(&["-n", n, "link", "set", name, "up"])
+    }
+
     /// The lab's namespace name.
     pub fn ns(&self) -> &str {
         &self.ns

@@ -30,7 +30,7 @@ pub use disk::TestDisk;
 pub use lab::Lab;
 pub use process::Process;
 pub use sanboot::Sanboot;
-pub use station::{Boot, Station};
+pub use station::{Boot, Identity, Station};
 
 /// sanboot's address on the lab bridge (TEST-NET-1, never routed).
 pub const SERVER: &str = "192.0.2.1";

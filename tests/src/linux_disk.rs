@@ -30,7 +30,7 @@ use std::time::Instant;
 use anyhow::{bail, ensure, Context, Result};
 
 /// Bump when the recipe below changes, so cached images are rebuilt.
-const RECIPE: u32 = 3;
+const RECIPE: u32 = 4;
 
 /// Packages in the root besides mmdebstrap's minbase.
 const PACKAGES: &[&str] = &[
@@ -330,8 +330,15 @@ mount -o remount,rw /
 n=$(cat /var/lib/sanboot/boots 2>/dev/null || echo 0)
 n=$((n + 1))
 echo "$n" > /var/lib/sanboot/boots
+# sanboot.mark=X on the command line leaves a file mark-X on the root, and
+# every mark the root holds is listed: which station wrote to this disk.
+for w in $(cat /proc/cmdline); do
+    case "$w" in sanboot.mark=*) : > "/var/lib/sanboot/mark-${w#sanboot.mark=}" ;; esac
+done
+marks=$(cd /var/lib/sanboot && for m in mark-*; do [ -e "$m" ] && printf ' %s' "${m#mark-}"; done)
 sync
 mount -o remount,ro /
+echo "SANBOOT-LINUX marks:$marks."
 echo "SANBOOT-LINUX boot $n: root $(grep ' / ' /proc/mounts | head -n 1)"
 install=
 for w in $(cat /proc/cmdline); do

@@ -37,6 +37,42 @@ impl Boot {
     }
 }
 
+/// Which machine a station is: its NIC's MAC, the tap it plugs into, its
+/// SMBIOS UUID and the name of its serial log in the lab.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub mac: String,
+    pub tap: String,
+    pub uuid: String,
+    pub serial: String,
+}
+
+impl Identity {
+    /// The lab's one station (`STATION_MAC` on `tap0`).
+    pub fn first() -> Identity {
+        Identity {
+            mac: crate::STATION_MAC.into(),
+            tap: TAP.into(),
+            uuid: crate::STATION_UUID.into(),
+            serial: "serial.log".into(),
+        }
+    }
+
+    /// Station `n` (1-based; 1 is [`Identity::first`]): MAC
+    /// `52:54:00:e2:e0:0n`, tap `tap<n-1>` (see `Lab::add_tap`).
+    pub fn nth(n: u8) -> Identity {
+        if n <= 1 {
+            return Identity::first();
+        }
+        Identity {
+            mac: format!("52:54:00:e2:e0:{n:02x}"),
+            tap: format!("tap{}", n - 1),
+            uuid: format!("5e2e0000-0000-4000-8000-525400e2e0{n:02x}"),
+            serial: format!("serial-{n}.log"),
+        }
+    }
+}
+
 /// A running station. Dropping it kills QEMU.
 #[derive(Debug)]
 pub struct Station {
@@ -54,10 +90,16 @@ impl Station {
     /// [`Station::start`] with `mib` MiB of RAM: a real Linux unpacks its
     /// initramfs into memory.
     pub fn start_with_memory(lab: &Lab, boot: Boot, mib: u32) -> Result<Station> {
+        Station::start_as(lab, boot, mib, &Identity::first())
+    }
+
+    /// [`Station::start_with_memory`] as machine `id`: several stations at
+    /// once, each on its own tap.
+    pub fn start_as(lab: &Lab, boot: Boot, mib: u32, id: &Identity) -> Result<Station> {
         crate::require(&["qemu-system-x86_64"])?;
         crate::require(boot.needs())?;
-        let serial = lab.path("serial.log");
-        let mac = crate::STATION_MAC;
+        let serial = lab.path(&id.serial);
+        let mac = id.mac.as_str();
         let mut args: Vec<String> = [
             "qemu-system-x86_64",
             "-accel",
@@ -70,9 +112,9 @@ impl Station {
             "none",
             "-no-reboot",
             "-uuid",
-            crate::STATION_UUID,
+            &id.uuid,
             "-netdev",
-            &format!("tap,id=n0,ifname={TAP},script=no,downscript=no"),
+            &format!("tap,id=n0,ifname={},script=no,downscript=no", id.tap),
             "-serial",
             &format!("file:{}", serial.display()),
         ]
@@ -89,7 +131,7 @@ impl Station {
                 args.push("n".into());
             }
             Boot::UefiPxe | Boot::UefiIpxeRom => {
-                let vars = lab.path("OVMF_VARS.fd");
+                let vars = lab.path(&format!("OVMF_VARS-{}.fd", id.tap));
                 std::fs::copy(OVMF_VARS, &vars).context("cannot copy the OVMF variable store")?;
                 args.push("-machine".into());
                 args.push("q35".into());
@@ -113,7 +155,10 @@ impl Station {
                 });
             }
         }
-        std::fs::write(lab.path("qemu.cmdline"), args.join(" "))?;
+        std::fs::write(
+            lab.path(&format!("qemu-{}.cmdline", id.tap)),
+            args.join(" "),
+        )?;
         let qemu = lab.spawn("qemu", &args, Stop::Kill)?;
         Ok(Station {
             qemu,

@@ -154,6 +154,28 @@ pub fn run(args: &[String]) -> Result<()> {
             util::run(&mut cmd)
         },
     );
+    // Two Debian stations at once on one golden image, each on its own
+    // copy-on-write overlay (persistent and volatile), two boots each.
+    step(
+        o,
+        "e2e golden_image (2 Debian stations, one golden image, 2 boots)",
+        || {
+            let mut cmd = cargo_step(&[
+                "test",
+                "-p",
+                "sanboot-tests",
+                "--test",
+                "golden_image",
+                "--",
+                "--include-ignored",
+            ]);
+            quiet_error_backtraces(&mut cmd);
+            if let Some(bin) = &sanboot_bin {
+                cmd.env("SANBOOT_BIN", bin);
+            }
+            util::run(&mut cmd)
+        },
+    );
     if do_fuzz {
         let targets = fuzz::targets();
         step(o, "cargo fuzz build (all targets)", fuzz::build);
@@ -231,6 +253,7 @@ const E2E: &[(&str, &str, &str)] = &[
     ("firmware", "smoltcp_firmware", ""),
     ("peers", "harness_peers", ""),
     ("linux", "linux_station", ""),
+    ("linux", "golden_image", ""),
 ];
 
 /// `cargo xtask e2e [NAME...]`: builds sanboot, then runs the chosen
