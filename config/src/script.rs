@@ -73,7 +73,9 @@ pub(crate) fn host_boot<'a>(
         // spelling is what it answers to.
         target_iqn: &target.iqn,
         initiator_iqn: initiator,
-        chap: target.chap.as_ref().map(|c| Chap {
+        // The station's own secrets when it has them (the target checks
+        // them per initiator name), else the target's.
+        chap: host.chap.as_ref().or(target.chap.as_ref()).map(|c| Chap {
             user: &c.user,
             secret: &c.secret,
             mutual: c.mutual_user.as_deref().zip(c.mutual_secret.as_deref()),

@@ -10,10 +10,10 @@ use std::net::Ipv4Addr;
 use anyhow::{Context, Result};
 use sanboot_core::dhcp;
 use sanboot_core::ipxe::{DirectEntry, InitiatorIqn};
-use sanboot_core::iscsi::{ChapCredentials, DigestPolicy, TargetConfig};
+use sanboot_core::iscsi::{ChapCredentials, DigestPolicy, InitiatorChap, TargetConfig};
 
 use crate::script::{host_boot, host_initiator};
-use crate::{parse_mac, Config, DhcpMode, Digest, Target};
+use crate::{parse_mac, Chap, Config, DhcpMode, Digest, Target};
 
 /// The `[[host]]` table as the DHCP server wants it: sorted by MAC.
 pub fn dhcp_hosts(config: &Config) -> Result<Vec<dhcp::Host<'_>>> {
@@ -73,6 +73,18 @@ pub fn initiators(config: &Config) -> Result<Vec<InitiatorIqn>> {
         .collect()
 }
 
+/// Every host's initiator IQN for the iSCSI target's per-host CHAP, in
+/// config order: a host whose name cannot be built (a bad template, a chain
+/// host) gets an empty name, which no login matches, so its `[host.chap]`
+/// entry is left out rather than every host's.
+pub fn station_initiators(config: &Config) -> Vec<InitiatorIqn> {
+    config
+        .hosts
+        .iter()
+        .map(|h| host_initiator(config, h).unwrap_or_default())
+        .collect()
+}
+
 /// Every host's script entry, in config order; `initiators` comes from
 /// [`initiators`]. A host whose entry cannot be built is an error.
 pub fn script_hosts<'c>(
@@ -111,12 +123,63 @@ pub fn naa_and_serial(iqn: &str, lun: u64) -> (u64, String) {
 pub struct TargetViews<'a> {
     initiators: Vec<Vec<&'a str>>,
     luns: Vec<Vec<u64>>,
+    /// Per target: the `[host.chap]` credentials of the hosts allowed on it.
+    host_chap: Vec<Vec<InitiatorChap<'a>>>,
     targets: &'a [Target],
 }
 
+fn credentials<'c>(user: &'c str, secret: &'c str) -> ChapCredentials<'c> {
+    ChapCredentials {
+        user,
+        secret: secret.as_bytes(),
+    }
+}
+
+fn mutual(c: &Chap) -> Option<ChapCredentials<'_>> {
+    Some(credentials(
+        c.mutual_user.as_deref()?,
+        c.mutual_secret.as_deref()?,
+    ))
+}
+
 impl<'a> TargetViews<'a> {
-    /// Collects the initiator names and LUN ids of every target.
-    pub fn new(targets: &'a [Target]) -> Self {
+    /// Collects the initiator names, LUN ids and per-host CHAP entries of
+    /// every target. `initiators` are the hosts' names in config order
+    /// ([`station_initiators`]).
+    ///
+    /// A host's `[host.chap]` applies on the target it boots and on every
+    /// target whose `initiators` list names it: there its initiator name
+    /// must prove the host's secret, and on no other target does that
+    /// secret open anything.
+    pub fn new(config: &'a Config, initiators: &'a [InitiatorIqn]) -> Self {
+        let targets = &config.targets;
+        let host_chap = targets
+            .iter()
+            .map(|t| {
+                let mut entries: Vec<InitiatorChap<'a>> = Vec::new();
+                for (host, name) in config.hosts.iter().zip(initiators) {
+                    let Some(chap) = &host.chap else { continue };
+                    let boots = host
+                        .target
+                        .as_deref()
+                        .is_some_and(|i| i.eq_ignore_ascii_case(&t.iqn));
+                    let listed = t.initiators.iter().any(|i| i.eq_ignore_ascii_case(name));
+                    // The first host with a name wins; `check` flags shared names.
+                    let seen = entries
+                        .iter()
+                        .any(|e| e.initiator.eq_ignore_ascii_case(name));
+                    if name.is_empty() || seen || !(boots || listed) {
+                        continue;
+                    }
+                    entries.push(InitiatorChap {
+                        initiator: name,
+                        chap: credentials(&chap.user, &chap.secret),
+                        mutual_chap: mutual(chap),
+                    });
+                }
+                entries
+            })
+            .collect();
         TargetViews {
             initiators: targets
                 .iter()
@@ -126,6 +189,7 @@ impl<'a> TargetViews<'a> {
                 .iter()
                 .map(|t| t.luns.iter().map(|l| l.id).collect())
                 .collect(),
+            host_chap,
             targets,
         }
     }
@@ -136,19 +200,13 @@ impl<'a> TargetViews<'a> {
             .iter()
             .zip(&self.initiators)
             .zip(&self.luns)
-            .map(|((t, i), l)| TargetConfig {
+            .zip(&self.host_chap)
+            .map(|(((t, i), l), h)| TargetConfig {
                 name: &t.iqn,
                 initiators: i,
-                chap: t.chap.as_ref().map(|c| ChapCredentials {
-                    user: &c.user,
-                    secret: c.secret.as_bytes(),
-                }),
-                mutual_chap: t.chap.as_ref().and_then(|c| {
-                    Some(ChapCredentials {
-                        user: c.mutual_user.as_deref()?,
-                        secret: c.mutual_secret.as_deref()?.as_bytes(),
-                    })
-                }),
+                chap: t.chap.as_ref().map(|c| credentials(&c.user, &c.secret)),
+                mutual_chap: t.chap.as_ref().and_then(mutual),
+                initiator_chap: h,
                 luns: l,
                 digest: match t.digest {
                     Digest::None => DigestPolicy::Never,

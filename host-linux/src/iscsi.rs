@@ -77,6 +77,8 @@ pub(crate) struct Shared {
     /// takeover (not an RFC reinstatement) did it: logged when it ends.
     replaced: Mutex<HashMap<u64, String>>,
     portal: String,
+    /// Every host's initiator name, for its `[host.chap]` entries.
+    initiators: Vec<sanboot_core::ipxe::InitiatorIqn>,
     epoch: std::time::Instant,
 }
 
@@ -168,6 +170,7 @@ pub async fn run(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result
     let local = listener.local_addr()?;
     let shared = Arc::new(Shared {
         portal: portal(&config, local),
+        initiators: crate::config::translate::station_initiators(&config),
         config: config.clone(),
         targets,
         sessions: Mutex::new({
@@ -291,7 +294,7 @@ async fn connection(
         .unwrap_or_else(|e| e.into_inner())
         .insert(token, kill.clone());
     let config = shared.config.clone();
-    let views = TargetViews::new(&config.targets);
+    let views = TargetViews::new(&config, &shared.initiators);
     let configs = views.configs();
     let targets = Targets {
         targets: &configs,

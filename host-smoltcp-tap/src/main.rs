@@ -88,7 +88,8 @@ fn run(cli: Cli) -> Result<()> {
     let script_hosts = translate::script_hosts(&config, &initiators)?;
     let (scsi, disks) = disks::open_all(&config)?;
     let scsi: &'static mut [sanboot_smoltcp::ScsiTarget] = scsi.leak();
-    let views = translate::TargetViews::new(&config.targets);
+    let station_initiators = translate::station_initiators(&config);
+    let views = translate::TargetViews::new(&config, &station_initiators);
     let target_configs = views.configs();
     let port = config.iscsi.listen.port();
     let portal = config
