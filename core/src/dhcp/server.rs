@@ -145,6 +145,28 @@ pub struct Transmit<'a> {
     pub choice: Option<BootChoice>,
 }
 
+impl Transmit<'_> {
+    /// The address this reply shows the client uses, which is who may read
+    /// its secret-carrying script ([`crate::ipxe::StationAddresses`]): the
+    /// `yiaddr` of a full-mode ACK, or the unicast source of a ProxyDHCP
+    /// request on port 4011 (iPXE sends one from its leased address after
+    /// the router's ACK). Offers, NAKs and broadcast replies show nothing.
+    pub fn station_address(&self) -> Option<Ipv4Addr> {
+        if self.message != MessageType::Ack {
+            return None;
+        }
+        let ip = if self.proxy {
+            if self.src_port != PXE_PORT || self.broadcast {
+                return None;
+            }
+            *self.dst.ip()
+        } else {
+            self.yiaddr
+        };
+        (!ip.is_unspecified() && !ip.is_broadcast()).then_some(ip)
+    }
+}
+
 /// Counters: what came in, what went out, what was dropped and why.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
