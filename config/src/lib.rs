@@ -13,6 +13,7 @@ pub mod disk;
 pub mod files;
 pub mod image_lock;
 pub mod script;
+pub mod stations;
 pub mod translate;
 
 use std::net::{Ipv4Addr, SocketAddr};

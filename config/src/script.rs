@@ -213,7 +213,7 @@ pub fn virtual_file(config: &Config, path: &str) -> Option<Vec<u8>> {
     if name.eq_ignore_ascii_case(DEFAULT_SCRIPT) {
         return to_string(Script::Default).ok().map(String::into_bytes);
     }
-    let mac = mac_from_script_name(name)?;
+    let mac = host_script_mac(config, path)?;
     let Some(host) = config.host(mac) else {
         log::info!("no [[host]] for MAC {}: script not found", HexHyp(mac));
         return None;
@@ -223,6 +223,27 @@ pub fn virtual_file(config: &Config, path: &str) -> Option<Vec<u8>> {
         Err(e) => {
             log::warn!("cannot render the script of MAC {}: {e}", HexHyp(mac));
             None
+        }
+    }
+}
+
+/// The MAC whose `<mac>.ipxe` `path` names (as [`virtual_file`] finds it:
+/// in the script directory or at the top), whether or not a host has it.
+pub fn host_script_mac(config: &Config, path: &str) -> Option<[u8; 6]> {
+    let path = path.trim_start_matches('/');
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    if !dir.is_empty() && !dir.eq_ignore_ascii_case(&script_dir(config)) {
+        return None;
+    }
+    mac_from_script_name(name)
+}
+
+/// Does this host's script carry a CHAP secret (its own or its target's)?
+pub fn carries_secret(config: &Config, host: &Host) -> bool {
+    match host.boot {
+        BootKind::Chain => false,
+        BootKind::Sanboot | BootKind::Kernel => {
+            host.chap.is_some() || target_of(config, host).is_ok_and(|t| t.chap.is_some())
         }
     }
 }
