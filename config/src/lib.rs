@@ -10,6 +10,7 @@
 //! [`files`] keeps TFTP inside its root.
 
 pub mod disk;
+pub mod exposure;
 pub mod files;
 pub mod image_lock;
 pub mod script;

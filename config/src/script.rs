@@ -19,9 +19,6 @@ use crate::{parse_mac, BootKind, Config, DhcpMode, Host, Target};
 pub const MIN_BIOS_SANBOOT_SECTORS: u64 = 255 * 63;
 const SECTOR: u64 = 512;
 
-/// RFC 7143 §12.1.3: CHAP secrets should be at least 12 bytes (96 bits).
-const MIN_CHAP_SECRET_LEN: usize = 12;
-
 /// Why a host has no script.
 #[derive(Debug)]
 pub(crate) enum HostError {
@@ -255,6 +252,7 @@ pub fn check_warnings(config: &Config) -> Vec<String> {
     check_targets(config, &mut w);
     check_hosts(config, &mut w);
     check_dhcp(config, &mut w);
+    crate::exposure::script_warnings(config, &mut w);
     w
 }
 
@@ -303,25 +301,7 @@ fn check_targets(config: &Config, w: &mut Vec<String>) {
             }
         }
         if let Some(chap) = &t.chap {
-            if chap.secret.len() < MIN_CHAP_SECRET_LEN {
-                w.push(format!(
-                    "[[target]] {}: CHAP secret is shorter than {MIN_CHAP_SECRET_LEN} bytes \
-                     (RFC 7143 12.1.3); many initiators refuse it",
-                    t.iqn
-                ));
-            }
-            match (&chap.mutual_user, &chap.mutual_secret) {
-                (Some(_), None) | (None, Some(_)) => w.push(format!(
-                    "[[target]] {}: mutual CHAP needs both mutual_user and mutual_secret; \
-                     it is off",
-                    t.iqn
-                )),
-                (Some(_), Some(ms)) if *ms == chap.secret => w.push(format!(
-                    "[[target]] {}: mutual_secret equals secret (RFC 7143 forbids reusing it)",
-                    t.iqn
-                )),
-                _ => {}
-            }
+            crate::exposure::chap_quality(&format!("[[target]] {}", t.iqn), chap, w);
         }
         for lun in &t.luns {
             let size = match std::fs::metadata(&lun.image) {

@@ -135,3 +135,90 @@ impl Stations {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn config(mode: &str) -> Config {
+        let text = format!(
+            r#"
+            [server]
+            address = "192.0.2.1"
+            interface = "br0"
+            [dhcp]
+            mode = "{mode}"
+            pool_start = "192.0.2.100"
+            pool_end = "192.0.2.150"
+            [boot]
+            root_path = "/scripts"
+            [[target]]
+            iqn = "iqn.2024-01.test:a"
+            [[target.lun]]
+            id = 0
+            image = "/nonexistent/a.img"
+            [[host]]
+            mac = "52:54:00:00:00:01"
+            target = "iqn.2024-01.test:a"
+            [host.chap]
+            user = "pc1"
+            secret = "pc1-secret-123"
+            [[host]]
+            mac = "52:54:00:00:00:02"
+            target = "iqn.2024-01.test:a"
+            "#
+        );
+        let c: Config = toml::from_str(&text).unwrap();
+        c.validate().unwrap();
+        c
+    }
+
+    const PC1: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
+    const STATION: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 101));
+    const OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 102));
+
+    #[test]
+    fn a_secret_script_goes_to_the_recorded_address_only() {
+        let c = config("full");
+        let s = Stations::new(&c);
+        let path = "scripts/52-54-00-00-00-01.ipxe";
+        assert_eq!(
+            s.check(&c, path, STATION),
+            Err(Refused {
+                mac: PC1,
+                expected: None
+            })
+        );
+        s.record(PC1, Ipv4Addr::new(192, 0, 2, 101));
+        assert_eq!(s.check(&c, path, STATION), Ok(()));
+        assert_eq!(s.check(&c, "52-54-00-00-00-01.ipxe", STATION), Ok(()));
+        let refused = s.check(&c, path, OTHER).unwrap_err();
+        assert_eq!(refused.expected, Some(Ipv4Addr::new(192, 0, 2, 101)));
+        assert!(
+            refused.to_string().contains("52-54-00-00-00-01"),
+            "{refused}"
+        );
+        // No secret in pc2's script, and the seed chain: anyone.
+        assert_eq!(s.check(&c, "scripts/52-54-00-00-00-02.ipxe", OTHER), Ok(()));
+        assert_eq!(s.check(&c, "boot.ipxe", OTHER), Ok(()));
+        assert_eq!(s.check(&c, "scripts/default.ipxe", OTHER), Ok(()));
+    }
+
+    #[test]
+    fn stations_without_secrets_are_not_recorded() {
+        let c = config("proxy");
+        let s = Stations::new(&c);
+        s.record([0x52, 0x54, 0, 0, 0, 2], Ipv4Addr::new(192, 0, 2, 5));
+        s.record([2, 0, 0, 0, 0, 9], Ipv4Addr::new(192, 0, 2, 6));
+        assert!(s.table().is_empty());
+    }
+
+    #[test]
+    fn without_dhcp_nothing_is_learned_and_scripts_go_to_anyone() {
+        // `sanboot check` warns about exactly this (exposure.rs).
+        let c = config("off");
+        let s = Stations::new(&c);
+        assert_eq!(s.check(&c, "scripts/52-54-00-00-00-01.ipxe", OTHER), Ok(()));
+    }
+}

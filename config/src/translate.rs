@@ -271,4 +271,92 @@ mod tests {
         assert_eq!(naa >> 60, 5);
         assert_eq!(serial.len(), 16);
     }
+
+    #[test]
+    fn host_chap_applies_on_its_targets_only_and_goes_in_its_script() {
+        let text = r#"
+            [server]
+            address = "192.0.2.1"
+            interface = "br0"
+            [[target]]
+            iqn = "iqn.2024-01.test:boot"
+            chap = { user = "all", secret = "target-secret-1" }
+            [[target.lun]]
+            id = 0
+            image = "/nonexistent/a.img"
+            [[target]]
+            iqn = "iqn.2024-01.test:data"
+            initiators = ["iqn.2024-01.test:pc1"]
+            [[target.lun]]
+            id = 0
+            image = "/nonexistent/b.img"
+            [[target]]
+            iqn = "iqn.2024-01.test:other"
+            [[target.lun]]
+            id = 0
+            image = "/nonexistent/c.img"
+            [[host]]
+            mac = "52:54:00:00:00:01"
+            target = "iqn.2024-01.test:BOOT"
+            initiator_iqn = "iqn.2024-01.test:pc1"
+            [host.chap]
+            user = "pc1"
+            secret = "pc1-secret-123"
+            mutual_user = "sanboot"
+            mutual_secret = "pc1-target-456"
+            [[host]]
+            mac = "52:54:00:00:00:02"
+            target = "iqn.2024-01.test:boot"
+            initiator_iqn = "iqn.2024-01.test:pc2"
+        "#;
+        let config: Config = toml::from_str(text).unwrap();
+        config.validate().unwrap();
+        let names = station_initiators(&config);
+        let views = TargetViews::new(&config, &names);
+        let t = views.configs();
+        // The target pc1 boots and the one that lists it; not the third.
+        assert_eq!(t[0].initiator_chap.len(), 1);
+        assert_eq!(t[1].initiator_chap.len(), 1);
+        assert!(t[2].initiator_chap.is_empty());
+        let (chap, mutual) = t[0].chap_for("iqn.2024-01.test:pc1");
+        assert_eq!(chap.unwrap().secret, b"pc1-secret-123");
+        assert_eq!(mutual.unwrap().secret, b"pc1-target-456");
+        // pc2 has no entry: the target's secret.
+        assert_eq!(
+            t[0].chap_for("iqn.2024-01.test:pc2").0.unwrap().secret,
+            b"target-secret-1"
+        );
+        // pc1's script carries its own secret, pc2's the target's.
+        let pc1 = crate::script::render_for_mac(&config, [0x52, 0x54, 0, 0, 0, 1]).unwrap();
+        assert!(pc1.contains("set username pc1\n"), "{pc1}");
+        assert!(pc1.contains("set password pc1-secret-123\n"), "{pc1}");
+        assert!(
+            pc1.contains("set reverse-password pc1-target-456\n"),
+            "{pc1}"
+        );
+        let pc2 = crate::script::render_for_mac(&config, [0x52, 0x54, 0, 0, 0, 2]).unwrap();
+        assert!(pc2.contains("set password target-secret-1\n"), "{pc2}");
+    }
+
+    #[test]
+    fn a_chain_host_cannot_have_chap() {
+        let text = r#"
+            [server]
+            address = "192.0.2.1"
+            interface = "br0"
+            [[host]]
+            mac = "52:54:00:00:00:01"
+            boot = "chain"
+            chain = "http://x/"
+            [host.chap]
+            user = "pc1"
+            secret = "pc1-secret-123"
+        "#;
+        let config: Config = toml::from_str(text).unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("[host.chap] is for hosts that boot a target"),
+            "{err}"
+        );
+    }
 }

@@ -78,7 +78,8 @@ fn init_logging() {
 
 fn check(path: PathBuf) -> Result<()> {
     let config = config::Config::load(&path)?;
-    let warnings = config::script::check_warnings(&config);
+    let mut warnings = config::script::check_warnings(&config);
+    warnings.extend(config::exposure::file_mode_warning(&config, &path));
     for w in &warnings {
         println!("warning: {w}");
     }
