@@ -274,6 +274,23 @@ fn log_event(e: &Event<'_>) {
         Event::TftpRefused { path, peer, reason } => {
             println!("TFTP RRQ {path:?} from {} refused: {reason:?}", peer.addr)
         }
+        Event::ScriptRefused {
+            path,
+            peer,
+            mac,
+            expected,
+        } => match expected {
+            Some(ip) => println!(
+                "TFTP RRQ {path} from {} refused: the script of {} carries a CHAP secret and                  goes only to that station's address {ip}",
+                peer.addr,
+                mac_str(mac)
+            ),
+            None => println!(
+                "TFTP RRQ {path} from {} refused: the script of {} carries a CHAP secret and                  that station has not done DHCP with sanboot yet",
+                peer.addr,
+                mac_str(mac)
+            ),
+        },
         Event::IscsiConnected { peer } => println!("iscsi connection from {peer}"),
         Event::IscsiLogin {
             peer,

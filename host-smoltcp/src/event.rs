@@ -34,6 +34,19 @@ pub enum Event<'e> {
         /// Why (`None`: bad filename, mode or a write request).
         reason: Option<Refusal>,
     },
+    /// A station's script carries a CHAP secret and the requester is not
+    /// the address that station used in DHCP: refused as "file not found"
+    /// (a [`Event::TftpRefused`] follows).
+    ScriptRefused {
+        /// The normalised path.
+        path: &'e str,
+        /// The requester.
+        peer: IpEndpoint,
+        /// The MAC whose script was asked for.
+        mac: [u8; 6],
+        /// The address the station was seen with (`None`: not yet).
+        expected: Option<core::net::Ipv4Addr>,
+    },
     /// A repeated RRQ from a client whose transfer is running was ignored.
     TftpRepeated {
         /// The client.
