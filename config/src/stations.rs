@@ -5,9 +5,10 @@
 //! asks before a transfer). The smoltcp appliance keeps the same core table
 //! next to its own DHCP server.
 //!
-//! Addresses are learned only from exchanges sanboot answers: a full-mode
-//! ACK (the lease) or, in proxy mode, iPXE's ProxyDHCP request on port 4011
-//! (its source). With `[dhcp] mode = "off"`, or proxy mode without the 4011
+//! Addresses are learned from the DHCP server (`Server::poll_station`): a
+//! full-mode ACK (the lease) or, in proxy mode, a booting client's REQUEST
+//! to the real server (the address it asks for) or its ProxyDHCP request
+//! on port 4011 (its source). With `[dhcp] mode = "off"`, or proxy mode without the 4011
 //! port, sanboot never sees a station's address: scripts are then served to
 //! anyone, and `sanboot check` says so.
 
@@ -16,7 +17,6 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Mutex;
 
-use sanboot_core::dhcp::Transmit;
 use sanboot_core::ipxe::{HexHyp, ScriptAccess, StationAddresses};
 
 use crate::script::{carries_secret, host_script_mac};
@@ -95,13 +95,6 @@ impl Stations {
                  its script will be refused",
                 HexHyp(mac)
             );
-        }
-    }
-
-    /// A DHCP reply went out: remember the address it shows, if any.
-    pub fn dhcp_reply(&self, t: &Transmit<'_>) {
-        if let Some(ip) = t.station_address() {
-            self.record(t.mac, ip);
         }
     }
 

@@ -226,8 +226,11 @@ async fn drain(
                 continue;
             };
             send(via, payload, out.dst).await;
-            stations.dhcp_reply(&out);
             log_reply(&out);
+        }
+        // The address the station takes: who may read its secret script.
+        if let Some((mac, ip)) = server.poll_station() {
+            stations.record(mac, ip);
         }
     }
 }

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use sanboot_core::iscsi::{
     Access, CloseReason, Connection, Driver, Event, LoginStatus, Luns, SessionTable,
-    StorageRequest, Targets,
+    StorageRequest, TargetConfig, Targets,
 };
 use sanboot_core::scsi::{self, Units};
 use sanboot_core::time::Instant;
@@ -252,11 +252,13 @@ fn random_seed() -> [u8; 16] {
     seed
 }
 
-fn auth_name(t: Option<&config::Target>) -> &'static str {
-    match t.and_then(|t| t.chap.as_ref()) {
-        Some(c) if c.mutual_secret.is_some() => "CHAP (mutual offered)",
-        Some(_) => "CHAP",
-        None => "None",
+/// How `initiator` had to authenticate to `t`: its own `[host.chap]` or the
+/// target's (the core refuses a login that did not prove it).
+fn auth_name(t: Option<&TargetConfig<'_>>, initiator: &str) -> &'static str {
+    match t.map(|t| t.chap_for(initiator)) {
+        Some((Some(_), Some(_))) => "CHAP (mutual offered)",
+        Some((Some(_), None)) => "CHAP",
+        _ => "None",
     }
 }
 
@@ -394,7 +396,10 @@ async fn connection(
                             %peer,
                             initiator = %conn.initiator_name(),
                             target = %tname,
-                            auth = auth_name(t),
+                            auth = auth_name(
+                                target.and_then(|i| configs.get(i)),
+                                conn.initiator_name()
+                            ),
                             header_digest = if p.header_digest { "CRC32C" } else { "None" },
                             data_digest = if p.data_digest { "CRC32C" } else { "None" },
                             "iscsi login"

@@ -97,6 +97,12 @@ fn each_station_logs_in_with_its_own_secret_only() {
     );
     let (ok, out) = inq(STATION_B, &s.url(None, DISK_B, 0, ""));
     assert!(!ok, "station B logged in without its secret:\n{out}");
+    let log = s.log();
+    let login = log
+        .lines()
+        .find(|l| l.contains("iscsi login") && l.contains(STATION_B))
+        .unwrap_or_else(|| panic!("no login line for station B:\n{log}"));
+    assert!(login.contains("auth=\"CHAP\""), "{login}");
 
     // Station B's name and secret on station A's disk: B has no entry there,
     // so disk-a's own secret is asked for and B's does not open it.

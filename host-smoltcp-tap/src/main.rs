@@ -260,6 +260,9 @@ fn log_event(e: &Event<'_>) {
                 t.dst
             );
         }
+        Event::StationAddress { mac, ip } => {
+            println!("DHCP: station {} takes {ip}", mac_str(mac))
+        }
         Event::DhcpDropped => println!("DHCP reply dropped: socket buffer full"),
         Event::TftpRequest {
             path,

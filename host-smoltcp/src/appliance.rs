@@ -288,13 +288,11 @@ impl<
                 let (scripts, stations) = (&self.config.scripts, &mut self.stations);
                 let mut record = |e: Event<'_>| {
                     // Remember where a station with a secret script is.
-                    if let Event::DhcpReply(tx) = &e {
-                        if let Some(ip) =
-                            tx.station_address().filter(|_| scripts.has_secret(tx.mac))
-                        {
+                    if let Event::StationAddress { mac, ip } = e {
+                        if scripts.has_secret(mac) {
                             // A full table leaves the station unrecorded: its
                             // script is refused, nobody else's is lost.
-                            let _ = stations.record(tx.mac, ip);
+                            let _ = stations.record(mac, ip);
                         }
                     }
                     on_event(e);

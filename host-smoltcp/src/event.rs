@@ -10,6 +10,15 @@ use smoltcp::wire::IpEndpoint;
 pub enum Event<'e> {
     /// A DHCP or ProxyDHCP reply went out (see the core's `Transmit`).
     DhcpReply(dhcp::Transmit<'e>),
+    /// DHCP saw which address a booting station takes (its lease, its
+    /// REQUEST to the real server in proxy mode, or its 4011 request): only
+    /// that address may read the station's secret-carrying script.
+    StationAddress {
+        /// The station.
+        mac: [u8; 6],
+        /// Its address.
+        ip: core::net::Ipv4Addr,
+    },
     /// A DHCP reply could not be queued (socket buffer full).
     DhcpDropped,
     /// A TFTP read request was accepted.

@@ -1,8 +1,8 @@
 //! Who may read a per-station script that carries secrets (CHAP): only the
 //! address that station was seen with in a DHCP exchange sanboot answered.
 //!
-//! The DHCP server tells which address an exchange shows
-//! ([`crate::dhcp::Transmit::station_address`]); the host records it here
+//! The DHCP server tells which address a station takes
+//! ([`crate::dhcp::Server::poll_station`]); the host records it here
 //! and asks [`StationAddresses::check`] before a TFTP transfer of such a
 //! script. This stops a casual fetch of another machine's script from the
 //! LAN; it is no defence against a machine that forges DHCP and TFTP from
