@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::script::carries_secret;
 use crate::stations::learns_addresses;
-use crate::{BootKind, Chap, Config, DhcpMode, Host};
+use crate::{BootKind, Chap, Config, Host};
 
 /// RFC 7143 §12.1.3: CHAP secrets should be at least 12 bytes (96 bits).
 const MIN_CHAP_SECRET_LEN: usize = 12;
@@ -72,12 +72,7 @@ pub fn script_warnings(config: &Config, w: &mut Vec<String>) {
         .filter(|h| carries_secret(config, h))
         .collect();
     if !secret_hosts.is_empty() && !learns_addresses(config) {
-        let why = if config.dhcp.mode == DhcpMode::Off {
-            "[dhcp] mode = \"off\": sanboot never sees a station's address"
-        } else {
-            "[dhcp] pxe_port = false: sanboot never sees iPXE's ProxyDHCP request, so never \
-             a station's address"
-        };
+        let why = "[dhcp] mode = \"off\": sanboot never sees a station's address";
         for h in &secret_hosts {
             w.push(format!(
                 "[[host]] {}: its script carries a CHAP secret and {why}; TFTP gives its \
@@ -174,10 +169,11 @@ mod tests {
         );
         assert!(w.contains("never sees a station's address"), "{w}");
         assert!(w.contains("52-54-00-00-00-01.ipxe to anyone"), "{w}");
-        let w = warnings(&config("mode = \"proxy\"\npxe_port = false", ""));
-        assert!(w.contains("pxe_port = false"), "{w}");
-        let w = warnings(&config("mode = \"proxy\"", ""));
-        assert!(!w.contains("to anyone"), "{w}");
+        // Proxy mode sees the station's REQUEST to the router, 4011 or not.
+        for proxy in ["mode = \"proxy\"", "mode = \"proxy\"\npxe_port = false"] {
+            let w = warnings(&config(proxy, ""));
+            assert!(!w.contains("to anyone"), "{w}");
+        }
     }
 
     #[test]

@@ -8,9 +8,9 @@
 //! Addresses are learned from the DHCP server (`Server::poll_station`): a
 //! full-mode ACK (the lease) or, in proxy mode, a booting client's REQUEST
 //! to the real server (the address it asks for) or its ProxyDHCP request
-//! on port 4011 (its source). With `[dhcp] mode = "off"`, or proxy mode without the 4011
-//! port, sanboot never sees a station's address: scripts are then served to
-//! anyone, and `sanboot check` says so.
+//! on port 4011 (its source). With `[dhcp] mode = "off"` sanboot never sees
+//! a station's address: scripts are then served to anyone, and `sanboot
+//! check` says so.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -56,13 +56,9 @@ pub struct Stations {
     table: Mutex<StationAddresses<STATION_SLOTS>>,
 }
 
-/// Can sanboot see station addresses with this config?
+/// Can sanboot see station addresses with this config? Not without DHCP.
 pub fn learns_addresses(config: &Config) -> bool {
-    match config.dhcp.mode {
-        DhcpMode::Full => true,
-        DhcpMode::Proxy => config.dhcp.pxe_port,
-        DhcpMode::Off => false,
-    }
+    config.dhcp.mode != DhcpMode::Off
 }
 
 impl Stations {

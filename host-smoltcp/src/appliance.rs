@@ -72,8 +72,8 @@ pub struct Appliance<
     /// Who may read a secret-carrying script: the address each such
     /// station used in a DHCP exchange this appliance answered.
     stations: StationAddresses<STATION_SLOTS>,
-    /// DHCP here sees station addresses (full mode, or proxy with 4011);
-    /// otherwise scripts are served without the address check.
+    /// DHCP is on, so station addresses are seen; without it scripts are
+    /// served without the address check.
     learns_addresses: bool,
     scratch: &'a mut [u8],
     /// The last poll stopped at its round limit with work left.
@@ -218,9 +218,8 @@ impl<
                 config.random_seed.rotate_left(29),
             )
         });
-        let learns_addresses = dhcp
-            .as_ref()
-            .is_some_and(|d| d.server.config().mode == Mode::Full || d.has_pxe_port());
+        // Any DHCP mode sees the address a booting station takes.
+        let learns_addresses = dhcp.is_some();
         Ok(Appliance {
             config,
             iface,

@@ -81,11 +81,6 @@ impl<'a, const N: usize> Dhcp<'a, N> {
         }
     }
 
-    /// Is port 4011 bound (proxy mode with `pxe_port`)?
-    pub(crate) fn has_pxe_port(&self) -> bool {
-        self.pxe.is_some()
-    }
-
     /// Handles what arrived on 67 and 4011. True if anything moved.
     pub(crate) fn process(
         &mut self,

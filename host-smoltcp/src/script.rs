@@ -94,8 +94,7 @@ impl<'a> Scripts<'a> {
     /// May `requester` read script `r`? A host script that carries a CHAP
     /// secret goes only to the address its station used in DHCP
     /// (`stations`, `None` when this appliance never sees addresses: DHCP
-    /// off or proxy mode without port 4011). `Err` names the MAC and the
-    /// address expected.
+    /// off). `Err` names the MAC and the address expected.
     pub fn access(
         &self,
         r: ScriptRef,
