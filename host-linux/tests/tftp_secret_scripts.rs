@@ -5,8 +5,10 @@
 //! namespace sends iPXE's ProxyDHCP request to port 4011 from 127.0.0.2;
 //! sanboot answers and so learns that address for the station's MAC. The
 //! station's `<mac>.ipxe` is then served to 127.0.0.2 only: 127.0.0.1 gets
-//! "file not found", and the log names the requester and the MAC. A chain
-//! host's script (no secret) goes to anyone.
+//! "file not found", and the log names the requester and the MAC. When the
+//! station's next DHCPREQUEST to the router (heard on port 67, not
+//! answered) asks for 127.0.0.3, the script follows it. A chain host's
+//! script (no secret) goes to anyone.
 //!
 //! The client side runs in the namespace by re-running this test binary
 //! under `ip netns exec` (the `station_helper` test, inert without its
@@ -204,6 +206,31 @@ fn a_secret_script_goes_only_to_the_address_its_station_used() {
         "the refusal does not name the MAC and the station's address: {line}"
     );
 
+    // The station reboots and asks the router for another address: its
+    // DHCPREQUEST on port 67 (which a proxy does not answer) names it, and
+    // the script follows it (QEMU's iPXE never asks 4011 at all).
+    let moved = Ipv4Addr::new(127, 0, 0, 3);
+    let r = in_ns(&ns, "request67", moved, &hexhyp(SECRET_MAC));
+    assert_eq!(r, "SENT");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let r = loop {
+        let r = in_ns(&ns, "tftp", moved, &secret);
+        if r.starts_with("DATA") || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        r.contains(SECRET),
+        "the new address was refused: {r}\n{}",
+        s.log()
+    );
+    let r = in_ns(&ns, "tftp", STATION, &secret);
+    assert!(
+        r.starts_with("ERROR 1"),
+        "the old address still got it: {r}"
+    );
+
     // A script without a secret still goes to anyone.
     let r = in_ns(&ns, "tftp", OTHER, &chain);
     assert!(
@@ -214,7 +241,7 @@ fn a_secret_script_goes_only_to_the_address_its_station_used() {
 
 // ---- the client side, run inside the namespace ----
 
-fn dhcp_request(mac: [u8; 6], ciaddr: Ipv4Addr) -> Vec<u8> {
+fn dhcp_request(mac: [u8; 6], ciaddr: Ipv4Addr, requested: Option<Ipv4Addr>) -> Vec<u8> {
     let mut p = vec![0u8; 236];
     p[0] = 1; // BOOTREQUEST
     p[1] = 1; // Ethernet
@@ -225,6 +252,10 @@ fn dhcp_request(mac: [u8; 6], ciaddr: Ipv4Addr) -> Vec<u8> {
     p.extend_from_slice(&[99, 130, 83, 99]);
     p.extend_from_slice(&[53, 1, 3]); // DHCPREQUEST
     p.extend_from_slice(&[54, 4, 127, 0, 0, 1]); // server id
+    if let Some(ip) = requested {
+        p.extend_from_slice(&[50, 4]);
+        p.extend_from_slice(&ip.octets());
+    }
     let vc = b"PXEClient:Arch:00000:UNDI:002001";
     p.extend_from_slice(&[60, vc.len() as u8]);
     p.extend_from_slice(vc);
@@ -241,7 +272,7 @@ fn helper_dhcp(src: Ipv4Addr, mac: &str) -> String {
         .collect();
     let sock = UdpSocket::bind(SocketAddrV4::new(src, 68)).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let req = dhcp_request(mac.try_into().unwrap(), src);
+    let req = dhcp_request(mac.try_into().unwrap(), src, None);
     sock.send_to(&req, "127.0.0.1:4011").unwrap();
     let mut buf = [0u8; 1500];
     match sock.recv_from(&mut buf) {
@@ -250,6 +281,19 @@ fn helper_dhcp(src: Ipv4Addr, mac: &str) -> String {
         Ok((n, from)) => format!("OTHER {n} bytes from {from}"),
         Err(e) => format!("TIMEOUT {e}"),
     }
+}
+
+/// iPXE's DHCPREQUEST to the router (from 0.0.0.0, option 50 = `want`),
+/// which sanboot in proxy mode hears on port 67 but does not answer.
+fn helper_request67(want: Ipv4Addr, mac: &str) -> String {
+    let mac: Vec<u8> = mac
+        .split('-')
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect();
+    let sock = UdpSocket::bind("0.0.0.0:68").unwrap();
+    let req = dhcp_request(mac.try_into().unwrap(), Ipv4Addr::UNSPECIFIED, Some(want));
+    sock.send_to(&req, "127.0.0.1:67").unwrap();
+    "SENT".into()
 }
 
 fn helper_tftp(src: Ipv4Addr, file: &str) -> String {
@@ -291,6 +335,7 @@ fn station_helper() {
     let result = match action.as_str() {
         "dhcp4011" => helper_dhcp(src, &arg),
         "tftp" => helper_tftp(src, &arg),
+        "request67" => helper_request67(src, &arg),
         other => panic!("unknown action {other}"),
     };
     println!("RESULT: {result}");
