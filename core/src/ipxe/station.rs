@@ -12,7 +12,6 @@ use core::net::Ipv4Addr;
 
 /// What [`StationAddresses::check`] decided for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum ScriptAccess {
     /// The requester is the address recorded for the station.
     Allowed,
