@@ -18,7 +18,7 @@ use clap::Parser;
 use sanboot_config as config;
 use sanboot_config::translate;
 use sanboot_core::dhcp::{BootChoice, ClientKind, MessageType};
-use sanboot_core::iscsi::Targets;
+use sanboot_core::iscsi::{TargetConfig, Targets};
 use sanboot_core::tftp::TransferConfig;
 use sanboot_smoltcp::smoltcp::phy::{wait, Medium, TunTapInterface};
 use sanboot_smoltcp::smoltcp::time::{Duration, Instant};
@@ -171,7 +171,7 @@ fn run(cli: Cli) -> Result<()> {
         config.dhcp.mode,
         app.config().tftp.max_windowsize
     );
-    let mut on_event = |e: Event<'_>| log_event(&e);
+    let mut on_event = |e: Event<'_>| log_event(&e, &target_configs);
     loop {
         let t = now();
         app.poll(t, &mut device, &mut on_event);
@@ -231,7 +231,7 @@ fn mac_str(m: [u8; 6]) -> String {
     format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
 }
 
-fn log_event(e: &Event<'_>) {
+fn log_event(e: &Event<'_>, targets: &[TargetConfig<'_>]) {
     match *e {
         Event::DhcpReply(t) => {
             let proto = if t.proxy { "ProxyDHCP" } else { "DHCP" };
@@ -299,10 +299,18 @@ fn log_event(e: &Event<'_>) {
             peer,
             initiator,
             target,
-        } => println!(
-            "iscsi login from {peer}: initiator {initiator} target {}",
-            target.unwrap_or("(discovery)")
-        ),
+        } => {
+            // What the core made this initiator prove: its own
+            // [host.chap] on this target, or the target's.
+            let chap = target
+                .and_then(|name| targets.iter().find(|t| t.name == name))
+                .is_some_and(|t| t.chap_for(initiator).0.is_some());
+            println!(
+                "iscsi login from {peer}: initiator {initiator} target {} auth={}",
+                target.unwrap_or("(discovery)"),
+                if chap { "CHAP" } else { "None" }
+            )
+        }
         Event::IscsiClosed {
             peer,
             reason,

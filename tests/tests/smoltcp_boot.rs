@@ -344,5 +344,12 @@ fn bios_ipxe_sanboots_with_its_own_secret_from_smoltcp_via_proxy_dhcp() -> Resul
         "the station was refused its own script:\n{}",
         server.log_tail(40)
     );
+    ensure!(
+        log.lines().any(|l| l.contains("iscsi login from")
+            && l.contains(&initiator)
+            && l.ends_with("auth=CHAP")),
+        "the login was not authenticated with the station's CHAP:\n{}",
+        server.log_tail(40)
+    );
     Ok(())
 }
