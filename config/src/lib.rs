@@ -10,9 +10,11 @@
 //! [`files`] keeps TFTP inside its root.
 
 pub mod disk;
+pub mod exposure;
 pub mod files;
 pub mod image_lock;
 pub mod script;
+pub mod stations;
 pub mod translate;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -433,6 +435,11 @@ pub struct Host {
     pub lun: u64,
     /// Overrides `[boot].initiator_iqn` for this host.
     pub initiator_iqn: Option<String>,
+    /// `[host.chap]`: this station's own CHAP secrets. Its initiator name
+    /// must prove them (instead of the target's) on the target it boots and
+    /// on every target whose `initiators` list names it; its script carries
+    /// them, and is served only to its own address.
+    pub chap: Option<Chap>,
     /// Leave the SAN device attached for the OS (iPXE keep-san).
     #[serde(default)]
     pub keep_san: bool,
@@ -619,6 +626,13 @@ impl Config {
                 BootKind::Chain => {
                     if h.chain.is_none() {
                         bail!("[[host]] {}: boot = chain needs `chain`", h.mac);
+                    }
+                    if h.chap.is_some() {
+                        bail!(
+                            "[[host]] {}: [host.chap] is for hosts that boot a target \
+                             (sanboot or kernel); a chain host logs in nowhere",
+                            h.mac
+                        );
                     }
                 }
             }

@@ -19,9 +19,6 @@ use crate::{parse_mac, BootKind, Config, DhcpMode, Host, Target};
 pub const MIN_BIOS_SANBOOT_SECTORS: u64 = 255 * 63;
 const SECTOR: u64 = 512;
 
-/// RFC 7143 §12.1.3: CHAP secrets should be at least 12 bytes (96 bits).
-const MIN_CHAP_SECRET_LEN: usize = 12;
-
 /// Why a host has no script.
 #[derive(Debug)]
 pub(crate) enum HostError {
@@ -73,7 +70,9 @@ pub(crate) fn host_boot<'a>(
         // spelling is what it answers to.
         target_iqn: &target.iqn,
         initiator_iqn: initiator,
-        chap: target.chap.as_ref().map(|c| Chap {
+        // The station's own secrets when it has them (the target checks
+        // them per initiator name), else the target's.
+        chap: host.chap.as_ref().or(target.chap.as_ref()).map(|c| Chap {
             user: &c.user,
             secret: &c.secret,
             mutual: c.mutual_user.as_deref().zip(c.mutual_secret.as_deref()),
@@ -211,7 +210,7 @@ pub fn virtual_file(config: &Config, path: &str) -> Option<Vec<u8>> {
     if name.eq_ignore_ascii_case(DEFAULT_SCRIPT) {
         return to_string(Script::Default).ok().map(String::into_bytes);
     }
-    let mac = mac_from_script_name(name)?;
+    let mac = host_script_mac(config, path)?;
     let Some(host) = config.host(mac) else {
         log::info!("no [[host]] for MAC {}: script not found", HexHyp(mac));
         return None;
@@ -225,6 +224,27 @@ pub fn virtual_file(config: &Config, path: &str) -> Option<Vec<u8>> {
     }
 }
 
+/// The MAC whose `<mac>.ipxe` `path` names (as [`virtual_file`] finds it:
+/// in the script directory or at the top), whether or not a host has it.
+pub fn host_script_mac(config: &Config, path: &str) -> Option<[u8; 6]> {
+    let path = path.trim_start_matches('/');
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    if !dir.is_empty() && !dir.eq_ignore_ascii_case(&script_dir(config)) {
+        return None;
+    }
+    mac_from_script_name(name)
+}
+
+/// Does this host's script carry a CHAP secret (its own or its target's)?
+pub fn carries_secret(config: &Config, host: &Host) -> bool {
+    match host.boot {
+        BootKind::Chain => false,
+        BootKind::Sanboot | BootKind::Kernel => {
+            host.chap.is_some() || target_of(config, host).is_ok_and(|t| t.chap.is_some())
+        }
+    }
+}
+
 /// Problems a boot would hit that the config is still valid without.
 pub fn check_warnings(config: &Config) -> Vec<String> {
     let mut w = Vec::new();
@@ -232,6 +252,7 @@ pub fn check_warnings(config: &Config) -> Vec<String> {
     check_targets(config, &mut w);
     check_hosts(config, &mut w);
     check_dhcp(config, &mut w);
+    crate::exposure::script_warnings(config, &mut w);
     w
 }
 
@@ -280,25 +301,7 @@ fn check_targets(config: &Config, w: &mut Vec<String>) {
             }
         }
         if let Some(chap) = &t.chap {
-            if chap.secret.len() < MIN_CHAP_SECRET_LEN {
-                w.push(format!(
-                    "[[target]] {}: CHAP secret is shorter than {MIN_CHAP_SECRET_LEN} bytes \
-                     (RFC 7143 12.1.3); many initiators refuse it",
-                    t.iqn
-                ));
-            }
-            match (&chap.mutual_user, &chap.mutual_secret) {
-                (Some(_), None) | (None, Some(_)) => w.push(format!(
-                    "[[target]] {}: mutual CHAP needs both mutual_user and mutual_secret; \
-                     it is off",
-                    t.iqn
-                )),
-                (Some(_), Some(ms)) if *ms == chap.secret => w.push(format!(
-                    "[[target]] {}: mutual_secret equals secret (RFC 7143 forbids reusing it)",
-                    t.iqn
-                )),
-                _ => {}
-            }
+            crate::exposure::chap_quality(&format!("[[target]] {}", t.iqn), chap, w);
         }
         for lun in &t.luns {
             let size = match std::fs::metadata(&lun.image) {

@@ -10,10 +10,10 @@ use std::net::Ipv4Addr;
 use anyhow::{Context, Result};
 use sanboot_core::dhcp;
 use sanboot_core::ipxe::{DirectEntry, InitiatorIqn};
-use sanboot_core::iscsi::{ChapCredentials, DigestPolicy, TargetConfig};
+use sanboot_core::iscsi::{ChapCredentials, DigestPolicy, InitiatorChap, TargetConfig};
 
 use crate::script::{host_boot, host_initiator};
-use crate::{parse_mac, Config, DhcpMode, Digest, Target};
+use crate::{parse_mac, Chap, Config, DhcpMode, Digest, Target};
 
 /// The `[[host]]` table as the DHCP server wants it: sorted by MAC.
 pub fn dhcp_hosts(config: &Config) -> Result<Vec<dhcp::Host<'_>>> {
@@ -73,6 +73,18 @@ pub fn initiators(config: &Config) -> Result<Vec<InitiatorIqn>> {
         .collect()
 }
 
+/// Every host's initiator IQN for the iSCSI target's per-host CHAP, in
+/// config order: a host whose name cannot be built (a bad template, a chain
+/// host) gets an empty name, which no login matches, so its `[host.chap]`
+/// entry is left out rather than every host's.
+pub fn station_initiators(config: &Config) -> Vec<InitiatorIqn> {
+    config
+        .hosts
+        .iter()
+        .map(|h| host_initiator(config, h).unwrap_or_default())
+        .collect()
+}
+
 /// Every host's script entry, in config order; `initiators` comes from
 /// [`initiators`]. A host whose entry cannot be built is an error.
 pub fn script_hosts<'c>(
@@ -111,12 +123,63 @@ pub fn naa_and_serial(iqn: &str, lun: u64) -> (u64, String) {
 pub struct TargetViews<'a> {
     initiators: Vec<Vec<&'a str>>,
     luns: Vec<Vec<u64>>,
+    /// Per target: the `[host.chap]` credentials of the hosts allowed on it.
+    host_chap: Vec<Vec<InitiatorChap<'a>>>,
     targets: &'a [Target],
 }
 
+fn credentials<'c>(user: &'c str, secret: &'c str) -> ChapCredentials<'c> {
+    ChapCredentials {
+        user,
+        secret: secret.as_bytes(),
+    }
+}
+
+fn mutual(c: &Chap) -> Option<ChapCredentials<'_>> {
+    Some(credentials(
+        c.mutual_user.as_deref()?,
+        c.mutual_secret.as_deref()?,
+    ))
+}
+
 impl<'a> TargetViews<'a> {
-    /// Collects the initiator names and LUN ids of every target.
-    pub fn new(targets: &'a [Target]) -> Self {
+    /// Collects the initiator names, LUN ids and per-host CHAP entries of
+    /// every target. `initiators` are the hosts' names in config order
+    /// ([`station_initiators`]).
+    ///
+    /// A host's `[host.chap]` applies on the target it boots and on every
+    /// target whose `initiators` list names it: there its initiator name
+    /// must prove the host's secret, and on no other target does that
+    /// secret open anything.
+    pub fn new(config: &'a Config, initiators: &'a [InitiatorIqn]) -> Self {
+        let targets = &config.targets;
+        let host_chap = targets
+            .iter()
+            .map(|t| {
+                let mut entries: Vec<InitiatorChap<'a>> = Vec::new();
+                for (host, name) in config.hosts.iter().zip(initiators) {
+                    let Some(chap) = &host.chap else { continue };
+                    let boots = host
+                        .target
+                        .as_deref()
+                        .is_some_and(|i| i.eq_ignore_ascii_case(&t.iqn));
+                    let listed = t.initiators.iter().any(|i| i.eq_ignore_ascii_case(name));
+                    // The first host with a name wins; `check` flags shared names.
+                    let seen = entries
+                        .iter()
+                        .any(|e| e.initiator.eq_ignore_ascii_case(name));
+                    if name.is_empty() || seen || !(boots || listed) {
+                        continue;
+                    }
+                    entries.push(InitiatorChap {
+                        initiator: name,
+                        chap: credentials(&chap.user, &chap.secret),
+                        mutual_chap: mutual(chap),
+                    });
+                }
+                entries
+            })
+            .collect();
         TargetViews {
             initiators: targets
                 .iter()
@@ -126,6 +189,7 @@ impl<'a> TargetViews<'a> {
                 .iter()
                 .map(|t| t.luns.iter().map(|l| l.id).collect())
                 .collect(),
+            host_chap,
             targets,
         }
     }
@@ -136,19 +200,13 @@ impl<'a> TargetViews<'a> {
             .iter()
             .zip(&self.initiators)
             .zip(&self.luns)
-            .map(|((t, i), l)| TargetConfig {
+            .zip(&self.host_chap)
+            .map(|(((t, i), l), h)| TargetConfig {
                 name: &t.iqn,
                 initiators: i,
-                chap: t.chap.as_ref().map(|c| ChapCredentials {
-                    user: &c.user,
-                    secret: c.secret.as_bytes(),
-                }),
-                mutual_chap: t.chap.as_ref().and_then(|c| {
-                    Some(ChapCredentials {
-                        user: c.mutual_user.as_deref()?,
-                        secret: c.mutual_secret.as_deref()?.as_bytes(),
-                    })
-                }),
+                chap: t.chap.as_ref().map(|c| credentials(&c.user, &c.secret)),
+                mutual_chap: t.chap.as_ref().and_then(mutual),
+                initiator_chap: h,
                 luns: l,
                 digest: match t.digest {
                     Digest::None => DigestPolicy::Never,
@@ -212,5 +270,93 @@ mod tests {
         assert_ne!(naa, naa_and_serial("iqn.2024-01.test:a", 2).0);
         assert_eq!(naa >> 60, 5);
         assert_eq!(serial.len(), 16);
+    }
+
+    #[test]
+    fn host_chap_applies_on_its_targets_only_and_goes_in_its_script() {
+        let text = r#"
+            [server]
+            address = "192.0.2.1"
+            interface = "br0"
+            [[target]]
+            iqn = "iqn.2024-01.test:boot"
+            chap = { user = "all", secret = "target-secret-1" }
+            [[target.lun]]
+            id = 0
+            image = "/nonexistent/a.img"
+            [[target]]
+            iqn = "iqn.2024-01.test:data"
+            initiators = ["iqn.2024-01.test:pc1"]
+            [[target.lun]]
+            id = 0
+            image = "/nonexistent/b.img"
+            [[target]]
+            iqn = "iqn.2024-01.test:other"
+            [[target.lun]]
+            id = 0
+            image = "/nonexistent/c.img"
+            [[host]]
+            mac = "52:54:00:00:00:01"
+            target = "iqn.2024-01.test:BOOT"
+            initiator_iqn = "iqn.2024-01.test:pc1"
+            [host.chap]
+            user = "pc1"
+            secret = "pc1-secret-123"
+            mutual_user = "sanboot"
+            mutual_secret = "pc1-target-456"
+            [[host]]
+            mac = "52:54:00:00:00:02"
+            target = "iqn.2024-01.test:boot"
+            initiator_iqn = "iqn.2024-01.test:pc2"
+        "#;
+        let config: Config = toml::from_str(text).unwrap();
+        config.validate().unwrap();
+        let names = station_initiators(&config);
+        let views = TargetViews::new(&config, &names);
+        let t = views.configs();
+        // The target pc1 boots and the one that lists it; not the third.
+        assert_eq!(t[0].initiator_chap.len(), 1);
+        assert_eq!(t[1].initiator_chap.len(), 1);
+        assert!(t[2].initiator_chap.is_empty());
+        let (chap, mutual) = t[0].chap_for("iqn.2024-01.test:pc1");
+        assert_eq!(chap.unwrap().secret, b"pc1-secret-123");
+        assert_eq!(mutual.unwrap().secret, b"pc1-target-456");
+        // pc2 has no entry: the target's secret.
+        assert_eq!(
+            t[0].chap_for("iqn.2024-01.test:pc2").0.unwrap().secret,
+            b"target-secret-1"
+        );
+        // pc1's script carries its own secret, pc2's the target's.
+        let pc1 = crate::script::render_for_mac(&config, [0x52, 0x54, 0, 0, 0, 1]).unwrap();
+        assert!(pc1.contains("set username pc1\n"), "{pc1}");
+        assert!(pc1.contains("set password pc1-secret-123\n"), "{pc1}");
+        assert!(
+            pc1.contains("set reverse-password pc1-target-456\n"),
+            "{pc1}"
+        );
+        let pc2 = crate::script::render_for_mac(&config, [0x52, 0x54, 0, 0, 0, 2]).unwrap();
+        assert!(pc2.contains("set password target-secret-1\n"), "{pc2}");
+    }
+
+    #[test]
+    fn a_chain_host_cannot_have_chap() {
+        let text = r#"
+            [server]
+            address = "192.0.2.1"
+            interface = "br0"
+            [[host]]
+            mac = "52:54:00:00:00:01"
+            boot = "chain"
+            chain = "http://x/"
+            [host.chap]
+            user = "pc1"
+            secret = "pc1-secret-123"
+        "#;
+        let config: Config = toml::from_str(text).unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("[host.chap] is for hosts that boot a target"),
+            "{err}"
+        );
     }
 }

@@ -104,6 +104,7 @@ static TARGETS: [TargetConfig<'static>; 1] = [TargetConfig {
     initiators: &[],
     chap: None,
     mutual_chap: None,
+    initiator_chap: &[],
     luns: &[0, 1],
     digest: sanboot_core::iscsi::DigestPolicy::Allowed,
 }];

@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use sanboot_core::iscsi::login::{Login, LoginStep, MAX_LOGIN_RESPONSE};
 use sanboot_core::iscsi::pdu::{Bhs, LoginRequest, LoginResponse, Stage, BHS_LEN};
 use sanboot_core::iscsi::text;
-use sanboot_core::iscsi::{ChapCredentials, TargetConfig, TargetLimits, Targets};
+use sanboot_core::iscsi::{ChapCredentials, InitiatorChap, TargetConfig, TargetLimits, Targets};
 
 static TARGETS: [TargetConfig<'static>; 2] = [
     TargetConfig {
@@ -15,6 +15,7 @@ static TARGETS: [TargetConfig<'static>; 2] = [
         initiators: &[],
         chap: None,
         mutual_chap: None,
+        initiator_chap: &[],
         luns: &[0, 1],
         digest: sanboot_core::iscsi::DigestPolicy::Allowed,
     },
@@ -29,6 +30,16 @@ static TARGETS: [TargetConfig<'static>; 2] = [
             user: "tgt",
             secret: b"target-secret-1",
         }),
+        // The fuzzed initiator name has its own secret here, so the
+        // per-initiator lookup runs on every CHAP exchange.
+        initiator_chap: &[InitiatorChap {
+            initiator: "iqn.2010-04.org.ipxe:x",
+            chap: ChapCredentials {
+                user: "x",
+                secret: b"station-x-secret",
+            },
+            mutual_chap: None,
+        }],
         luns: &[0],
         digest: sanboot_core::iscsi::DigestPolicy::Required,
     },

@@ -32,6 +32,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::config::stations::Stations;
 use crate::config::{translate, Config, DhcpMode};
 
 /// Lease slots (reservations included). Each slot costs 32 bytes.
@@ -44,7 +45,11 @@ const LEASE_FILE: &str = "leases";
 type Server<'a> = dhcp::Server<'a, LEASE_SLOTS>;
 
 /// Runs the DHCP service until `stop` turns true.
-pub async fn run(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result<()> {
+pub async fn run(
+    config: Arc<Config>,
+    stations: Arc<Stations>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
     if config.dhcp.mode == DhcpMode::Off {
         let _ = stop.wait_for(|s| *s).await;
         return Ok(());
@@ -58,7 +63,7 @@ pub async fn run(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result
                 .enable_all()
                 .build()
                 .context("dhcp runtime")
-                .and_then(|rt| rt.block_on(serve(config, stop)));
+                .and_then(|rt| rt.block_on(serve(config, stations, stop)));
             let _ = done_tx.send(result);
         })
         .context("cannot start the dhcp thread")?;
@@ -96,7 +101,11 @@ fn bind_udp(port: u16, interface: &str) -> Result<UdpSocket> {
     Ok(UdpSocket::from_std(s.into())?)
 }
 
-async fn serve(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result<()> {
+async fn serve(
+    config: Arc<Config>,
+    stations: Arc<Stations>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
     let Some(interface) = config.server.interface.as_deref() else {
         bail!("[server] interface is required for DHCP");
     };
@@ -111,6 +120,10 @@ async fn serve(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result<(
     let lease_path = state_dir.join(LEASE_FILE);
     if server.config().mode == Mode::Full {
         load_leases(&mut server, &lease_path);
+        // A station booted before a restart still has its lease.
+        for l in server.leases(now()) {
+            stations.record(l.mac, l.ip);
+        }
     }
 
     let main = bind_udp(config.dhcp.port, interface)?;
@@ -150,12 +163,12 @@ async fn serve(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result<(
             r = async { match &pxe { Some(s) => s.readable().await, None => std::future::pending().await } } => {
                 r?;
                 if let Some(s) = &pxe {
-                    drain(&mut server, s, Some(&main), PXE_PORT, &mut rx, &mut tx).await;
+                    drain(&mut server, &stations, s, Some(&main), PXE_PORT, &mut rx, &mut tx).await;
                 }
             }
             r = main.readable() => {
                 r?;
-                drain(&mut server, &main, pxe.as_ref(), SERVER_PORT, &mut rx, &mut tx).await;
+                drain(&mut server, &stations, &main, pxe.as_ref(), SERVER_PORT, &mut rx, &mut tx).await;
             }
         }
     }
@@ -182,6 +195,7 @@ async fn serve(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result<(
 /// for replies that must leave from it.
 async fn drain(
     server: &mut Server<'_>,
+    stations: &Stations,
     sock: &UdpSocket,
     other: Option<&UdpSocket>,
     local_port: u16,
@@ -213,6 +227,10 @@ async fn drain(
             };
             send(via, payload, out.dst).await;
             log_reply(&out);
+        }
+        // The address the station takes: who may read its secret script.
+        if let Some((mac, ip)) = server.poll_station() {
+            stations.record(mac, ip);
         }
     }
 }

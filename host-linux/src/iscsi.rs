@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use sanboot_core::iscsi::{
     Access, CloseReason, Connection, Driver, Event, LoginStatus, Luns, SessionTable,
-    StorageRequest, Targets,
+    StorageRequest, TargetConfig, Targets,
 };
 use sanboot_core::scsi::{self, Units};
 use sanboot_core::time::Instant;
@@ -80,6 +80,8 @@ pub(crate) struct Shared {
     /// takeover (not an RFC reinstatement) did it: logged when it ends.
     replaced: Mutex<HashMap<u64, String>>,
     portal: String,
+    /// Every host's initiator name, for its `[host.chap]` entries.
+    initiators: Vec<sanboot_core::ipxe::InitiatorIqn>,
     epoch: std::time::Instant,
 }
 
@@ -171,6 +173,7 @@ pub async fn run(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result
     let local = listener.local_addr()?;
     let shared = Arc::new(Shared {
         portal: portal(&config, local),
+        initiators: crate::config::translate::station_initiators(&config),
         config: config.clone(),
         targets,
         sessions: Mutex::new({
@@ -252,11 +255,13 @@ fn random_seed() -> [u8; 16] {
     seed
 }
 
-fn auth_name(t: Option<&config::Target>) -> &'static str {
-    match t.and_then(|t| t.chap.as_ref()) {
-        Some(c) if c.mutual_secret.is_some() => "CHAP (mutual offered)",
-        Some(_) => "CHAP",
-        None => "None",
+/// How `initiator` had to authenticate to `t`: its own `[host.chap]` or the
+/// target's (the core refuses a login that did not prove it).
+fn auth_name(t: Option<&TargetConfig<'_>>, initiator: &str) -> &'static str {
+    match t.map(|t| t.chap_for(initiator)) {
+        Some((Some(_), Some(_))) => "CHAP (mutual offered)",
+        Some((Some(_), None)) => "CHAP",
+        _ => "None",
     }
 }
 
@@ -294,7 +299,7 @@ async fn connection(
         .unwrap_or_else(|e| e.into_inner())
         .insert(token, kill.clone());
     let config = shared.config.clone();
-    let views = TargetViews::new(&config.targets);
+    let views = TargetViews::new(&config, &shared.initiators);
     let configs = views.configs();
     let targets = Targets {
         targets: &configs,
@@ -394,7 +399,10 @@ async fn connection(
                             %peer,
                             initiator = %conn.initiator_name(),
                             target = %tname,
-                            auth = auth_name(t),
+                            auth = auth_name(
+                                target.and_then(|i| configs.get(i)),
+                                conn.initiator_name()
+                            ),
                             header_digest = if p.header_digest { "CRC32C" } else { "None" },
                             data_digest = if p.data_digest { "CRC32C" } else { "None" },
                             "iscsi login"

@@ -78,7 +78,8 @@ fn init_logging() {
 
 fn check(path: PathBuf) -> Result<()> {
     let config = config::Config::load(&path)?;
-    let warnings = config::script::check_warnings(&config);
+    let mut warnings = config::script::check_warnings(&config);
+    warnings.extend(config::exposure::file_mode_warning(&config, &path));
     for w in &warnings {
         println!("warning: {w}");
     }
@@ -111,15 +112,21 @@ fn serve(path: PathBuf) -> Result<()> {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let (stop_tx, stop_rx) = watch::channel(false);
+        // Who may read which secret-carrying script: DHCP records, TFTP asks.
+        let stations = Arc::new(config::stations::Stations::new(&config));
         let mut tasks = tokio::task::JoinSet::new();
         // Which service a finished (or panicked) task was, for the error.
         let names = std::collections::HashMap::from([
             (
-                tasks.spawn(dhcp::run(config.clone(), stop_rx.clone())).id(),
+                tasks
+                    .spawn(dhcp::run(config.clone(), stations.clone(), stop_rx.clone()))
+                    .id(),
                 "dhcp",
             ),
             (
-                tasks.spawn(tftp::run(config.clone(), stop_rx.clone())).id(),
+                tasks
+                    .spawn(tftp::run(config.clone(), stations.clone(), stop_rx.clone()))
+                    .id(),
                 "tftp",
             ),
             (

@@ -30,6 +30,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use crate::config::files::{open_under, tftp_root};
+use crate::config::stations::Stations;
 use crate::config::Config;
 
 /// Bytes fetched per `pread`: 64 blocks of 1428, or one of 65464, per syscall.
@@ -40,6 +41,8 @@ const SEND_BUFFER: usize = 4 * 1024 * 1024;
 /// State shared by the listening task and the transfer tasks.
 struct Shared {
     config: Arc<Config>,
+    /// Who may read a secret-carrying script (addresses DHCP saw).
+    stations: Arc<Stations>,
     /// `[tftp] root`, canonicalised once at start.
     root: Option<PathBuf>,
     transfer: TransferConfig,
@@ -60,17 +63,22 @@ impl Shared {
 }
 
 /// Runs the tftp service until `stop` turns true.
-pub async fn run(config: Arc<Config>, stop: watch::Receiver<bool>) -> Result<()> {
+pub async fn run(
+    config: Arc<Config>,
+    stations: Arc<Stations>,
+    stop: watch::Receiver<bool>,
+) -> Result<()> {
     let listen = config.tftp.listen;
     let socket = UdpSocket::bind(listen)
         .await
         .with_context(|| format!("[tftp] listen = {listen}: cannot bind"))?;
-    serve(config, socket, stop).await
+    serve(config, stations, socket, stop).await
 }
 
 /// Serves TFTP on an already bound socket until `stop` turns true.
 pub async fn serve(
     config: Arc<Config>,
+    stations: Arc<Stations>,
     socket: UdpSocket,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
@@ -81,6 +89,7 @@ pub async fn serve(
             ..TransferConfig::default()
         },
         config,
+        stations,
         root,
         active: Mutex::new(HashSet::new()),
         epoch: StdInstant::now(),
@@ -218,7 +227,7 @@ async fn transfer_task(
         peer,
     };
     let path = incoming.path().to_owned();
-    let mut source = match open(&shared, &path) {
+    let mut source = match open(&shared, &path, peer.ip()) {
         Ok(s) => s,
         Err(reason) => {
             tracing::info!(client = %peer.ip(), file = %path, ?reason, "TFTP RRQ refused");
@@ -520,8 +529,13 @@ fn read_file_at(file: &std::fs::File, offset: u64, buf: &mut [u8]) -> Result<(),
 
 /// Finds what `path` (already normalised by the core) names: a generated
 /// script first, then a regular file under the root.
-fn open(shared: &Shared, path: &str) -> Result<Source, Refusal> {
+fn open(shared: &Shared, path: &str, client: IpAddr) -> Result<Source, Refusal> {
     if let Some(bytes) = crate::config::script::virtual_file(&shared.config, path) {
+        // A script with a secret goes only to its station (config::stations).
+        if let Err(why) = shared.stations.check(&shared.config, path, client) {
+            tracing::warn!("TFTP RRQ {path} from {client} refused: {why}");
+            return Err(Refusal::NotFound);
+        }
         return Ok(Source::Memory(bytes));
     }
     let Some(root) = &shared.root else {

@@ -159,12 +159,20 @@ fn example_config_passes_check() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("ok (2 hosts, 1 targets"), "{text}");
-    // Only the TFTP files the user has to provide may be missing.
+    // Only the TFTP files the user has to provide may be missing, and a
+    // checkout leaves the file (which holds CHAP secrets) readable by all.
     for line in text.lines().filter(|l| l.starts_with("warning:")) {
         assert!(
-            line.contains("[tftp]") || line.contains("[boot] bios") || line.contains("[boot] uefi"),
+            line.contains("[tftp]")
+                || line.contains("[boot] bios")
+                || line.contains("[boot] uefi")
+                || line.contains("holds CHAP secrets and is readable"),
             "{line}"
         );
+    }
+    let mode = std::fs::metadata(&example).unwrap().permissions();
+    if std::os::unix::fs::PermissionsExt::mode(&mode) & 0o044 != 0 {
+        assert!(text.contains("chmod 600"), "{text}");
     }
     let out = sanboot(&[
         "script",
@@ -174,7 +182,14 @@ fn example_config_passes_check() {
         "52-54-00-12-34-01",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
+    let script = stdout(&out);
     assert!(
-        stdout(&out).ends_with("sanboot iscsi:192.168.1.10::::iqn.2024-01.lan.example:diskless\n")
+        script.ends_with("sanboot iscsi:192.168.1.10::::iqn.2024-01.lan.example:diskless\n"),
+        "{script}"
+    );
+    // pc1's own [host.chap], not the target's.
+    assert!(
+        script.contains("set password pc1-own-secret-9\n"),
+        "{script}"
     );
 }

@@ -18,7 +18,7 @@ use clap::Parser;
 use sanboot_config as config;
 use sanboot_config::translate;
 use sanboot_core::dhcp::{BootChoice, ClientKind, MessageType};
-use sanboot_core::iscsi::Targets;
+use sanboot_core::iscsi::{TargetConfig, Targets};
 use sanboot_core::tftp::TransferConfig;
 use sanboot_smoltcp::smoltcp::phy::{wait, Medium, TunTapInterface};
 use sanboot_smoltcp::smoltcp::time::{Duration, Instant};
@@ -88,7 +88,8 @@ fn run(cli: Cli) -> Result<()> {
     let script_hosts = translate::script_hosts(&config, &initiators)?;
     let (scsi, disks) = disks::open_all(&config)?;
     let scsi: &'static mut [sanboot_smoltcp::ScsiTarget] = scsi.leak();
-    let views = translate::TargetViews::new(&config.targets);
+    let station_initiators = translate::station_initiators(&config);
+    let views = translate::TargetViews::new(&config, &station_initiators);
     let target_configs = views.configs();
     let port = config.iscsi.listen.port();
     let portal = config
@@ -170,7 +171,7 @@ fn run(cli: Cli) -> Result<()> {
         config.dhcp.mode,
         app.config().tftp.max_windowsize
     );
-    let mut on_event = |e: Event<'_>| log_event(&e);
+    let mut on_event = |e: Event<'_>| log_event(&e, &target_configs);
     loop {
         let t = now();
         app.poll(t, &mut device, &mut on_event);
@@ -230,7 +231,7 @@ fn mac_str(m: [u8; 6]) -> String {
     format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
 }
 
-fn log_event(e: &Event<'_>) {
+fn log_event(e: &Event<'_>, targets: &[TargetConfig<'_>]) {
     match *e {
         Event::DhcpReply(t) => {
             let proto = if t.proxy { "ProxyDHCP" } else { "DHCP" };
@@ -259,6 +260,9 @@ fn log_event(e: &Event<'_>) {
                 t.dst
             );
         }
+        Event::StationAddress { mac, ip } => {
+            println!("DHCP: station {} takes {ip}", mac_str(mac))
+        }
         Event::DhcpDropped => println!("DHCP reply dropped: socket buffer full"),
         Event::TftpRequest {
             path,
@@ -273,15 +277,40 @@ fn log_event(e: &Event<'_>) {
         Event::TftpRefused { path, peer, reason } => {
             println!("TFTP RRQ {path:?} from {} refused: {reason:?}", peer.addr)
         }
+        Event::ScriptRefused {
+            path,
+            peer,
+            mac,
+            expected,
+        } => match expected {
+            Some(ip) => println!(
+                "TFTP RRQ {path} from {} refused: the script of {} carries a CHAP secret and                  goes only to that station's address {ip}",
+                peer.addr,
+                mac_str(mac)
+            ),
+            None => println!(
+                "TFTP RRQ {path} from {} refused: the script of {} carries a CHAP secret and                  that station has not done DHCP with sanboot yet",
+                peer.addr,
+                mac_str(mac)
+            ),
+        },
         Event::IscsiConnected { peer } => println!("iscsi connection from {peer}"),
         Event::IscsiLogin {
             peer,
             initiator,
             target,
-        } => println!(
-            "iscsi login from {peer}: initiator {initiator} target {}",
-            target.unwrap_or("(discovery)")
-        ),
+        } => {
+            // What the core made this initiator prove: its own
+            // [host.chap] on this target, or the target's.
+            let chap = target
+                .and_then(|name| targets.iter().find(|t| t.name == name))
+                .is_some_and(|t| t.chap_for(initiator).0.is_some());
+            println!(
+                "iscsi login from {peer}: initiator {initiator} target {} auth={}",
+                target.unwrap_or("(discovery)"),
+                if chap { "CHAP" } else { "None" }
+            )
+        }
         Event::IscsiClosed {
             peer,
             reason,

@@ -12,8 +12,10 @@ use crate::buffers::{sockets_needed, udp_socket, Buffers, Slots, TRANSFER_PACKET
 use crate::config::Config;
 use crate::event::Event;
 use crate::iscsi::{Iscsi, IscsiBytes, ScsiTarget, ISCSI_SCRATCH};
+use crate::script::STATION_SLOTS;
 use crate::storage::{Disks, Files};
 use crate::tftp::{Tftp, TFTP_PORT};
+use sanboot_core::ipxe::StationAddresses;
 
 /// Why an appliance cannot start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +69,12 @@ pub struct Appliance<
     tftp: Tftp<F::Handle, T>,
     iscsi: Option<Iscsi<'a, D, C, S>>,
     files: F,
+    /// Who may read a secret-carrying script: the address each such
+    /// station used in a DHCP exchange this appliance answered.
+    stations: StationAddresses<STATION_SLOTS>,
+    /// DHCP is on, so station addresses are seen; without it scripts are
+    /// served without the address check.
+    learns_addresses: bool,
     scratch: &'a mut [u8],
     /// The last poll stopped at its round limit with work left.
     busy: bool,
@@ -210,6 +218,8 @@ impl<
                 config.random_seed.rotate_left(29),
             )
         });
+        // Any DHCP mode sees the address a booting station takes.
+        let learns_addresses = dhcp.is_some();
         Ok(Appliance {
             config,
             iface,
@@ -218,6 +228,8 @@ impl<
             tftp,
             iscsi,
             files,
+            stations: StationAddresses::new(),
+            learns_addresses,
             scratch: &mut scratch[..],
             busy: false,
         })
@@ -272,13 +284,26 @@ impl<
             self.iface.poll(now, device, &mut self.sockets);
             moved = false;
             if let Some(d) = self.dhcp.as_mut() {
-                moved |= d.process(t, &mut self.sockets, self.scratch, on_event);
+                let (scripts, stations) = (&self.config.scripts, &mut self.stations);
+                let mut record = |e: Event<'_>| {
+                    // Remember where a station with a secret script is.
+                    if let Event::StationAddress { mac, ip } = e {
+                        if scripts.has_secret(mac) {
+                            // A full table leaves the station unrecorded: its
+                            // script is refused, nobody else's is lost.
+                            let _ = stations.record(mac, ip);
+                        }
+                    }
+                    on_event(e);
+                };
+                moved |= d.process(t, &mut self.sockets, self.scratch, &mut record);
             }
             moved |= self.tftp.process(
                 t,
                 &mut self.sockets,
                 &mut self.files,
                 &self.config.scripts,
+                self.learns_addresses.then_some(&self.stations),
                 self.scratch,
                 on_event,
             );

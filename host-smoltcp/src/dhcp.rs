@@ -120,6 +120,9 @@ impl<'a, const N: usize> Dhcp<'a, N> {
                 let src = SocketAddrV4::new(ip, meta.endpoint.port);
                 self.server.handle_packet(now, src, port, bytes);
                 self.transmit(now, sockets, scratch, on_event);
+                if let Some((mac, ip)) = self.server.poll_station() {
+                    on_event(Event::StationAddress { mac, ip });
+                }
             }
         }
         moved

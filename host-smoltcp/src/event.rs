@@ -10,6 +10,15 @@ use smoltcp::wire::IpEndpoint;
 pub enum Event<'e> {
     /// A DHCP or ProxyDHCP reply went out (see the core's `Transmit`).
     DhcpReply(dhcp::Transmit<'e>),
+    /// DHCP saw which address a booting station takes (its lease, its
+    /// REQUEST to the real server in proxy mode, or its 4011 request): only
+    /// that address may read the station's secret-carrying script.
+    StationAddress {
+        /// The station.
+        mac: [u8; 6],
+        /// Its address.
+        ip: core::net::Ipv4Addr,
+    },
     /// A DHCP reply could not be queued (socket buffer full).
     DhcpDropped,
     /// A TFTP read request was accepted.
@@ -33,6 +42,19 @@ pub enum Event<'e> {
         peer: IpEndpoint,
         /// Why (`None`: bad filename, mode or a write request).
         reason: Option<Refusal>,
+    },
+    /// A station's script carries a CHAP secret and the requester is not
+    /// the address that station used in DHCP: refused as "file not found"
+    /// (a [`Event::TftpRefused`] follows).
+    ScriptRefused {
+        /// The normalised path.
+        path: &'e str,
+        /// The requester.
+        peer: IpEndpoint,
+        /// The MAC whose script was asked for.
+        mac: [u8; 6],
+        /// The address the station was seen with (`None`: not yet).
+        expected: Option<core::net::Ipv4Addr>,
     },
     /// A repeated RRQ from a client whose transfer is running was ignored.
     TftpRepeated {

@@ -3,11 +3,19 @@
 //! fall into the block (scripts are a block or two long).
 
 use core::fmt;
+use core::net::Ipv4Addr;
 
-use sanboot_core::ipxe::{mac_from_script_name, Script, DEFAULT_SCRIPT};
+use sanboot_core::ipxe::{
+    mac_from_script_name, Script, ScriptAccess, StationAddresses, DEFAULT_SCRIPT,
+};
 use sanboot_core::tftp::{ReadError, Refusal};
+use smoltcp::wire::IpAddress;
 
 use crate::config::Scripts;
+
+/// Stations whose addresses the appliance remembers (only those whose
+/// scripts carry a secret); one more is refused its script.
+pub const STATION_SLOTS: usize = 32;
 
 /// Which generated script a transfer serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +89,40 @@ impl<'a> Scripts<'a> {
                         .is_some_and(|t| t.eq_ignore_ascii_case(rp))
             }
         }
+    }
+
+    /// May `requester` read script `r`? A host script that carries a CHAP
+    /// secret goes only to the address its station used in DHCP
+    /// (`stations`, `None` when this appliance never sees addresses: DHCP
+    /// off). `Err` names the MAC and the address expected.
+    pub fn access(
+        &self,
+        r: ScriptRef,
+        stations: Option<&StationAddresses<STATION_SLOTS>>,
+        requester: IpAddress,
+    ) -> Result<(), ([u8; 6], Option<Ipv4Addr>)> {
+        let (ScriptRef::Host(i), Some(stations)) = (r, stations) else {
+            return Ok(());
+        };
+        let Some(host) = self.hosts.get(i).filter(|h| h.boot.carries_secret()) else {
+            return Ok(());
+        };
+        // Addresses are IPv4 (DHCPv4); any other requester is not the station.
+        let core::net::IpAddr::V4(ip) = core::net::IpAddr::from(requester) else {
+            return Err((host.mac, stations.address(host.mac)));
+        };
+        match stations.check(host.mac, ip) {
+            ScriptAccess::Allowed => Ok(()),
+            ScriptAccess::Unknown => Err((host.mac, None)),
+            ScriptAccess::OtherAddress { expected } => Err((host.mac, Some(expected))),
+        }
+    }
+
+    /// Does the script of `mac` carry a secret (its address is worth keeping)?
+    pub fn has_secret(&self, mac: [u8; 6]) -> bool {
+        self.hosts
+            .iter()
+            .any(|h| h.mac == mac && h.boot.carries_secret())
     }
 
     /// The script `r` stands for.

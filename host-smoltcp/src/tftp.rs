@@ -18,8 +18,9 @@ use smoltcp::wire::IpEndpoint;
 use crate::buffers::fits;
 use crate::config::Scripts;
 use crate::event::Event;
-use crate::script::{Lookup, ScriptRef};
+use crate::script::{Lookup, ScriptRef, STATION_SLOTS};
 use crate::storage::Files;
+use sanboot_core::ipxe::StationAddresses;
 
 /// TFTP server port.
 pub const TFTP_PORT: u16 = 69;
@@ -148,16 +149,18 @@ impl<H, const T: usize> Tftp<H, T> {
     }
 
     /// Handles what arrived and sends what is due. True if anything moved.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn process<F: Files<Handle = H>>(
         &mut self,
         now: Instant,
         sockets: &mut SocketSet<'_>,
         files: &mut F,
         scripts: &Scripts<'_>,
+        stations: Option<&StationAddresses<STATION_SLOTS>>,
         scratch: &mut [u8],
         on_event: &mut dyn FnMut(Event<'_>),
     ) -> bool {
-        let mut moved = self.process_listener(now, sockets, files, scripts, on_event);
+        let mut moved = self.process_listener(now, sockets, files, scripts, stations, on_event);
         for i in 0..T {
             moved |= self.process_slot(i, now, sockets, files, scripts, scratch, on_event);
         }
@@ -170,6 +173,7 @@ impl<H, const T: usize> Tftp<H, T> {
         sockets: &mut SocketSet<'_>,
         files: &mut F,
         scripts: &Scripts<'_>,
+        stations: Option<&StationAddresses<STATION_SLOTS>>,
         on_event: &mut dyn FnMut(Event<'_>),
     ) -> bool {
         let mut moved = false;
@@ -218,7 +222,18 @@ impl<H, const T: usize> Tftp<H, T> {
                 continue;
             };
             let opened = match scripts.lookup(incoming.path()) {
-                Lookup::Script(r) => scripts.open(r).map(|size| (Source::Script(r), size)),
+                Lookup::Script(r) => match scripts.access(r, stations, peer.addr) {
+                    Ok(()) => scripts.open(r).map(|size| (Source::Script(r), size)),
+                    Err((mac, expected)) => {
+                        on_event(Event::ScriptRefused {
+                            path: incoming.path(),
+                            peer,
+                            mac,
+                            expected,
+                        });
+                        Err(Refusal::NotFound)
+                    }
+                },
                 Lookup::UnknownMac(_) => Err(Refusal::NotFound),
                 Lookup::NotScript => files
                     .open(incoming.path())

@@ -14,7 +14,7 @@ use std::net::Ipv4Addr;
 use std::rc::Rc;
 
 use sanboot_core::dhcp::{self, Mode};
-use sanboot_core::ipxe::{DirectEntry, HostBoot, Script};
+use sanboot_core::ipxe::{Chap, DirectEntry, HostBoot, IscsiDisk, Script};
 use sanboot_core::tftp::{Outcome, Refusal, TransferConfig};
 use sanboot_smoltcp::smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet, SocketStorage};
 use sanboot_smoltcp::smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
@@ -102,6 +102,13 @@ fn hosts() -> &'static [DirectEntry<'static>] {
 type App = Appliance<'static, StaticFiles<'static>, NoDisks, 16, T, C>;
 
 fn appliance(end: &mut End) -> (App, Vec<Event<'static>>) {
+    appliance_for(end, hosts())
+}
+
+fn appliance_for(
+    end: &mut End,
+    hosts: &'static [DirectEntry<'static>],
+) -> (App, Vec<Event<'static>>) {
     let mut d = dhcp::Config::new(Mode::Full, SERVER);
     d.pool = Some((Ipv4Addr::new(192, 0, 2, 100), Ipv4Addr::new(192, 0, 2, 150)));
     let config = Config {
@@ -112,7 +119,7 @@ fn appliance(end: &mut End) -> (App, Vec<Event<'static>>) {
         dhcp: Some(d),
         pxe_port: false,
         tftp: TransferConfig::default(),
-        scripts: Scripts::new(hosts()),
+        scripts: Scripts::new(hosts),
         random_seed: 7,
         iscsi: None,
     };
@@ -475,4 +482,144 @@ fn a_reply_stuck_on_arp_does_not_block_dhcp() {
     );
     assert_eq!(again, Some(leased));
     assert!(now - start < 25_000, "took {} ms", now - start);
+}
+
+/// A station whose script carries a CHAP secret: refused until it did DHCP
+/// with the appliance, then served to its lease address only.
+#[test]
+fn a_secret_script_goes_only_to_the_stations_lease() {
+    const SECRET: &str = "station-secret-1";
+    let hosts: &'static [DirectEntry<'static>] = Box::leak(Box::new([DirectEntry {
+        mac: MAC,
+        boot: HostBoot::Sanboot {
+            disk: IscsiDisk {
+                server: SERVER,
+                port: 3260,
+                lun: 0,
+                target_iqn: "iqn.2024-01.test:disk",
+                initiator_iqn: "iqn.2024-01.test:station",
+                chap: Some(Chap {
+                    user: "station",
+                    secret: SECRET,
+                    mutual: None,
+                }),
+            },
+            keep_san: false,
+        },
+    }]));
+    let (mut server_end, client_end) = wire();
+    let (mut app, _) = appliance_for(&mut server_end, hosts);
+    let mut client = Client::new(client_end, MAC);
+    let mut events = Vec::new();
+    let mut now = 0;
+    let server69 = IpEndpoint::new(SERVER.into(), 69);
+    let script = "52-54-00-e2-e0-01.ipxe";
+
+    // Sends an RRQ from `port`; returns the first reply's bytes.
+    let fetch = |app: &mut App,
+                 server_end: &mut End,
+                 client: &mut Client,
+                 now: &mut i64,
+                 events: &mut Vec<String>,
+                 port: u16| {
+        let h = client.udp(port);
+        client
+            .sockets
+            .get_mut::<udp::Socket>(h)
+            .send_slice(&rrq(script), server69)
+            .unwrap();
+        run(app, server_end, client, now, 100, events);
+        let s = client.sockets.get_mut::<udp::Socket>(h);
+        let (d, from) = s
+            .recv()
+            .map(|(d, m)| (d.to_vec(), m.endpoint))
+            .unwrap_or_else(|e| panic!("no reply on port {port}: {e:?}\n{events:#?}"));
+        if d[..2] == [0, 3] {
+            s.send_slice(&[0, 4, d[2], d[3]], from).unwrap();
+        }
+        run(app, server_end, client, now, 10, events);
+        d
+    };
+
+    // A static address before any DHCP: refused as "file not found".
+    client.set_ip(Ipv4Addr::new(192, 0, 2, 120));
+    let d = fetch(
+        &mut app,
+        &mut server_end,
+        &mut client,
+        &mut now,
+        &mut events,
+        2000,
+    );
+    assert_eq!(&d[..4], &[0, 5, 0, 1], "not file-not-found: {d:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("ScriptRefused") && e.contains("expected: None")),
+        "{events:?}"
+    );
+
+    // The station does DHCP: its lease is the one address that may read.
+    let h = client.sockets.add(dhcpv4::Socket::new());
+    let mut lease = None;
+    for _ in 0..200 {
+        run(
+            &mut app,
+            &mut server_end,
+            &mut client,
+            &mut now,
+            1,
+            &mut events,
+        );
+        if let Some(dhcpv4::Event::Configured(c)) =
+            client.sockets.get_mut::<dhcpv4::Socket>(h).poll()
+        {
+            lease = Some(c.address);
+            break;
+        }
+    }
+    let lease = lease.expect("no lease");
+    client.iface.update_ip_addrs(|a| {
+        a.clear();
+        a.push(IpCidr::Ipv4(lease)).unwrap();
+    });
+    let d = fetch(
+        &mut app,
+        &mut server_end,
+        &mut client,
+        &mut now,
+        &mut events,
+        2001,
+    );
+    assert_eq!(
+        &d[..4],
+        &[0, 3, 0, 1],
+        "the lease address was refused: {events:?}"
+    );
+    assert!(String::from_utf8_lossy(&d[4..]).contains(SECRET));
+
+    // Another address on the LAN asking for the same MAC's script.
+    client.iface.update_ip_addrs(|a| {
+        a.clear();
+        a.push(IpCidr::new(Ipv4Addr::new(192, 0, 2, 121).into(), 24))
+            .unwrap();
+    });
+    let d = fetch(
+        &mut app,
+        &mut server_end,
+        &mut client,
+        &mut now,
+        &mut events,
+        2002,
+    );
+    assert_eq!(&d[..4], &[0, 5, 0, 1], "another address got it: {d:?}");
+    let refused = events
+        .iter()
+        .rev()
+        .find(|e| e.contains("ScriptRefused"))
+        .unwrap();
+    assert!(
+        refused.contains(&format!("expected: Some({})", lease.address())),
+        "{refused}"
+    );
 }

@@ -108,6 +108,7 @@ fn appliance(end: &mut End) -> App {
         initiators: &[],
         chap: None,
         mutual_chap: None,
+        initiator_chap: &[],
         luns: &[0],
         digest: DigestPolicy::Allowed,
     }]));

@@ -291,3 +291,65 @@ fn bios_ipxe_sanboots_the_test_disk_from_smoltcp() -> Result<()> {
     );
     Ok(())
 }
+
+/// Per-station CHAP on smoltcp, in proxy mode beside the "home router":
+/// the appliance learns the station's address from its DHCPREQUEST to the
+/// router, serves it (only) its script with its own `[host.chap]` secret,
+/// and the station logs in to a target that lists only its initiator name.
+#[test]
+fn bios_ipxe_sanboots_with_its_own_secret_from_smoltcp_via_proxy_dhcp() -> Result<()> {
+    sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
+    let _one = sanboot_tests::one_station_at_a_time();
+    let mut lab = Lab::new("smoltcp_station_chap")?;
+    let _pcap = lab.capture()?;
+    let router_ns = lab.add_router(sanboot_tests::ROUTER)?;
+    let router = peers::plain_dhcp(&lab, &router_ns)?;
+    let disk = disk::build(lab.dir(), 16, false)?;
+    sanboot::tftp_root(&lab)?;
+    let _ra = peers::router_advertisements(&lab)?;
+    let initiator = format!(
+        "iqn.2010-04.org.ipxe:station1-{}",
+        sanboot_tests::STATION_MAC_HYP
+    );
+    let hosts = sanboot_tests::sanboot_host(&disk.path).replace(
+        &format!("iqn = \"{}\"\n", sanboot_tests::TARGET_IQN),
+        &format!(
+            "iqn = \"{}\"\ninitiators = [\"{initiator}\"]\n",
+            sanboot_tests::TARGET_IQN
+        ),
+    ) + "[host.chap]\nuser = \"station1\"\nsecret = \"station1-own-secret\"\n";
+    let config = sanboot::config(&lab, DhcpMode::Proxy, &hosts);
+    let server = start_smoltcp(&lab, &config)?;
+
+    let mut station = Station::start(&lab, Boot::BiosRom)?;
+    let took = station
+        .wait_for("SANBOOT-OK", Duration::from_secs(120))
+        .with_context(|| {
+            format!(
+                "sanboot-smoltcp log (last 40 lines):\n{}\nrouter log:\n{}",
+                server.log_tail(40),
+                router.log_tail(20)
+            )
+        })?;
+    sanboot_tests::record_timing("smoltcp_station_chap bios-rom proxy", took);
+    sanboot_tests::assert_in_order(&station.console(), &disk.expected_lines())?;
+    let log = server.log();
+    ensure!(
+        log.contains("DHCP: station 52:54:00:e2:e0:01 takes"),
+        "the appliance did not learn the station's address:\n{}",
+        server.log_tail(40)
+    );
+    ensure!(
+        !log.contains("carries a CHAP secret"),
+        "the station was refused its own script:\n{}",
+        server.log_tail(40)
+    );
+    ensure!(
+        log.lines().any(|l| l.contains("iscsi login from")
+            && l.contains(&initiator)
+            && l.ends_with("auth=CHAP")),
+        "the login was not authenticated with the station's CHAP:\n{}",
+        server.log_tail(40)
+    );
+    Ok(())
+}

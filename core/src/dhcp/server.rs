@@ -145,6 +145,28 @@ pub struct Transmit<'a> {
     pub choice: Option<BootChoice>,
 }
 
+impl Transmit<'_> {
+    /// The address this reply shows the client uses, which is who may read
+    /// its secret-carrying script ([`crate::ipxe::StationAddresses`]): the
+    /// `yiaddr` of a full-mode ACK, or the unicast source of a ProxyDHCP
+    /// request on port 4011 (iPXE sends one from its leased address after
+    /// the router's ACK). Offers, NAKs and broadcast replies show nothing.
+    pub fn station_address(&self) -> Option<Ipv4Addr> {
+        if self.message != MessageType::Ack {
+            return None;
+        }
+        let ip = if self.proxy {
+            if self.src_port != PXE_PORT || self.broadcast {
+                return None;
+            }
+            *self.dst.ip()
+        } else {
+            self.yiaddr
+        };
+        (!ip.is_unspecified() && !ip.is_broadcast()).then_some(ip)
+    }
+}
+
 /// Counters: what came in, what went out, what was dropped and why.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -198,6 +220,8 @@ pub struct Server<'a, const N: usize> {
     leases: LeaseTable<N>,
     cursor: u32,
     pending: Option<Pending<'a>>,
+    /// The last address a booting client was seen to use (see `poll_station`).
+    station: Option<([u8; 6], Ipv4Addr)>,
     stats: Stats,
 }
 
@@ -256,6 +280,7 @@ impl<'a, const N: usize> Server<'a, N> {
             leases,
             cursor: 0,
             pending: None,
+            station: None,
             stats: Stats::default(),
         })
     }
@@ -388,7 +413,22 @@ impl<'a, const N: usize> Server<'a, N> {
             _ => &mut self.stats.naks,
         };
         bump(count);
-        Some(Transmit { len, ..p.meta })
+        let t = Transmit { len, ..p.meta };
+        if let Some(ip) = t.station_address() {
+            self.station = Some((t.mac, ip));
+        }
+        Some(t)
+    }
+
+    /// The address a booting client was last seen to use, once: a
+    /// full-mode ACK's lease, the source of a ProxyDHCP request on 4011, or,
+    /// in proxy mode, the requested address of a PXE/iPXE client's REQUEST
+    /// to the real DHCP server. Drain it after `poll_transmit`; the host
+    /// keeps it to decide who may read that station's secret-carrying
+    /// script ([`crate::ipxe::StationAddresses`]).
+    #[must_use]
+    pub fn poll_station(&mut self) -> Option<([u8; 6], Ipv4Addr)> {
+        self.station.take()
     }
 
     fn ignore(&mut self) -> Option<Pending<'a>> {
@@ -499,6 +539,18 @@ impl<'a, const N: usize> Server<'a, N> {
     }
 
     fn proxy(&mut self, msg: MessageType, req: &Repr) -> Option<Pending<'a>> {
+        if msg == MessageType::Request && boot::classify(req) != ClientKind::Plain {
+            // A booting client's REQUEST to the real server names the
+            // address it takes; iPXE does not always follow with a request
+            // on 4011, so this is where a proxy sees it.
+            let ip = req
+                .requested_ip
+                .or(Some(req.ciaddr))
+                .filter(|ip| !ip.is_unspecified() && !ip.is_broadcast());
+            if let Some(ip) = ip {
+                self.station = Some((req.chaddr, ip));
+            }
+        }
         if msg != MessageType::Discover {
             // PXE clients ask the proxy on port 4011; REQUESTs on 67 are the DHCP server's.
             return self.ignore();

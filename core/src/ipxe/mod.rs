@@ -32,6 +32,7 @@
 mod iscsi_name;
 mod mac;
 mod script;
+mod station;
 mod value;
 mod writer;
 
@@ -44,6 +45,7 @@ pub use script::{
     Chap, DirectEntry, Field, HostBoot, Initramfs, IscsiDisk, RenderError, Script, DEFAULT_SCRIPT,
     ISCSI_DEFAULT_PORT, MAX_LUN,
 };
+pub use station::{ScriptAccess, StationAddresses};
 pub use value::ValueError;
 pub use writer::SliceWriter;
 

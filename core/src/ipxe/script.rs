@@ -236,6 +236,17 @@ pub enum HostBoot<'a> {
     },
 }
 
+impl HostBoot<'_> {
+    /// Does this script carry a CHAP secret (so that it should go only to
+    /// its own station, see [`super::StationAddresses`])?
+    pub fn carries_secret(&self) -> bool {
+        match self {
+            HostBoot::Sanboot { disk, .. } | HostBoot::Kernel { disk, .. } => disk.chap.is_some(),
+            HostBoot::Chain { .. } => false,
+        }
+    }
+}
+
 /// One machine in a [`Script::Direct`] file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DirectEntry<'a> {

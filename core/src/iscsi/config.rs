@@ -12,6 +12,21 @@ pub struct ChapCredentials<'a> {
     pub secret: &'a [u8],
 }
 
+/// One initiator's own CHAP credentials on a target, as LIO's per-ACL CHAP:
+/// when this initiator logs in, these replace the target's
+/// [`TargetConfig::chap`] and [`TargetConfig::mutual_chap`], so one
+/// station's secret opens only the targets that list it, and a station
+/// presenting another's initiator name must prove that station's secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InitiatorChap<'a> {
+    /// InitiatorName these credentials belong to (compared case-insensitively).
+    pub initiator: &'a str,
+    /// What the initiator must prove (one-way CHAP).
+    pub chap: ChapCredentials<'a>,
+    /// What the target proves when this initiator asks for mutual CHAP.
+    pub mutual_chap: Option<ChapCredentials<'a>>,
+}
+
 /// How a target answers the initiator's HeaderDigest / DataDigest offers
 /// (RFC 7143 §6.2: the responder picks the first offered value it supports
 /// *and is allowed to use*).
@@ -41,13 +56,17 @@ pub struct TargetConfig<'a> {
     pub chap: Option<ChapCredentials<'a>>,
     /// The target's own credentials, sent when the initiator asks for mutual CHAP.
     pub mutual_chap: Option<ChapCredentials<'a>>,
+    /// Per-initiator credentials: an initiator listed here proves its own
+    /// secret instead of [`TargetConfig::chap`] (see [`TargetConfig::chap_for`]).
+    /// Its length is the caller's: the lookup is a scan, no table is kept.
+    pub initiator_chap: &'a [InitiatorChap<'a>],
     /// LUN numbers of this target (flat LUN numbers, as in REPORT LUNS).
     pub luns: &'a [u64],
     /// Digest policy of this target (overrides [`TargetLimits::digest`]).
     pub digest: DigestPolicy,
 }
 
-impl TargetConfig<'_> {
+impl<'a> TargetConfig<'a> {
     /// Is `initiator` on the allow-list (or is the list empty)?
     pub fn allows(&self, initiator: &str) -> bool {
         self.initiators.is_empty()
@@ -55,6 +74,24 @@ impl TargetConfig<'_> {
                 .initiators
                 .iter()
                 .any(|i| i.eq_ignore_ascii_case(initiator))
+    }
+
+    /// The CHAP credentials `initiator` must prove on this target, and the
+    /// ones the target answers a mutual challenge with: the initiator's own
+    /// entry in [`TargetConfig::initiator_chap`] if it has one (the whole
+    /// entry: its mutual credentials too), else the target's.
+    pub fn chap_for(
+        &self,
+        initiator: &str,
+    ) -> (Option<ChapCredentials<'a>>, Option<ChapCredentials<'a>>) {
+        match self
+            .initiator_chap
+            .iter()
+            .find(|c| c.initiator.eq_ignore_ascii_case(initiator))
+        {
+            Some(c) => (Some(c.chap), c.mutual_chap),
+            None => (self.chap, self.mutual_chap),
+        }
     }
 
     /// Does this target have LUN `lun`?

@@ -321,6 +321,19 @@ impl Login {
         let r = self.process_keys(req, &text_buf, targets, limits, &mut out);
         let n = out.len();
         if let Err(status) = r {
+            if status == LoginStatus::AuthFailure {
+                // Who tried which target: the one line an operator needs to
+                // tell a mistyped secret from a station posing as another.
+                let target = self
+                    .target
+                    .and_then(|i| targets.targets.get(i))
+                    .map_or("", |t| t.name);
+                warn!(
+                    "iSCSI CHAP authentication failed: initiator {} target {}",
+                    self.initiator.as_str(),
+                    target
+                );
+            }
             return self.fail(status);
         }
         self.first = false;
@@ -418,17 +431,13 @@ impl Login {
             }
             _ => limits,
         };
-        let chap_cfg = if self.discovery {
-            None
-        } else {
-            self.target
-                .and_then(|i| targets.targets.get(i))
-                .and_then(|t| t.chap)
+        // Which secrets apply is decided per initiator (LIO's per-ACL CHAP):
+        // its own entry on this target, else the target's.
+        let (chap_cfg, mutual_cfg) = match self.target.and_then(|i| targets.targets.get(i)) {
+            Some(t) => t.chap_for(&self.initiator),
+            None => (None, None),
         };
-        let mutual_cfg = self
-            .target
-            .and_then(|i| targets.targets.get(i))
-            .and_then(|t| t.mutual_chap);
+        let chap_cfg = if self.discovery { None } else { chap_cfg };
         // A first request that skips the security stage is fine only when no
         // authentication is required.
         if self.first && req.csg == Stage::Operational {

@@ -141,7 +141,9 @@ mod tests;
 pub use backend::{
     Backend, IoId, Plan, ReadChunk, Resume, ScsiRequest, StorageRequest, TmfOutcome, WriteChunk,
 };
-pub use config::{ChapCredentials, DigestPolicy, TargetConfig, TargetLimits, Targets};
+pub use config::{
+    ChapCredentials, DigestPolicy, InitiatorChap, TargetConfig, TargetLimits, Targets,
+};
 pub use connection::{CloseReason, Connection, Event, Stats};
 pub use driver::{Access, Bound, Driver, Luns};
 pub use login::{LoginStatus, SessionRequest};

@@ -517,6 +517,7 @@ pub(crate) fn targets(
         initiators: &[],
         chap,
         mutual_chap: mutual,
+        initiator_chap: &[],
         luns: LUNS,
         digest: crate::iscsi::DigestPolicy::Allowed,
     }]);
@@ -667,6 +668,7 @@ pub(crate) fn ipxe_logged_in(limits: TargetLimits) -> Harness<'static> {
     h
 }
 
+mod chap_per_initiator;
 mod discovery_tmf;
 mod ipxe;
 mod keepalive;

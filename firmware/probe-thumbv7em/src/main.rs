@@ -98,6 +98,7 @@ static TARGETS: [TargetConfig<'static>; 1] = [TargetConfig {
     initiators: &[],
     chap: None,
     mutual_chap: None,
+    initiator_chap: &[],
     luns: &[0],
     digest: DigestPolicy::Allowed,
 }];

@@ -515,3 +515,51 @@ fn a_host_buffer_too_small_drops_the_reply_and_counts_it() {
     // The next exchange is unaffected.
     assert!(exchange(&mut s, 1, CLIENT, 67, IPXE_BIOS_DISCOVER).is_some());
 }
+
+/// Which address a reply shows the station uses (who may read its
+/// secret-carrying script): a full-mode ACK's lease, a 4011 request's source.
+#[test]
+fn station_address_comes_from_acks_and_4011_requests() {
+    let mut s = Server::<64>::new(full_config()).unwrap();
+    let (offer, _) = exchange(&mut s, 0, CLIENT, 67, IPXE_BIOS_DISCOVER).unwrap();
+    assert_eq!(offer.station_address(), None, "an offer leases nothing yet");
+    let (ack, _) = exchange(&mut s, 1000, CLIENT, 67, IPXE_BIOS_REQUEST).unwrap();
+    assert_eq!(ack.mac, MAC);
+    assert_eq!(ack.station_address(), Some(Ipv4Addr::new(192, 0, 2, 129)));
+
+    let mut s = Server::<4>::new(Config::new(Mode::Proxy, SERVER)).unwrap();
+    let (offer, _) = exchange(&mut s, 0, CLIENT, 67, EDK2_DISCOVER).unwrap();
+    assert_eq!(offer.station_address(), None, "broadcast, no address");
+    let from = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 77), 68);
+    let (ack, _) = exchange(&mut s, 20, from, PXE_PORT, EDK2_REQUEST).unwrap();
+    assert_eq!(ack.station_address(), Some(*from.ip()));
+    assert_eq!(s.poll_station(), Some((ack.mac, *from.ip())));
+    assert_eq!(s.poll_station(), None, "reported once");
+    // A 4011 request from 0.0.0.0 is answered by broadcast: no address.
+    let (ack, _) = exchange(&mut s, 30, CLIENT, PXE_PORT, EDK2_REQUEST).unwrap();
+    assert_eq!(ack.station_address(), None);
+    assert_eq!(s.poll_station(), None);
+}
+
+/// iPXE beside a router does not always ask port 4011 (QEMU's iPXE ROM
+/// does not): in proxy mode its REQUEST to the router, which the proxy
+/// does not answer, names the address it takes.
+#[test]
+fn proxy_sees_the_address_an_ipxe_request_takes() {
+    let mut s = Server::<4>::new(Config::new(Mode::Proxy, SERVER)).unwrap();
+    let (_, _) = exchange(&mut s, 0, CLIENT, 67, IPXE_BIOS_DISCOVER).unwrap();
+    assert_eq!(s.poll_station(), None, "a DISCOVER takes no address");
+    assert!(exchange(&mut s, 10, CLIENT, 67, IPXE_BIOS_REQUEST).is_none());
+    let req = Repr::parse(&Packet::new_checked(IPXE_BIOS_REQUEST).unwrap()).unwrap();
+    assert_eq!(
+        s.poll_station(),
+        Some((MAC, req.requested_ip.unwrap())),
+        "the REQUEST's option 50"
+    );
+    // Full mode reports its ACK's lease instead.
+    let mut s = Server::<64>::new(full_config()).unwrap();
+    let _ = exchange(&mut s, 0, CLIENT, 67, IPXE_BIOS_DISCOVER).unwrap();
+    assert_eq!(s.poll_station(), None);
+    let (ack, _) = exchange(&mut s, 1000, CLIENT, 67, IPXE_BIOS_REQUEST).unwrap();
+    assert_eq!(s.poll_station(), Some((MAC, ack.yiaddr)));
+}

@@ -236,6 +236,7 @@ fn login_failures() {
             initiators: &["iqn.someone-else"],
             chap: None,
             mutual_chap: None,
+            initiator_chap: &[],
             luns: LUNS,
             digest: crate::iscsi::DigestPolicy::Allowed,
         }]));
@@ -452,6 +453,7 @@ fn long_send_targets_response_is_continued() {
             initiators: &[],
             chap: None,
             mutual_chap: None,
+            initiator_chap: &[],
             luns: LUNS,
             digest: crate::iscsi::DigestPolicy::Allowed,
         })
@@ -522,6 +524,7 @@ fn required_digests_refuse_a_login_without_them() {
             initiators: &[],
             chap: None,
             mutual_chap: None,
+            initiator_chap: &[],
             luns: LUNS,
             digest: crate::iscsi::DigestPolicy::Required,
         }]));
