@@ -12,6 +12,7 @@
 pub mod disk;
 pub mod files;
 pub mod image_lock;
+pub mod images;
 pub mod script;
 pub mod translate;
 
@@ -38,6 +39,9 @@ pub struct Config {
     pub targets: Vec<Target>,
     #[serde(default, rename = "host")]
     pub hosts: Vec<Host>,
+    /// Golden images stations boot through their own overlay ([`images`]).
+    #[serde(default, rename = "image")]
+    pub images: Vec<Image>,
 }
 
 /// `[server]`: where the appliance lives on the boot LAN.
@@ -372,6 +376,40 @@ pub struct Lun {
     pub write_cache: bool,
 }
 
+/// `[[image]]`: a read-only golden system image that many stations boot,
+/// each through its own copy-on-write overlay (see [`images`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    /// Names the image in `[[host]] image` and on the command line; also a
+    /// directory name under `overlay_dir`.
+    pub name: String,
+    /// The golden base (version 1); never written. Relative to the config file.
+    pub file: PathBuf,
+    /// Overlay allocation unit in bytes (a power of two, 512 B .. 64 MiB);
+    /// the overlay's default when absent.
+    pub granularity: Option<u64>,
+    /// Where station overlays live: `<overlay_dir>/<name>/<hostname>.ovl`.
+    /// Default `<state_dir>/overlays`.
+    pub overlay_dir: Option<PathBuf>,
+    /// Prefix of the station targets' names: station `pc1` gets the target
+    /// `<iqn>:pc1`. Default `iqn.2026-12.org.sanboot:<name>`.
+    pub iqn: Option<String>,
+}
+
+/// `[[host]] mode`: what happens to a station's overlay of its image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StationMode {
+    /// Writes are kept across boots (until `sanboot image reset`).
+    #[default]
+    Persistent,
+    /// Writes are discarded at every boot: each boot starts from the image.
+    Volatile,
+    /// Kept like `persistent`, plus named snapshots to roll back to.
+    Snapshot,
+}
+
 /// What a host's script does once it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -445,6 +483,11 @@ pub struct Host {
     pub initrd: Option<String>,
     #[serde(default)]
     pub cmdline: String,
+    /// Boot this `[[image]]` through the station's own overlay; sanboot
+    /// makes the target (see [`images`]), so `target`/`lun` stay unset.
+    pub image: Option<String>,
+    /// With `image`: persistent (default), volatile or snapshot.
+    pub mode: Option<StationMode>,
 }
 
 impl Config {
@@ -457,6 +500,10 @@ impl Config {
             toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e))?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
+        // Stations of golden images become ordinary targets first, so every
+        // later rule (and `serve`, `script`, `check`) sees them as such.
+        images::expand(&mut config)
+            .with_context(|| format!("{}: invalid configuration", path.display()))?;
         config
             .validate()
             .with_context(|| format!("{}: invalid configuration", path.display()))?;
@@ -476,6 +523,12 @@ impl Config {
         for target in &mut self.targets {
             for lun in &mut target.luns {
                 abs(&mut lun.image);
+            }
+        }
+        for image in &mut self.images {
+            abs(&mut image.file);
+            if let Some(dir) = image.overlay_dir.as_mut() {
+                abs(dir);
             }
         }
     }
