@@ -522,6 +522,10 @@ fn read_file_at(file: &std::fs::File, offset: u64, buf: &mut [u8]) -> Result<(),
 /// script first, then a regular file under the root.
 fn open(shared: &Shared, path: &str) -> Result<Source, Refusal> {
     if let Some(bytes) = crate::config::script::virtual_file(&shared.config, path) {
+        // A golden-image station fetching its script starts a boot.
+        if let Some(stations) = crate::stations::registry() {
+            stations.script_fetched(path);
+        }
         return Ok(Source::Memory(bytes));
     }
     let Some(root) = &shared.root else {

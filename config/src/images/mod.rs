@@ -296,5 +296,18 @@ pub fn overlay_root(config: &Config, image: &Image) -> PathBuf {
         .join(&image.name)
 }
 
+/// A station's disk as its initiator sees it, read-only: the overlay file
+/// at `overlay` over the base file at `base` ([`ops::commit`] reads it).
+pub fn open_view(
+    base: &std::path::Path,
+    overlay: &std::path::Path,
+) -> Result<Box<dyn sanboot_core::block::BlockDevice>> {
+    bail!(
+        "cannot open the overlay {} over {}: overlay devices are not built in yet",
+        overlay.display(),
+        base.display()
+    )
+}
+
 #[cfg(test)]
 mod tests;

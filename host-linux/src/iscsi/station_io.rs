@@ -1,0 +1,110 @@
+//! The iSCSI side of golden-image stations (`crate::stations`): a change
+//! to a station's overlay files is made with that station's I/O stopped,
+//! and its LUN reopened on the files as they are afterwards.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sanboot_config::images::request::Request;
+
+use super::{open_lun, Shared};
+use crate::stations::{BootWork, Registry};
+
+/// How long the first login of a boot waits for the previous boot's
+/// sessions to end once told to.
+const STALE_WAIT: Duration = Duration::from_secs(10);
+
+/// Applies `req` to the station of `target`: holding the target's device
+/// map for writing waits for every command's I/O in progress and holds new
+/// ones; the devices are flushed (a checkpoint), the files changed, and
+/// LUN 0 reopened. A connected station reads the same bytes before and
+/// after a snapshot or commit; reset and rollback come only here when it
+/// has no session.
+pub(super) fn apply(shared: &Shared, registry: &Registry, target: usize, req: &Request) {
+    let Some(t) = shared.targets.get(target) else {
+        return;
+    };
+    let Some(station) = registry.station(target) else {
+        return;
+    };
+    let mut disks = t.disks.write().unwrap_or_else(|e| e.into_inner());
+    for d in disks.values() {
+        if let Err(e) = d.sync() {
+            tracing::warn!(station = %station.hostname, "flush before {req}: {e:#}");
+        }
+    }
+    let _ = registry.apply(target, req);
+    let Some(config_target) = shared.config.targets.get(target) else {
+        return;
+    };
+    for l in &config_target.luns {
+        // The old device goes first: its file may have been replaced.
+        disks.remove(&l.id);
+        match open_lun(config_target, l) {
+            Ok(disk) => {
+                disks.insert(l.id, Arc::new(disk));
+            }
+            Err(e) => tracing::error!(
+                station = %station.hostname,
+                "cannot reopen its disk after {req}: {e:#}; its commands fail until restart"
+            ),
+        }
+    }
+}
+
+/// The first login of a boot: close the previous boot's sessions, wait
+/// for them to end, then apply the volatile reset and pending requests.
+pub(super) async fn boot(shared: &Shared, registry: &Registry, work: BootWork) {
+    if !work.stale.is_empty() {
+        for token in &work.stale {
+            let kill = shared
+                .kills
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(token)
+                .cloned();
+            if let Some(k) = kill {
+                shared
+                    .replaced
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(
+                        *token,
+                        "the station booted again (fetched its script and logged in)".into(),
+                    );
+                k.notify_one();
+            }
+        }
+        let start = std::time::Instant::now();
+        while start.elapsed() < STALE_WAIT {
+            let alive = {
+                let kills = shared.kills.lock().unwrap_or_else(|e| e.into_inner());
+                work.stale.iter().any(|t| kills.contains_key(t))
+            };
+            if !alive {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    for req in &work.requests {
+        tokio::task::block_in_place(|| apply(shared, registry, work.target, req));
+    }
+}
+
+/// Applies what may be applied now, every [`crate::stations::POLL`],
+/// until `stop`.
+pub(super) async fn poll(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let Some(registry) = crate::stations::registry() else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = super::stopped(&mut stop) => return,
+            _ = tokio::time::sleep(crate::stations::POLL) => {}
+        }
+        for (target, req) in registry.due() {
+            tokio::task::block_in_place(|| apply(&shared, registry, target, &req));
+        }
+    }
+}
