@@ -386,7 +386,7 @@ pub struct Image {
     pub name: String,
     /// The golden base (version 1); never written. Relative to the config file.
     pub file: PathBuf,
-    /// Overlay allocation unit in bytes (a power of two, 512 B .. 64 MiB);
+    /// Overlay allocation unit in bytes (a power of two, 4 KiB .. 1 MiB);
     /// the overlay's default when absent.
     pub granularity: Option<u64>,
     /// Where station overlays live: `<overlay_dir>/<name>/<hostname>.ovl`.

@@ -68,7 +68,7 @@ pub fn run(cmd: ImageCommand) -> Result<()> {
     req.allowed_for(&station.hostname, station.mode)?;
     match ops::lock_station(&station)? {
         Some(_held) => {
-            println!("{}", ops::apply(&station, &req, &images::open_view)?);
+            println!("{}", ops::apply(&station, &req, &images::with_view)?);
             Ok(())
         }
         None => hand_to_server(&station, &req, Duration::from_secs(args.wait)),

@@ -88,7 +88,7 @@ pub fn start(config: &Config) -> Result<()> {
             finish(
                 &station,
                 &req,
-                ops::apply(&station, &req, &images::open_view),
+                ops::apply(&station, &req, &images::with_view),
             );
         }
         // From now on the overlay is bound to this base version.
@@ -225,16 +225,18 @@ impl Registry {
         out
     }
 
-    /// Applies `req` to the station of `target`; the caller has stopped
-    /// its I/O and closed nothing yet: [`Registry::apply`] runs inside the
-    /// host's device swap (see `iscsi.rs`), and reports to `sanboot image`.
-    pub fn apply(&self, target: usize, req: &Request) -> Result<String> {
+    /// Applies `req` to the station of `target` and reports to a waiting
+    /// `sanboot image`; the caller (`iscsi/station_io.rs`) holds the
+    /// station's I/O and reopens its LUN afterwards.
+    pub fn apply(
+        &self,
+        target: usize,
+        req: &Request,
+        with_view: ops::WithView<'_>,
+    ) -> Result<String> {
         let s = self.by_target(target).context("not a station target")?;
-        let r = ops::apply(&s.station, req, &images::open_view);
-        let line = r
-            .as_ref()
-            .map(|l| l.clone())
-            .map_err(|e| anyhow::anyhow!("{e:#}"));
+        let r = ops::apply(&s.station, req, with_view);
+        let line = r.as_ref().cloned().map_err(|e| anyhow::anyhow!("{e:#}"));
         if s.station.request_file().exists() {
             finish(&s.station, req, r);
         } else if let Ok(line) = &line {

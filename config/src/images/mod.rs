@@ -204,9 +204,9 @@ fn check_image(image: &Image) -> Result<()> {
         );
     }
     if let Some(g) = image.granularity {
-        if !g.is_power_of_two() || !(512..=64 << 20).contains(&g) {
+        if !g.is_power_of_two() || !(4096..=1 << 20).contains(&g) {
             bail!(
-                "[[image]] {}: granularity = {g}: a power of two from 512 to 67108864 bytes",
+                "[[image]] {}: granularity = {g}: a power of two from 4096 to 1048576 bytes",
                 image.name
             );
         }
@@ -296,12 +296,12 @@ pub fn overlay_root(config: &Config, image: &Image) -> PathBuf {
         .join(&image.name)
 }
 
-/// A station's disk as its initiator sees it, read-only: the overlay file
-/// at `overlay` over the base file at `base` ([`ops::commit`] reads it).
-pub fn open_view(
+/// [`ops::WithView`] for the command line: opens the overlay over its base.
+pub fn with_view(
     base: &std::path::Path,
     overlay: &std::path::Path,
-) -> Result<Box<dyn sanboot_core::block::BlockDevice>> {
+    merge: ops::Merge<'_>,
+) -> Result<u64> {
     bail!(
         "cannot open the overlay {} over {}: overlay devices are not built in yet",
         overlay.display(),

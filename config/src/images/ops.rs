@@ -15,9 +15,13 @@ use super::request::Request;
 use super::sparse::{copy_sparse, used_bytes, used_bytes_in};
 use crate::Config;
 
-/// Opens a station's disk as its initiator sees it (the overlay at the
-/// second path over the base at the first) for [`commit`] to read.
-pub type OpenView<'a> = &'a dyn Fn(&Path, &Path) -> Result<Box<dyn BlockDevice>>;
+/// Runs the closure on a station's disk as its initiator sees it (the
+/// overlay at the second path over the base at the first), for [`commit`]
+/// to read. The command line opens the files; `serve` lends the device it
+/// has open (a second open of the overlay would be refused by its lock).
+pub type WithView<'a> = &'a dyn Fn(&Path, &Path, Merge<'_>) -> Result<u64>;
+/// What [`commit`] does with the view: the bytes it changed.
+pub type Merge<'a> = &'a mut dyn FnMut(&mut dyn BlockDevice) -> Result<u64>;
 
 /// A held lock file (released on drop, or when the process dies).
 #[derive(Debug)]
@@ -64,13 +68,13 @@ fn lock_image(station: &Station) -> Result<Held> {
 
 /// Applies `req` to the station's files; the caller holds its lock and
 /// nothing has the overlay open. Returns a line for the user.
-pub fn apply(station: &Station, req: &Request, open_view: OpenView<'_>) -> Result<String> {
+pub fn apply(station: &Station, req: &Request, with_view: WithView<'_>) -> Result<String> {
     req.allowed_for(&station.hostname, station.mode)?;
     match req {
         Request::Reset => reset(station),
         Request::Snapshot(name) => snapshot(station, name),
         Request::Rollback(name) => rollback(station, name),
-        Request::Commit => commit(station, open_view),
+        Request::Commit => commit(station, with_view),
     }
 }
 
@@ -180,7 +184,7 @@ pub fn list_snapshots(station: &Station) -> Vec<String> {
 /// overlay (what it reads does not change). Other stations keep the base
 /// their overlay was made on until they are reset (volatile ones: at their
 /// next boot); stations without an overlay start on the new version.
-pub fn commit(station: &Station, open_view: OpenView<'_>) -> Result<String> {
+pub fn commit(station: &Station, with_view: WithView<'_>) -> Result<String> {
     let _image = lock_image(station)?;
     let from = station.version()?;
     let new = versions(&station.image_file).last().copied().unwrap_or(1) + 1;
@@ -189,8 +193,9 @@ pub fn commit(station: &Station, open_view: OpenView<'_>) -> Result<String> {
     remove_if_exists(&tmp)?;
     copy_sparse(&station.base_file(from), &tmp)?;
     let changed = if station.overlay.exists() {
-        let mut view = open_view(&station.base_file(from), &station.overlay)?;
-        merge_changes(&mut *view, &tmp)?
+        with_view(&station.base_file(from), &station.overlay, &mut |view| {
+            merge_changes(view, &tmp)
+        })?
     } else {
         0
     };

@@ -206,14 +206,14 @@ impl sanboot_core::block::BlockDevice for PlainView {
 }
 
 /// The stand-in overlay file: `<offset> <byte>` lines, each one 4 KiB block.
-fn plain_view(base: &Path, overlay: &Path) -> Result<Box<dyn sanboot_core::block::BlockDevice>> {
+fn plain_view(base: &Path, overlay: &Path, merge: ops::Merge<'_>) -> Result<u64> {
     let mut bytes = std::fs::read(base)?;
     for line in std::fs::read_to_string(overlay)?.lines() {
         let (off, b) = line.split_once(' ').unwrap();
         let off: usize = off.parse().unwrap();
         bytes[off..off + 4096].fill(b.parse().unwrap());
     }
-    Ok(Box::new(PlainView(bytes)))
+    merge(&mut PlainView(bytes))
 }
 
 #[test]

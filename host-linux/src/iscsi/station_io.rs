@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sanboot_config::images::request::Request;
+use anyhow::Context;
+use sanboot_config::images::{ops, request::Request};
+use sanboot_core::iscsi::Access;
 
 use super::{open_lun, Shared};
 use crate::stations::{BootWork, Registry};
@@ -33,7 +35,13 @@ pub(super) fn apply(shared: &Shared, registry: &Registry, target: usize, req: &R
             tracing::warn!(station = %station.hostname, "flush before {req}: {e:#}");
         }
     }
-    let _ = registry.apply(target, req);
+    // `commit` reads the station's disk through the device open here.
+    let view = disks.get(&0).cloned();
+    let with_view = |_: &std::path::Path, _: &std::path::Path, merge: ops::Merge<'_>| {
+        let dev = view.as_ref().context("the station's LUN is not open")?;
+        dev.with_device(Access::Shared, |d| merge(d))
+    };
+    let _ = registry.apply(target, req, &with_view);
     let Some(config_target) = shared.config.targets.get(target) else {
         return;
     };
