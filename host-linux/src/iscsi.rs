@@ -1,7 +1,8 @@
 //! The iSCSI target on TCP: one tokio task per connection drives the core's
 //! [`Connection`] machine; the SCSI state of each target is shared by all
 //! connections (a mutex around [`scsi::Target`]); LUNs are image files
-//! ([`crate::config::disk::Disk`]).
+//! ([`crate::config::lun_device::LunDevice`]: an image file or a
+//! copy-on-write overlay over a base image).
 //!
 //! A connection task loops: read → `handle_input` until it consumes nothing
 //! → events (session admission, reinstatement) → storage requests, run by
@@ -29,7 +30,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
-use crate::config::disk::{Disk, DiskOptions};
+use crate::config::lun_device::LunDevice;
 use crate::config::translate::{naa_and_serial, TargetViews};
 use crate::config::{self, Config};
 
@@ -62,7 +63,7 @@ const LOGIN_BUF: usize = 16 << 10;
 /// One configured target: its SCSI state and its disks.
 pub(crate) struct TargetState {
     pub(crate) scsi: Mutex<ScsiTarget>,
-    pub(crate) disks: HashMap<u64, Arc<Disk>>,
+    pub(crate) disks: HashMap<u64, Arc<LunDevice>>,
 }
 
 /// Everything connections share.
@@ -114,8 +115,8 @@ fn open_targets(config: &Config) -> Result<Vec<TargetState>> {
         let mut scsi_target = ScsiTarget::new();
         let mut disks = HashMap::new();
         for l in &t.luns {
-            let disk = Disk::open(&l.image, DiskOptions::of_lun(l))
-                .with_context(|| format!("[[target]] {} lun {}", t.iqn, l.id))?;
+            let disk =
+                LunDevice::open(l).with_context(|| format!("[[target]] {} lun {}", t.iqn, l.id))?;
             let (naa, serial) = naa_and_serial(&t.iqn, l.id);
             let mut lun = disk.lun_config(naa, &serial);
             // Both halves of a COMPARE AND WRITE must fit the driver's buffer.
@@ -128,6 +129,7 @@ fn open_targets(config: &Config) -> Result<Vec<TargetState>> {
                 target = %t.iqn,
                 lun = l.id,
                 image = %l.image.display(),
+                base = ?l.base.as_ref().map(|b| b.display().to_string()),
                 blocks = disk.blocks(),
                 read_only = l.read_only,
                 "iscsi LUN"
