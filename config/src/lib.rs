@@ -13,6 +13,8 @@ pub mod disk;
 pub mod files;
 pub mod image_lock;
 pub mod images;
+pub mod lun_device;
+pub mod overlay;
 pub mod script;
 pub mod translate;
 
@@ -359,8 +361,12 @@ pub struct Chap {
 pub struct Lun {
     #[serde(default)]
     pub id: u64,
-    /// Image file; relative paths are relative to the config file.
+    /// Image file; relative paths are relative to the config file. With
+    /// `base`: the station's overlay file (created when missing).
     pub image: PathBuf,
+    /// A golden base image: the LUN is a copy-on-write overlay over it,
+    /// writes go to `image`, the base is only read (and may be shared).
+    pub base: Option<PathBuf>,
     /// Create the image (sparse) with this size in bytes if it does not exist.
     pub size: Option<u64>,
     #[serde(default)]
@@ -408,6 +414,35 @@ pub enum StationMode {
     Volatile,
     /// Kept like `persistent`, plus named snapshots to roll back to.
     Snapshot,
+}
+
+/// `base` (an overlay LUN) rules out the keys that only a plain image has.
+fn overlay_lun_rules(t: &Target, l: &Lun) -> Result<()> {
+    let Some(base) = &l.base else { return Ok(()) };
+    if l.read_only {
+        bail!(
+            "[[target]] {} lun {}: read_only with base: a read-only LUN needs no overlay, \
+             serve the base as its image",
+            t.iqn,
+            l.id
+        );
+    }
+    if l.size.is_some() {
+        bail!(
+            "[[target]] {} lun {}: size with base: an overlay has its base's size",
+            t.iqn,
+            l.id
+        );
+    }
+    if base == &l.image {
+        bail!(
+            "[[target]] {} lun {}: base and image are the same file {}",
+            t.iqn,
+            l.id,
+            base.display()
+        );
+    }
+    Ok(())
 }
 
 /// What a host's script does once it runs.
@@ -523,6 +558,9 @@ impl Config {
         for target in &mut self.targets {
             for lun in &mut target.luns {
                 abs(&mut lun.image);
+                if let Some(b) = lun.base.as_mut() {
+                    abs(b);
+                }
             }
         }
         for image in &mut self.images {
@@ -598,6 +636,33 @@ impl Config {
         Ok(())
     }
 
+    /// A base must not also be a writable LUN's image: it would change
+    /// under every overlay made from it.
+    fn validate_bases(&self) -> Result<()> {
+        let key = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        for t in &self.targets {
+            for l in &t.luns {
+                let Some(base) = &l.base else { continue };
+                for t2 in &self.targets {
+                    for l2 in t2.luns.iter().filter(|l2| !l2.read_only) {
+                        if key(&l2.image) == key(base) {
+                            bail!(
+                                "[[target]] {} lun {}: base {} is the image of writable lun {} \
+                                 of [[target]] {}; a base must not change under its overlays",
+                                t.iqn,
+                                l.id,
+                                base.display(),
+                                l2.id,
+                                t2.iqn
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the rules the types cannot hold. Each error names its table.
     pub fn validate(&self) -> Result<()> {
         if self.dhcp.mode != DhcpMode::Off && self.server.interface.is_none() {
@@ -640,9 +705,11 @@ impl Config {
                 if !ids.insert(l.id) {
                     bail!("[[target]] {}: lun {} defined twice", t.iqn, l.id);
                 }
+                overlay_lun_rules(t, l)?;
             }
         }
         self.validate_images()?;
+        self.validate_bases()?;
         self.validate_iscsi_limits()?;
         let mut macs = std::collections::HashSet::new();
         for h in &self.hosts {

@@ -65,7 +65,7 @@ pub fn run(cmd: ImageCommand) -> Result<()> {
     let station = images::station(&config, &args.host)?;
     // Refused requests are refused here, not after a wait.
     Request::parse(&req.to_string())?;
-    req.allowed_for(&station.hostname, station.mode)?;
+    ops::precheck(&station, &req)?;
     match ops::lock_station(&station)? {
         Some(_held) => {
             println!("{}", ops::apply(&station, &req, &images::with_view)?);
@@ -106,8 +106,8 @@ fn hand_to_server(station: &images::Station, req: &Request, wait: Duration) -> R
     }
     println!(
         "{}: {req} is pending: the running sanboot serve applies it when the station next \
-         boots (or, for snapshot and commit, within a second if the station is idle; see \
-         `sanboot image list`)",
+         boots, or at once if it has not been connected since serve started \
+         (`sanboot image list` shows it)",
         station.hostname
     );
     Ok(())

@@ -1,7 +1,8 @@
 //! The iSCSI target on TCP: one tokio task per connection drives the core's
 //! [`Connection`] machine; the SCSI state of each target is shared by all
 //! connections (a mutex around [`scsi::Target`]); LUNs are image files
-//! ([`crate::config::disk::Disk`]).
+//! ([`crate::config::lun_device::LunDevice`]: an image file or a
+//! copy-on-write overlay over a base image).
 //!
 //! A connection task loops: read → `handle_input` until it consumes nothing
 //! → events (session admission, reinstatement) → storage requests, run by
@@ -30,7 +31,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
-use crate::config::disk::{Disk, DiskOptions};
+use crate::config::lun_device::LunDevice;
 use crate::config::translate::{naa_and_serial, TargetViews};
 use crate::config::{self, Config};
 
@@ -65,7 +66,7 @@ pub(crate) struct TargetState {
     pub(crate) scsi: Mutex<ScsiTarget>,
     /// Held for reading around each device access, so a golden-image
     /// station's LUN can be swapped with no I/O in flight (`station_io`).
-    pub(crate) disks: RwLock<HashMap<u64, Arc<Disk>>>,
+    pub(crate) disks: RwLock<HashMap<u64, Arc<LunDevice>>>,
 }
 
 /// Everything connections share.
@@ -114,11 +115,11 @@ impl Luns for HostLuns {
 
 fn open_targets(config: &Config) -> Result<Vec<TargetState>> {
     let mut out = Vec::new();
-    for t in &config.targets {
+    for (index, t) in config.targets.iter().enumerate() {
         let mut scsi_target = ScsiTarget::new();
         let mut disks = HashMap::new();
         for l in &t.luns {
-            let disk = open_lun(t, l)?;
+            let disk = station_io::open(index, l.id).unwrap_or_else(|| open_lun(t, l))?;
             let (naa, serial) = naa_and_serial(&t.iqn, l.id);
             let mut lun = disk.lun_config(naa, &serial);
             // Both halves of a COMPARE AND WRITE must fit the driver's buffer.
@@ -131,6 +132,7 @@ fn open_targets(config: &Config) -> Result<Vec<TargetState>> {
                 target = %t.iqn,
                 lun = l.id,
                 image = %l.image.display(),
+                base = ?l.base.as_ref().map(|b| b.display().to_string()),
                 blocks = disk.blocks(),
                 read_only = l.read_only,
                 "iscsi LUN"
@@ -145,10 +147,9 @@ fn open_targets(config: &Config) -> Result<Vec<TargetState>> {
     Ok(out)
 }
 
-/// Opens the image file (or station overlay) of one LUN.
-fn open_lun(t: &config::Target, l: &config::Lun) -> Result<Disk> {
-    Disk::open(&l.image, DiskOptions::of_lun(l))
-        .with_context(|| format!("[[target]] {} lun {}", t.iqn, l.id))
+/// Opens the image file (or overlay over a base) of one LUN.
+fn open_lun(t: &config::Target, l: &config::Lun) -> Result<LunDevice> {
+    LunDevice::open(l).with_context(|| format!("[[target]] {} lun {}", t.iqn, l.id))
 }
 
 fn portal(config: &Config, local: SocketAddr) -> String {

@@ -187,13 +187,6 @@ impl Registry {
         if mark.elapsed() > BOOT_MARK_TTL {
             return None;
         }
-        let mut requests = Vec::new();
-        if let Some(r) = pending(&s.station) {
-            requests.push(r);
-        }
-        if s.station.mode == sanboot_config::StationMode::Volatile {
-            requests.push(Request::Reset);
-        }
         Some(BootWork {
             target,
             stale: st
@@ -202,7 +195,8 @@ impl Registry {
                 .copied()
                 .filter(|t| *t != token)
                 .collect(),
-            requests,
+            pending: pending(&s.station),
+            volatile: s.station.mode == sanboot_config::StationMode::Volatile,
         })
     }
 
@@ -228,20 +222,25 @@ impl Registry {
     /// Applies `req` to the station of `target` and reports to a waiting
     /// `sanboot image`; the caller (`iscsi/station_io.rs`) holds the
     /// station's I/O and reopens its LUN afterwards.
+    /// `requested`: it came from `<host>.request` (else it is serve's own,
+    /// a volatile reset, and no one waits for it).
     pub fn apply(
         &self,
         target: usize,
         req: &Request,
+        requested: bool,
         with_view: ops::WithView<'_>,
     ) -> Result<String> {
         let s = self.by_target(target).context("not a station target")?;
         let r = ops::apply(&s.station, req, with_view);
         let line = r.as_ref().cloned().map_err(|e| anyhow::anyhow!("{e:#}"));
-        if s.station.request_file().exists() {
+        if requested {
             finish(&s.station, req, r);
-        } else if let Ok(line) = &line {
-            // The volatile reset: no one waits for it.
-            tracing::info!(station = %s.station.hostname, "{line}");
+        } else {
+            match &line {
+                Ok(line) => tracing::info!(station = %s.station.hostname, "boot: {line}"),
+                Err(e) => tracing::warn!(station = %s.station.hostname, "boot: {req}: {e}"),
+            }
         }
         line
     }
@@ -257,7 +256,10 @@ pub struct BootWork {
     pub target: usize,
     /// Connections of the previous boot, to close before the change.
     pub stale: Vec<u64>,
-    pub requests: Vec<Request>,
+    /// What `sanboot image` asked for.
+    pub pending: Option<Request>,
+    /// Drop the overlay (after `pending`).
+    pub volatile: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

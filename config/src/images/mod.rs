@@ -145,7 +145,7 @@ pub fn expand(config: &mut Config) -> Result<()> {
             initiators: vec![initiator.to_string()],
             chap: None,
             digest: crate::Digest::default(),
-            luns: vec![station_lun(&station)],
+            luns: vec![station_lun(&station, base)],
         });
         bindings.push((index, station.target_iqn.clone()));
     }
@@ -159,13 +159,14 @@ pub fn expand(config: &mut Config) -> Result<()> {
     Ok(())
 }
 
-/// LUN 0 of a station's target: its overlay file.
-// The overlay over the base version is bound where the LUN is opened
-// (`Station::base_file` of the recorded version).
-fn station_lun(station: &Station) -> Lun {
+/// LUN 0 of a station's target: its overlay file over the base version
+/// it sits on. (`serve` opens it with [`open_station`], which reads the
+/// version again: a pending request applied at start may have moved it.)
+fn station_lun(station: &Station, base: PathBuf) -> Lun {
     Lun {
         id: 0,
         image: station.overlay.clone(),
+        base: Some(base),
         size: None,
         read_only: false,
         thin: true,
@@ -296,17 +297,40 @@ pub fn overlay_root(config: &Config, image: &Image) -> PathBuf {
         .join(&image.name)
 }
 
-/// [`ops::WithView`] for the command line: opens the overlay over its base.
+/// Opens a station's LUN: its overlay (created when missing, with the
+/// image's granularity) over the base version it sits on now.
+pub fn open_station(station: &Station) -> Result<crate::lun_device::LunDevice> {
+    let base = station.base_file(station.version()?);
+    Ok(crate::lun_device::LunDevice::Overlay(Box::new(
+        open_overlay(station, &base)?,
+    )))
+}
+
+fn open_overlay(station: &Station, base: &std::path::Path) -> Result<crate::overlay::OverlayDisk> {
+    let mut opts = crate::overlay::OverlayOptions::default();
+    if let Some(g) = station.granularity.and_then(|g| u32::try_from(g).ok()) {
+        opts.granularity = g;
+    }
+    crate::overlay::OverlayDisk::open(base, &station.overlay, opts).with_context(|| {
+        format!(
+            "station {}: overlay over {}",
+            station.hostname,
+            base.display()
+        )
+    })
+}
+
+/// [`ops::WithView`] for the command line (no `serve` holds the station):
+/// opens the overlay over its base.
 pub fn with_view(
     base: &std::path::Path,
     overlay: &std::path::Path,
     merge: ops::Merge<'_>,
 ) -> Result<u64> {
-    bail!(
-        "cannot open the overlay {} over {}: overlay devices are not built in yet",
-        overlay.display(),
-        base.display()
-    )
+    let disk =
+        crate::overlay::OverlayDisk::open(base, overlay, crate::overlay::OverlayOptions::default())
+            .with_context(|| format!("overlay {} over {}", overlay.display(), base.display()))?;
+    disk.with_device(sanboot_core::iscsi::Access::Shared, |d| merge(d))
 }
 
 #[cfg(test)]

@@ -78,6 +78,31 @@ pub fn apply(station: &Station, req: &Request, with_view: WithView<'_>) -> Resul
     }
 }
 
+/// What can be refused before a request is handed to `serve`: the mode,
+/// a snapshot name that is taken (snapshot) or unknown (rollback).
+pub fn precheck(station: &Station, req: &Request) -> Result<()> {
+    req.allowed_for(&station.hostname, station.mode)?;
+    match req {
+        Request::Snapshot(name) => {
+            if snapshot_paths(station, name).1.exists() {
+                bail!("{}: snapshot {name:?} exists already", station.hostname);
+            }
+        }
+        Request::Rollback(name) => {
+            if !snapshot_paths(station, name).1.exists() {
+                let have = list_snapshots(station).join(", ");
+                bail!(
+                    "{}: no snapshot {name:?} (snapshots: {})",
+                    station.hostname,
+                    if have.is_empty() { "none".into() } else { have }
+                );
+            }
+        }
+        Request::Reset | Request::Commit => {}
+    }
+    Ok(())
+}
+
 /// Drops the overlay; the station moves to the image's current version.
 pub fn reset(station: &Station) -> Result<String> {
     let freed = used_bytes(&station.overlay);

@@ -9,7 +9,8 @@ use anyhow::Context;
 use sanboot_config::images::{ops, request::Request};
 use sanboot_core::iscsi::Access;
 
-use super::{open_lun, Shared};
+use super::Shared;
+use crate::config::lun_device::LunDevice;
 use crate::stations::{BootWork, Registry};
 
 /// How long the first login of a boot waits for the previous boot's
@@ -22,7 +23,13 @@ const STALE_WAIT: Duration = Duration::from_secs(10);
 /// LUN 0 reopened. A connected station reads the same bytes before and
 /// after a snapshot or commit; reset and rollback come only here when it
 /// has no session.
-pub(super) fn apply(shared: &Shared, registry: &Registry, target: usize, req: &Request) {
+pub(super) fn apply(
+    shared: &Shared,
+    registry: &Registry,
+    target: usize,
+    req: &Request,
+    requested: bool,
+) {
     let Some(t) = shared.targets.get(target) else {
         return;
     };
@@ -41,23 +48,44 @@ pub(super) fn apply(shared: &Shared, registry: &Registry, target: usize, req: &R
         let dev = view.as_ref().context("the station's LUN is not open")?;
         dev.with_device(Access::Shared, |d| merge(d))
     };
-    let _ = registry.apply(target, req, &with_view);
-    let Some(config_target) = shared.config.targets.get(target) else {
-        return;
-    };
-    for l in &config_target.luns {
-        // The old device goes first: its file may have been replaced.
-        disks.remove(&l.id);
-        match open_lun(config_target, l) {
-            Ok(disk) => {
-                disks.insert(l.id, Arc::new(disk));
-            }
-            Err(e) => tracing::error!(
-                station = %station.hostname,
-                "cannot reopen its disk after {req}: {e:#}; its commands fail until restart"
-            ),
+    let _ = registry.apply(target, req, requested, &with_view);
+    // The old device goes first: its file may have been replaced, and the
+    // new one takes the overlay's lock.
+    drop(view);
+    disks.remove(&0);
+    match sanboot_config::images::open_station(station) {
+        Ok(disk) => {
+            disks.insert(0, Arc::new(disk));
         }
+        Err(e) => tracing::error!(
+            station = %station.hostname,
+            "cannot reopen its disk after {req}: {e:#}; its commands fail until restart"
+        ),
     }
+}
+
+/// A station's LUN as `open_targets` opens it: over the base version it
+/// sits on now. `None` for LUNs that are not a station's.
+pub(super) fn open(target: usize, lun: u64) -> Option<anyhow::Result<LunDevice>> {
+    let station = crate::stations::registry()?.station(target)?;
+    (lun == 0).then(|| sanboot_config::images::open_station(station))
+}
+
+/// A station that never wrote (an empty overlay) on an old version of
+/// its image moves to the current one at its boot.
+fn unwritten_and_behind(shared: &Shared, registry: &Registry, target: usize) -> bool {
+    let Some(station) = registry.station(target) else {
+        return false;
+    };
+    let behind = matches!(
+        (station.version(), station.current_version()),
+        (Ok(v), Ok(c)) if v < c
+    );
+    let empty = shared.targets.get(target).is_some_and(|t| {
+        let disks = t.disks.read().unwrap_or_else(|e| e.into_inner());
+        matches!(disks.get(&0).map(|d| &**d), Some(LunDevice::Overlay(o)) if o.data_bytes() == 0)
+    });
+    behind && empty
 }
 
 /// The first login of a boot: close the previous boot's sessions, wait
@@ -95,8 +123,12 @@ pub(super) async fn boot(shared: &Shared, registry: &Registry, work: BootWork) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    for req in &work.requests {
-        tokio::task::block_in_place(|| apply(shared, registry, work.target, req));
+    if let Some(req) = &work.pending {
+        tokio::task::block_in_place(|| apply(shared, registry, work.target, req, true));
+    }
+    if work.volatile || unwritten_and_behind(shared, registry, work.target) {
+        let reset = Request::Reset;
+        tokio::task::block_in_place(|| apply(shared, registry, work.target, &reset, false));
     }
 }
 
@@ -112,7 +144,7 @@ pub(super) async fn poll(shared: Arc<Shared>, mut stop: tokio::sync::watch::Rece
             _ = tokio::time::sleep(crate::stations::POLL) => {}
         }
         for (target, req) in registry.due() {
-            tokio::task::block_in_place(|| apply(&shared, registry, target, &req));
+            tokio::task::block_in_place(|| apply(&shared, registry, target, &req, true));
         }
     }
 }
