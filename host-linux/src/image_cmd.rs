@@ -146,8 +146,8 @@ fn list(config: &Config) -> Result<()> {
             continue;
         }
         println!(
-            "  {:<16} {:<11} {:>7} {:>11} {:>10}  snapshots / pending",
-            "station", "mode", "version", "overlay", "snapshots"
+            "  {:<16} {:<11} {:>7} {:>11} {:>10}  snapshots, pending requests",
+            "station", "mode", "version", "overlay", "snap space"
         );
         for s in &image.stations {
             let version = match &s.version {
