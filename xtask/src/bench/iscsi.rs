@@ -207,7 +207,7 @@ pub fn bench(opts: &Opts) -> Result<()> {
 }
 
 /// Compiles the load generator when its source changed.
-fn build_load(dir: &Path) -> Result<PathBuf> {
+pub(super) fn build_load(dir: &Path) -> Result<PathBuf> {
     let src = dir.join("iscsi-load.c");
     let bin = dir.join("iscsi-load");
     let same = fs::read_to_string(&src).is_ok_and(|s| s == LOAD_SRC);

@@ -7,8 +7,14 @@
  * targets are compared under an identical initiator (what fio's libiscsi
  * engine does, without fio). xtask compiles this file with `cc` at bench time.
  *
- * usage: iscsi-load -u iscsi://HOST:PORT/IQN/LUN -m read|write|randread|randwrite
+ * usage: iscsi-load -u iscsi://HOST:PORT/IQN/LUN -m read|write|randread|randwrite|boot
  *                   -b BYTES -q QD -t SECONDS [-i INITIATOR_IQN]
+ *
+ * boot (`cargo xtask bench storm`): what a booting station does to its
+ * disk. Reads of BYTES in runs of 16 sequential requests (a file), each run
+ * at a random place; every 8th command is instead a 4 KiB write at a random
+ * place (logs, a package cache). The random sequence is seeded by the
+ * initiator name, so stations differ.
  * prints one line: key=value ... (ios bytes secs mbps iops lat_avg_us lat_p99_us lat_max_us errors)
  */
 #include <errno.h>
@@ -28,11 +34,13 @@ struct slot {
 	unsigned char *buf;
 	struct scsi_iovec iov;
 	uint64_t t0_ns;
+	uint32_t len;
 };
 
 static struct iscsi_context *iscsi;
 static int lun;
-static int do_write, do_random;
+static int do_write, do_random, do_boot;
+static uint64_t run_left, submitted;
 static uint32_t req_bytes, lba_size, req_blocks;
 static uint64_t lun_blocks, next_lba, rng = 0x9e3779b97f4a7c15ull;
 static uint64_t ios, bytes, errors, lat_sum_ns, lat_max_ns;
@@ -79,7 +87,7 @@ static void done_cb(struct iscsi_context *ctx, int status, void *command_data, v
 	inflight--;
 	if (status == SCSI_STATUS_GOOD) {
 		ios++;
-		bytes += req_bytes;
+		bytes += s->len;
 		lat_sum_ns += lat;
 		if (lat > lat_max_ns)
 			lat_max_ns = lat;
@@ -101,7 +109,26 @@ static void submit(struct slot *s)
 {
 	uint64_t lba;
 	struct scsi_task *t;
-	if (do_random) {
+	int write = do_write;
+	s->len = req_bytes;
+	if (do_boot) {
+		/* Every 8th command a 4 KiB write anywhere; else the next read of a run. */
+		if (++submitted % 8 == 0 && lba_size <= 4096) {
+			write = 1;
+			s->len = 4096;
+			lba = (xorshift() % (lun_blocks / (4096 / lba_size))) * (4096 / lba_size);
+		} else {
+			if (run_left == 0) {
+				next_lba = (xorshift() % (lun_blocks / req_blocks)) * req_blocks;
+				run_left = 16;
+			}
+			run_left--;
+			lba = next_lba;
+			next_lba += req_blocks;
+			if (next_lba + req_blocks > lun_blocks)
+				next_lba = 0;
+		}
+	} else if (do_random) {
 		lba = (xorshift() % (lun_blocks / req_blocks)) * req_blocks;
 	} else {
 		lba = next_lba;
@@ -110,10 +137,10 @@ static void submit(struct slot *s)
 			next_lba = 0;
 	}
 	s->t0_ns = now_ns();
-	if (do_write)
-		t = iscsi_write16_task(iscsi, lun, lba, s->buf, req_bytes, lba_size, 0, 0, 0, 0, 0, done_cb, s);
+	if (write)
+		t = iscsi_write16_task(iscsi, lun, lba, s->buf, s->len, lba_size, 0, 0, 0, 0, 0, done_cb, s);
 	else
-		t = iscsi_read16_iov_task(iscsi, lun, lba, req_bytes, lba_size, 0, 0, 0, 0, 0, done_cb, s, &s->iov, 1);
+		t = iscsi_read16_iov_task(iscsi, lun, lba, s->len, lba_size, 0, 0, 0, 0, 0, done_cb, s, &s->iov, 1);
 	if (!t) {
 		fprintf(stderr, "iscsi-load: cannot queue command: %s\n", iscsi_get_error(iscsi));
 		errors++;
@@ -151,6 +178,9 @@ int main(int argc, char **argv)
 	}
 	do_write = strstr(mode, "write") != NULL;
 	do_random = strncmp(mode, "rand", 4) == 0;
+	do_boot = strcmp(mode, "boot") == 0;
+	for (const char *c = initiator; do_boot && *c; c++)
+		rng = (rng ^ (uint64_t)(unsigned char)*c) * 0x100000001b3ull;
 
 	iscsi = iscsi_create_context(initiator);
 	if (!iscsi) {

@@ -1,4 +1,4 @@
-//! `cargo xtask bench dhcp|tftp|iscsi`: sanboot measured side by side with
+//! `cargo xtask bench dhcp|tftp|iscsi|storm`: sanboot measured side by side with
 //! the peers in one run, printed as markdown tables with sanboot/peer ratios
 //! and appended to `target/bench/<what>-<timestamp>.md`.
 //!
@@ -10,6 +10,7 @@
 
 mod dhcp;
 mod iscsi;
+mod storm;
 mod sys;
 mod tftp;
 mod tftp_client;
@@ -17,13 +18,14 @@ mod tftp_client;
 use anyhow::{bail, Context, Result};
 
 const USAGE: &str = "\
-usage: cargo xtask bench <dhcp|tftp|iscsi|all> [options]
+usage: cargo xtask bench <dhcp|tftp|iscsi|storm|all> [options]
 
   --servers a,b,...  subset of servers/targets to run
                      dhcp: kea,dnsmasq,dnsmasq-ro,sanboot
                      tftp: hpa,dnsmasq,atftpd,sanboot   (atftpd only if found, see --atftpd)
-                     iscsi: tgt,sanboot
-  --seconds N        dhcp: perfdhcp period per point [10]; iscsi: seconds per workload [10]
+                     iscsi, storm: tgt,sanboot
+  --seconds N        dhcp: perfdhcp period per point [10]; iscsi: seconds per workload [10];
+                     storm: seconds per point (N = 8, 32, 64 stations on one golden image) [10]
   --rates a,b,...    dhcp: offered DORA/s, ascending [2000,4000,6000,8000,12000,16000]
   --reps N           tftp: repetitions of each single-transfer point, median shown [1]
   --parallel N       tftp: concurrent 4 MiB transfers [100]
@@ -127,6 +129,7 @@ pub fn run(args: &[String]) -> Result<()> {
         "dhcp" => dhcp::bench(&opts),
         "tftp" => tftp::bench(&opts),
         "iscsi" => iscsi::bench(&opts),
+        "storm" => storm::bench(&opts),
         "all" => {
             let mut o = opts.clone();
             dhcp::bench(&o)?;
