@@ -13,8 +13,8 @@
  * boot (`cargo xtask bench storm`): what a booting station does to its
  * disk. Reads of BYTES in runs of 16 sequential requests (a file), each run
  * at a random place; every 8th command is instead a 4 KiB write at a random
- * place (logs, a package cache). The random sequence is seeded by the
- * initiator name, so stations differ.
+ * place in the last sixteenth of the disk (logs, a package cache). The
+ * random sequence is seeded by the initiator name, so stations differ.
  * prints one line: key=value ... (ios bytes secs mbps iops lat_avg_us lat_p99_us lat_max_us errors)
  */
 #include <errno.h>
@@ -116,7 +116,9 @@ static void submit(struct slot *s)
 		if (++submitted % 8 == 0 && lba_size <= 4096) {
 			write = 1;
 			s->len = 4096;
-			lba = (xorshift() % (lun_blocks / (4096 / lba_size))) * (4096 / lba_size);
+			/* Writes land in the last sixteenth of the disk (logs, caches). */
+			uint64_t per = 4096 / lba_size, area = lun_blocks / 16 / per;
+			lba = lun_blocks - (1 + xorshift() % (area ? area : 1)) * per;
 		} else {
 			if (run_left == 0) {
 				next_lba = (xorshift() % (lun_blocks / req_blocks)) * req_blocks;

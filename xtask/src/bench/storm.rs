@@ -1,7 +1,7 @@
 //! `cargo xtask bench storm`: a boot storm on one golden image. N stations
 //! (8, 32, 64) boot at once: N libiscsi sessions (`iscsi-load -m boot`:
 //! 64 KiB reads in runs of 16 at random places, every 8th command a 4 KiB
-//! write; QD 4), each logged in as its own station to its own target.
+//! write into the last sixteenth of the disk; QD 4), each logged in as its own station to its own target.
 //! sanboot serves them from one 64 MiB golden image through a copy-on-write
 //! overlay per station (`[[image]]` + N `[[host]] image`); tgt serves N full
 //! copies of it (the way without overlays). Both on the loopback of a
@@ -56,7 +56,7 @@ pub fn bench(opts: &Opts) -> Result<()> {
     let net = Netns::lone(NS)?;
     report.add(&format!(
         "## Boot storm on one golden image ({})\n\n{} MiB golden image; N stations at once, each one libiscsi session \
-         (`iscsi-load -m boot`: {} KiB reads in runs of 16 at random places, every 8th command a 4 KiB write, QD {QD}), \
+         (`iscsi-load -m boot`: {} KiB reads in runs of 16 at random places, every 8th command a 4 KiB write into the last sixteenth of the disk, QD {QD}), \
          {secs} s. sanboot: one image + a copy-on-write overlay per station; tgt: N full copies. \
          Loopback of `{NS}`, unpinned; p99 = the sessions' p99 latencies (median / worst).\n{}\n",
         sys::timestamp(),
