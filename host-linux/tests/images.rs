@@ -336,3 +336,28 @@ fn image_list_shows_space_per_station() {
         assert!(line.contains(mode), "{line}");
     }
 }
+
+#[test]
+fn a_station_that_is_off_is_reset_at_once_and_serve_applies_what_waited() {
+    let golden_dir = tempfile::tempdir().unwrap();
+    let mut s = start(golden_dir.path());
+    // pc4 has not been connected since serve started: nothing to wait for.
+    let (ok, out) = image(&s, &["reset", "pc4"]);
+    assert!(ok && out.contains("pc4: overlay dropped"), "{out}");
+
+    // pc1 writes, so its reset waits for its next boot...
+    let mut pc1 = login(&s, 1);
+    write(&mut pc1, 9, 0x99);
+    drop(pc1);
+    let (ok, out) = image(&s, &["reset", "pc1", "--wait", "1"]);
+    assert!(ok && out.contains("pending"), "{out}");
+    // ...or for the next start of serve (here after a crash), which
+    // applies it before serving.
+    s.kill9();
+    s.reap();
+    s.restart();
+    let mut pc1 = login(&s, 1);
+    assert_eq!(read(&mut pc1, 9), base_block(9));
+    let (_, list) = image(&s, &["list"]);
+    assert!(!list.contains("pending"), "{list}");
+}
