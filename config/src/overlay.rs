@@ -45,15 +45,19 @@ type Inner = Overlay<Disk, OverlayFile, VecMap, Vec<u8>, PENDING>;
 #[derive(Debug)]
 pub struct OverlayFile {
     disk: Disk,
-    /// A second descriptor for seeking (the `Disk` keeps its own private).
+    /// A second descriptor for seeking and growing the file (the `Disk`
+    /// keeps its own private).
     seek: std::fs::File,
 }
 
 impl OverlayFile {
     fn open(path: &Path, opts: DiskOptions) -> Result<OverlayFile> {
         let disk = Disk::open(path, opts)?;
-        let seek =
-            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let seek = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
         Ok(OverlayFile { disk, seek })
     }
 
@@ -85,8 +89,22 @@ impl BlockDevice for OverlayFile {
     fn flush(&mut self) -> Result<(), BlockError> {
         self.disk.flush()
     }
+    /// A hole punch keeps the file's size; a range past the end is then
+    /// made part of the file (sparse), so it reads back as zeros rather than
+    /// as a short read.
     fn deallocate(&mut self, offset: u64, len: u64) -> Result<(), BlockError> {
-        self.disk.deallocate(offset, len)
+        self.disk.deallocate(offset, len)?;
+        let end = offset.checked_add(len).ok_or(BlockError::OutOfRange)?;
+        let grow = || -> std::io::Result<()> {
+            if self.seek.metadata()?.len() < end {
+                self.seek.set_len(end)?;
+            }
+            Ok(())
+        };
+        grow().map_err(|e| {
+            log::warn!(target: "sanboot::disk", "{}: cannot extend to {end}: {e}", self.disk.path().display());
+            BlockError::Io
+        })
     }
     fn extent(&mut self, offset: u64) -> Result<Option<Extent>, BlockError> {
         let (deallocated, len) = self.hole_at(offset).map_err(|e| {

@@ -107,3 +107,18 @@ fn the_base_is_shared_read_only_and_the_overlay_exclusive() {
     assert!(OverlayDisk::open(&base, &ov, OverlayOptions::default()).is_err());
     assert!(Disk::open(&base, DiskOptions::default()).is_err());
 }
+
+#[test]
+fn a_slot_whose_tail_is_a_hole_at_the_end_of_the_file_reads_zeros() {
+    // Copy-up of a deallocated granule punches the zeros around the new
+    // data; when that slot is the file's last, the hole is past the end.
+    let dir = tempfile::tempdir().unwrap();
+    let (base, _) = base_file(dir.path(), 1 << 20);
+    let o = OverlayDisk::open(&base, &dir.path().join("o"), OverlayOptions::default()).unwrap();
+    io(&o, |d| d.deallocate(0, 65536)).unwrap();
+    io(&o, |d| d.write_at(0, &[3u8; 512])).unwrap();
+    let mut g = vec![9u8; 65536];
+    io(&o, |d| d.read_at(0, &mut g)).unwrap();
+    assert!(g[..512].iter().all(|&b| b == 3));
+    assert!(g[512..].iter().all(|&b| b == 0));
+}

@@ -49,7 +49,10 @@
 //!   deallocate, or data written to that block.
 //!
 //! This needs `F::flush` to be a real barrier (`fdatasync`) and 512-byte
-//! sector writes of `F` not to tear, as for any disk.
+//! sector writes of `F` not to tear, as for any disk. `F` is addressed past
+//! its current end (writes grow it), and its `deallocate`, when supported,
+//! must leave the range reading as zeros even past that end (a file's hole
+//! punch does not grow the file: the host's device extends it).
 //!
 //! How: a granule's first write (copy-up) allocates a slot and writes the
 //! whole granule there at once (the base's bytes around the new ones), but
