@@ -138,6 +138,17 @@ fn two_stations_on_one_image_each_see_their_own_disk() {
     // The golden image itself is never written.
     let golden = std::fs::read(golden_dir.path().join("golden.img")).unwrap();
     assert_eq!(&golden[100 * 512..101 * 512], &base_block(100)[..]);
+    // libiscsi's discovery as pc1: its own target, no other station's.
+    iscsi_support::require_tool("iscsi-ls", "libiscsi-bin");
+    let mut ls = Command::new("iscsi-ls");
+    ls.args(["-i", &initiator(1), &s.portal()]);
+    let (code, out) = run_with_timeout(&mut ls, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "iscsi-ls:\n{out}");
+    assert!(out.contains(&target(1)), "{out}");
+    assert!(
+        !out.contains(&target(2)),
+        "pc1 discovers pc2's disk:\n{out}"
+    );
     // A station's target admits only that station's initiator.
     assert!(
         Initiator::login(s.port, &initiator(1), &target(2), 0).is_err(),
