@@ -66,12 +66,21 @@ pub fn run(cmd: ImageCommand) -> Result<()> {
     // Refused requests are refused here, not after a wait.
     Request::parse(&req.to_string())?;
     ops::precheck(&station, &req)?;
-    match ops::lock_station(&station)? {
+    let me = format!("sanboot image {req} (pid {})", std::process::id());
+    match ops::lock_station(&station, &me)? {
         Some(_held) => {
             println!("{}", ops::apply(&station, &req, &images::with_view)?);
             Ok(())
         }
-        None => hand_to_server(&station, &req, Duration::from_secs(args.wait)),
+        None if ops::lock_holder(&station).starts_with("sanboot serve") => {
+            hand_to_server(&station, &req, Duration::from_secs(args.wait))
+        }
+        None => bail!(
+            "{}: busy: {} is held by {}; try again when it is done",
+            station.hostname,
+            station.lock_file().display(),
+            ops::lock_holder(&station)
+        ),
     }
 }
 

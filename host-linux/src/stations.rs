@@ -76,12 +76,12 @@ pub fn registry() -> Option<&'static Arc<Registry>> {
 pub fn start(config: &Config) -> Result<()> {
     let mut stations = Vec::new();
     for station in images::stations(config) {
-        let lock = ops::lock_station(&station)?.with_context(|| {
+        let lock = ops::lock_station(&station, &ops::serve_holder())?.with_context(|| {
             format!(
-                "station {}: {} is held by another sanboot serve or a running \
-                 `sanboot image` command",
+                "station {}: {} is held by {}",
                 station.hostname,
-                station.lock_file().display()
+                station.lock_file().display(),
+                ops::lock_holder(&station)
             )
         })?;
         if let Some(req) = pending(&station) {

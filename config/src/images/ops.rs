@@ -45,9 +45,28 @@ fn try_lock(path: &Path) -> Result<Option<Held>> {
 }
 
 /// The station's lock (`<host>.lock`), or `None` when someone (a running
-/// `sanboot serve`, another `sanboot image`) holds it.
-pub fn lock_station(station: &Station) -> Result<Option<Held>> {
-    try_lock(&station.lock_file())
+/// `sanboot serve`, another `sanboot image`) holds it. The holder writes
+/// `who` into the file, so the next one can tell which ([`lock_holder`]).
+pub fn lock_station(station: &Station, who: &str) -> Result<Option<Held>> {
+    let Some(held) = try_lock(&station.lock_file())? else {
+        return Ok(None);
+    };
+    held.0.set_len(0)?;
+    std::os::unix::fs::FileExt::write_all_at(&held.0, format!("{who}\n").as_bytes(), 0)?;
+    Ok(Some(held))
+}
+
+/// What the holder of the station's lock wrote there ("" when unknown).
+pub fn lock_holder(station: &Station) -> String {
+    std::fs::read_to_string(station.lock_file())
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// What `sanboot serve` writes into the locks of the stations it serves.
+pub fn serve_holder() -> String {
+    format!("sanboot serve (pid {})", std::process::id())
 }
 
 /// The image's lock (`<overlay_dir>/<image>/.lock`), waited for: held only

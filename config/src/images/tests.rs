@@ -231,9 +231,10 @@ fn snapshot_rollback_reset_and_commit_move_files_and_versions() {
     pc1.set_version(1).unwrap();
     std::fs::write(&pc1.overlay, "0 170\n").unwrap();
 
-    let _lock = ops::lock_station(&pc1).unwrap().unwrap();
-    // A second holder is told no (as the CLI is while `serve` runs).
-    assert!(ops::lock_station(&pc1).unwrap().is_none());
+    let _lock = ops::lock_station(&pc1, "test").unwrap().unwrap();
+    // A second holder is told no (as the CLI is while `serve` runs), and who.
+    assert!(ops::lock_station(&pc1, "other").unwrap().is_none());
+    assert_eq!(ops::lock_holder(&pc1), "test");
 
     ops::apply(&pc1, &Request::Snapshot("before".into()), &plain_view).unwrap();
     std::fs::write(&pc1.overlay, "0 187\n8192 1\n").unwrap();
