@@ -218,6 +218,19 @@ pub fn base_identity(base: &Path) -> Result<[u8; 16]> {
     Ok(h.finalize().into())
 }
 
+/// The header of the overlay file at `path`, read without opening or
+/// locking it (for listings: which base, what size, what granularity).
+pub fn read_header(path: &Path) -> Result<Header> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path)
+        .with_context(|| format!("cannot open overlay {}", path.display()))?;
+    let mut first = [0u8; 512];
+    f.read_exact_at(&mut first, 0)
+        .with_context(|| format!("overlay {}: cannot read its header", path.display()))?;
+    Header::parse(&first)
+        .map_err(|e| anyhow::anyhow!("{}: not a valid overlay file: {e:?}", path.display()))
+}
+
 fn hex(id: &[u8; 16]) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -56,6 +56,11 @@ fn an_overlay_of_another_base_is_refused_naming_both_files() {
     drop(OverlayDisk::open(&base, &ov, OverlayOptions::default()).unwrap());
     let other = dir.path().join("other.img");
     std::fs::write(&other, vec![7u8; 2 << 20]).unwrap();
+    let h = read_header(&ov).unwrap();
+    assert_eq!(
+        (h.base_size, h.base_id),
+        (1 << 20, base_identity(&base).unwrap())
+    );
     let err = OverlayDisk::open(&other, &ov, OverlayOptions::default()).unwrap_err();
     let msg = format!("{err:#}");
     assert!(
@@ -121,4 +126,57 @@ fn a_slot_whose_tail_is_a_hole_at_the_end_of_the_file_reads_zeros() {
     io(&o, |d| d.read_at(0, &mut g)).unwrap();
     assert!(g[..512].iter().all(|&b| b == 3));
     assert!(g[512..].iter().all(|&b| b == 0));
+}
+
+fn load(dir: &Path, luns: &str) -> Result<crate::Config> {
+    let p = dir.join("sanboot.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[server]\naddress = \"192.0.2.1\"\ninterface = \"br0\"\n\
+             [[target]]\niqn = \"iqn.2024-01.test:a\"\n{luns}"
+        ),
+    )
+    .unwrap();
+    crate::Config::load(&p)
+}
+
+#[test]
+fn the_base_key_makes_an_overlay_lun_and_its_rules_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, data) = base_file(dir.path(), 1 << 20);
+    let c = load(
+        dir.path(),
+        "[[target.lun]]\nid = 0\nbase = \"golden.img\"\nimage = \"pc1.ovl\"\n",
+    )
+    .unwrap();
+    let lun = &c.targets[0].luns[0];
+    assert_eq!(
+        lun.base.as_deref(),
+        Some(dir.path().join("golden.img").as_path())
+    );
+    let mut dev = crate::lun_device::LunDevice::open(lun).unwrap();
+    assert!(matches!(dev, crate::lun_device::LunDevice::Overlay(_)));
+    assert_eq!(dev.blocks(), 2048);
+    let mut b = vec![0u8; 512];
+    dev.read_at(512, &mut b).unwrap();
+    assert!(b == data[512..1024]);
+
+    let refused = |luns: &str, needle: &str| {
+        let e = format!("{:#}", load(dir.path(), luns).unwrap_err());
+        assert!(e.contains(needle), "{e}");
+    };
+    refused(
+        "[[target.lun]]\nbase = \"golden.img\"\nimage = \"x.ovl\"\nread_only = true\n",
+        "read-only LUN needs no overlay",
+    );
+    refused(
+        "[[target.lun]]\nbase = \"golden.img\"\nimage = \"x.ovl\"\nsize = 4096\n",
+        "an overlay has its base's size",
+    );
+    refused(
+        "[[target.lun]]\nbase = \"golden.img\"\nimage = \"x.ovl\"\n\
+         [[target.lun]]\nid = 1\nimage = \"golden.img\"\n",
+        "must not change under its overlays",
+    );
 }
