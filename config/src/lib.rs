@@ -13,6 +13,9 @@ pub mod disk;
 pub mod exposure;
 pub mod files;
 pub mod image_lock;
+pub mod images;
+pub mod lun_device;
+pub mod overlay;
 pub mod script;
 pub mod stations;
 pub mod translate;
@@ -40,6 +43,9 @@ pub struct Config {
     pub targets: Vec<Target>,
     #[serde(default, rename = "host")]
     pub hosts: Vec<Host>,
+    /// Golden images stations boot through their own overlay ([`images`]).
+    #[serde(default, rename = "image")]
+    pub images: Vec<Image>,
 }
 
 /// `[server]`: where the appliance lives on the boot LAN.
@@ -357,8 +363,12 @@ pub struct Chap {
 pub struct Lun {
     #[serde(default)]
     pub id: u64,
-    /// Image file; relative paths are relative to the config file.
+    /// Image file; relative paths are relative to the config file. With
+    /// `base`: the station's overlay file (created when missing).
     pub image: PathBuf,
+    /// A golden base image: the LUN is a copy-on-write overlay over it,
+    /// writes go to `image`, the base is only read (and may be shared).
+    pub base: Option<PathBuf>,
     /// Create the image (sparse) with this size in bytes if it does not exist.
     pub size: Option<u64>,
     #[serde(default)]
@@ -372,6 +382,69 @@ pub struct Lun {
     /// write is made durable before its status.
     #[serde(default = "default_true")]
     pub write_cache: bool,
+}
+
+/// `[[image]]`: a read-only golden system image that many stations boot,
+/// each through its own copy-on-write overlay (see [`images`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    /// Names the image in `[[host]] image` and on the command line; also a
+    /// directory name under `overlay_dir`.
+    pub name: String,
+    /// The golden base (version 1); never written. Relative to the config file.
+    pub file: PathBuf,
+    /// Overlay allocation unit in bytes (a power of two, 4 KiB .. 1 MiB);
+    /// the overlay's default when absent.
+    pub granularity: Option<u64>,
+    /// Where station overlays live: `<overlay_dir>/<name>/<hostname>.ovl`.
+    /// Default `<state_dir>/overlays`.
+    pub overlay_dir: Option<PathBuf>,
+    /// Prefix of the station targets' names: station `pc1` gets the target
+    /// `<iqn>:pc1`. Default `iqn.2026-12.org.sanboot:<name>`.
+    pub iqn: Option<String>,
+}
+
+/// `[[host]] mode`: what happens to a station's overlay of its image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StationMode {
+    /// Writes are kept across boots (until `sanboot image reset`).
+    #[default]
+    Persistent,
+    /// Writes are discarded at every boot: each boot starts from the image.
+    Volatile,
+    /// Kept like `persistent`, plus named snapshots to roll back to.
+    Snapshot,
+}
+
+/// `base` (an overlay LUN) rules out the keys that only a plain image has.
+fn overlay_lun_rules(t: &Target, l: &Lun) -> Result<()> {
+    let Some(base) = &l.base else { return Ok(()) };
+    if l.read_only {
+        bail!(
+            "[[target]] {} lun {}: read_only with base: a read-only LUN needs no overlay, \
+             serve the base as its image",
+            t.iqn,
+            l.id
+        );
+    }
+    if l.size.is_some() {
+        bail!(
+            "[[target]] {} lun {}: size with base: an overlay has its base's size",
+            t.iqn,
+            l.id
+        );
+    }
+    if base == &l.image {
+        bail!(
+            "[[target]] {} lun {}: base and image are the same file {}",
+            t.iqn,
+            l.id,
+            base.display()
+        );
+    }
+    Ok(())
 }
 
 /// What a host's script does once it runs.
@@ -452,6 +525,11 @@ pub struct Host {
     pub initrd: Option<String>,
     #[serde(default)]
     pub cmdline: String,
+    /// Boot this `[[image]]` through the station's own overlay; sanboot
+    /// makes the target (see [`images`]), so `target`/`lun` stay unset.
+    pub image: Option<String>,
+    /// With `image`: persistent (default), volatile or snapshot.
+    pub mode: Option<StationMode>,
 }
 
 impl Config {
@@ -464,6 +542,10 @@ impl Config {
             toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e))?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
+        // Stations of golden images become ordinary targets first, so every
+        // later rule (and `serve`, `script`, `check`) sees them as such.
+        images::expand(&mut config)
+            .with_context(|| format!("{}: invalid configuration", path.display()))?;
         config
             .validate()
             .with_context(|| format!("{}: invalid configuration", path.display()))?;
@@ -483,6 +565,15 @@ impl Config {
         for target in &mut self.targets {
             for lun in &mut target.luns {
                 abs(&mut lun.image);
+                if let Some(b) = lun.base.as_mut() {
+                    abs(b);
+                }
+            }
+        }
+        for image in &mut self.images {
+            abs(&mut image.file);
+            if let Some(dir) = image.overlay_dir.as_mut() {
+                abs(dir);
             }
         }
     }
@@ -552,6 +643,33 @@ impl Config {
         Ok(())
     }
 
+    /// A base must not also be a writable LUN's image: it would change
+    /// under every overlay made from it.
+    fn validate_bases(&self) -> Result<()> {
+        let key = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        for t in &self.targets {
+            for l in &t.luns {
+                let Some(base) = &l.base else { continue };
+                for t2 in &self.targets {
+                    for l2 in t2.luns.iter().filter(|l2| !l2.read_only) {
+                        if key(&l2.image) == key(base) {
+                            bail!(
+                                "[[target]] {} lun {}: base {} is the image of writable lun {} \
+                                 of [[target]] {}; a base must not change under its overlays",
+                                t.iqn,
+                                l.id,
+                                base.display(),
+                                l2.id,
+                                t2.iqn
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the rules the types cannot hold. Each error names its table.
     pub fn validate(&self) -> Result<()> {
         if self.dhcp.mode != DhcpMode::Off && self.server.interface.is_none() {
@@ -594,9 +712,11 @@ impl Config {
                 if !ids.insert(l.id) {
                     bail!("[[target]] {}: lun {} defined twice", t.iqn, l.id);
                 }
+                overlay_lun_rules(t, l)?;
             }
         }
         self.validate_images()?;
+        self.validate_bases()?;
         self.validate_iscsi_limits()?;
         let mut macs = std::collections::HashSet::new();
         for h in &self.hosts {

@@ -304,7 +304,9 @@ fn check_targets(config: &Config, w: &mut Vec<String>) {
             crate::exposure::chap_quality(&format!("[[target]] {}", t.iqn), chap, w);
         }
         for lun in &t.luns {
-            let size = match std::fs::metadata(&lun.image) {
+            // An overlay LUN has its base's size (its file is made when missing).
+            let sized = lun.base.as_ref().unwrap_or(&lun.image);
+            let size = match std::fs::metadata(sized) {
                 Ok(meta) => meta.len(),
                 Err(_) => match lun.size {
                     Some(size) => size,

@@ -13,6 +13,7 @@
 //! checks a device does all this.
 
 pub mod conformance;
+pub mod overlay;
 
 /// A device failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

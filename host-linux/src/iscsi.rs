@@ -1,7 +1,8 @@
 //! The iSCSI target on TCP: one tokio task per connection drives the core's
 //! [`Connection`] machine; the SCSI state of each target is shared by all
 //! connections (a mutex around [`scsi::Target`]); LUNs are image files
-//! ([`crate::config::disk::Disk`]).
+//! ([`crate::config::lun_device::LunDevice`]: an image file or a
+//! copy-on-write overlay over a base image).
 //!
 //! A connection task loops: read → `handle_input` until it consumes nothing
 //! → events (session admission, reinstatement) → storage requests, run by
@@ -12,11 +13,12 @@
 //! produce the status. This file holds no SCSI semantics: the driver does.
 
 mod limits;
+mod station_io;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::{Context, Result};
 use sanboot_core::iscsi::{
@@ -29,7 +31,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
-use crate::config::disk::{Disk, DiskOptions};
+use crate::config::lun_device::LunDevice;
 use crate::config::translate::{naa_and_serial, TargetViews};
 use crate::config::{self, Config};
 
@@ -65,7 +67,9 @@ const LOGIN_BUF: usize = 16 << 10;
 /// One configured target: its SCSI state and its disks.
 pub(crate) struct TargetState {
     pub(crate) scsi: Mutex<ScsiTarget>,
-    pub(crate) disks: HashMap<u64, Arc<Disk>>,
+    /// Held for reading around each device access, so a golden-image
+    /// station's LUN can be swapped with no I/O in flight (`station_io`).
+    pub(crate) disks: RwLock<HashMap<u64, Arc<LunDevice>>>,
 }
 
 /// Everything connections share.
@@ -108,19 +112,19 @@ impl Luns for HostLuns {
         access: Access,
         f: impl FnOnce(&mut dyn sanboot_core::block::BlockDevice) -> R,
     ) -> Option<R> {
-        let disk = self.0.targets.get(target)?.disks.get(&lun)?;
-        Some(disk.with_device(access, f))
+        let disks = self.0.targets.get(target)?.disks.read();
+        let disks = disks.unwrap_or_else(|e| e.into_inner());
+        Some(disks.get(&lun)?.with_device(access, f))
     }
 }
 
 fn open_targets(config: &Config) -> Result<Vec<TargetState>> {
     let mut out = Vec::new();
-    for t in &config.targets {
+    for (index, t) in config.targets.iter().enumerate() {
         let mut scsi_target = ScsiTarget::new();
         let mut disks = HashMap::new();
         for l in &t.luns {
-            let disk = Disk::open(&l.image, DiskOptions::of_lun(l))
-                .with_context(|| format!("[[target]] {} lun {}", t.iqn, l.id))?;
+            let disk = station_io::open(index, l.id).unwrap_or_else(|| open_lun(t, l))?;
             let (naa, serial) = naa_and_serial(&t.iqn, l.id);
             let mut lun = disk.lun_config(naa, &serial);
             // Both halves of a COMPARE AND WRITE must fit the driver's buffer.
@@ -133,6 +137,7 @@ fn open_targets(config: &Config) -> Result<Vec<TargetState>> {
                 target = %t.iqn,
                 lun = l.id,
                 image = %l.image.display(),
+                base = ?l.base.as_ref().map(|b| b.display().to_string()),
                 blocks = disk.blocks(),
                 read_only = l.read_only,
                 "iscsi LUN"
@@ -141,10 +146,15 @@ fn open_targets(config: &Config) -> Result<Vec<TargetState>> {
         }
         out.push(TargetState {
             scsi: Mutex::new(scsi_target),
-            disks,
+            disks: RwLock::new(disks),
         });
     }
     Ok(out)
+}
+
+/// Opens the image file (or overlay over a base) of one LUN.
+fn open_lun(t: &config::Target, l: &config::Lun) -> Result<LunDevice> {
+    LunDevice::open(l).with_context(|| format!("[[target]] {} lun {}", t.iqn, l.id))
 }
 
 fn portal(config: &Config, local: SocketAddr) -> String {
@@ -161,6 +171,9 @@ fn portal(config: &Config, local: SocketAddr) -> String {
 
 /// Runs the iSCSI target until `stop` turns true.
 pub async fn run(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result<()> {
+    // Golden-image stations: locked, pending changes applied, before their
+    // overlays are opened.
+    crate::stations::start(&config)?;
     let targets = open_targets(&config)?;
     limits::raise_fd_limit(config.iscsi.max_connections);
     let conn_limits = limits::ConnectionLimits::new(
@@ -197,6 +210,7 @@ pub async fn run(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result
     );
     let tokens = AtomicU64::new(1);
     let mut conns = tokio::task::JoinSet::new();
+    let station_poll = tokio::spawn(station_io::poll(shared.clone(), stop.clone()));
     let conn_stop = stop.clone();
     loop {
         tokio::select! {
@@ -222,9 +236,11 @@ pub async fn run(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result
         }
     }
     while conns.join_next().await.is_some() {}
+    let _ = station_poll.await;
     // Whatever initiators left in the page cache goes to disk on a clean stop.
     for t in &shared.targets {
-        for d in t.disks.values() {
+        let disks = t.disks.read().unwrap_or_else(|e| e.into_inner());
+        for d in disks.values() {
             if let Err(e) = d.sync() {
                 tracing::warn!(image = %d.path().display(), "sync on stop: {e}");
             }
@@ -359,8 +375,19 @@ async fn connection(
                 match ev {
                     Event::SessionRequest(req) => {
                         let name = conn.initiator_name().to_string();
+                        // The first login of a golden-image station's boot
+                        // (volatile reset, pending requests) goes first.
+                        let stations = crate::stations::registry();
+                        if let (Some(t), Some(reg)) = (req.target, stations) {
+                            if let Some(work) = reg.boot_work(t, token) {
+                                station_io::boot(&shared, reg, work).await;
+                            }
+                        }
                         match admit(&shared, &name, &req, token) {
                             Ok(adm) => {
+                                if let (Some(t), Some(reg)) = (req.target, stations) {
+                                    reg.logged_in(t, token);
+                                }
                                 if let (Some(old), Some(over)) = (adm.reinstated, adm.takeover) {
                                     log_takeover(&shared, peer, &name, old, over);
                                 }
@@ -541,6 +568,9 @@ async fn connection(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&token);
+    if let Some(reg) = crate::stations::registry() {
+        reg.ended(token);
+    }
     let _ = sock.shutdown().await;
     let closed_because = match conn.close_reason() {
         Some(CloseReason::Logout) | None => "logout".to_string(),

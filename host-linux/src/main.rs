@@ -4,7 +4,9 @@
 //! protocol decision is made by `sanboot-core`.
 
 mod dhcp;
+mod image_cmd;
 mod iscsi;
+mod stations;
 mod tftp;
 
 use std::io::IsTerminal;
@@ -46,6 +48,9 @@ enum Command {
         #[arg(long)]
         mac: String,
     },
+    /// Golden images: list stations, reset, snapshot, rollback, commit.
+    #[command(subcommand)]
+    Image(image_cmd::ImageCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,6 +60,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve { config } => serve(config),
         Command::Check { config } => check(config),
         Command::Script { config, mac } => print_script(config, &mac),
+        Command::Image(cmd) => image_cmd::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

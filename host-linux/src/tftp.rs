@@ -536,6 +536,10 @@ fn open(shared: &Shared, path: &str, client: IpAddr) -> Result<Source, Refusal> 
             tracing::warn!("TFTP RRQ {path} from {client} refused: {why}");
             return Err(Refusal::NotFound);
         }
+        // A golden-image station fetching its script starts a boot.
+        if let Some(stations) = crate::stations::registry() {
+            stations.script_fetched(path);
+        }
         return Ok(Source::Memory(bytes));
     }
     let Some(root) = &shared.root else {

@@ -193,3 +193,76 @@ fn example_config_passes_check() {
         "{script}"
     );
 }
+
+#[test]
+fn example_golden_image_passes_check_once_the_image_exists() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/sanboot.toml");
+    let text = std::fs::read_to_string(example).unwrap();
+    let start = text
+        .find("#[[image]]")
+        .expect("the example has an [[image]]");
+    let (head, tail) = text.split_at(start);
+    let tail: String = tail
+        .lines()
+        .map(|l| match l.strip_prefix('#') {
+            Some(rest) if !rest.starts_with(' ') && !rest.is_empty() => format!("{rest}\n"),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &format!("{head}{tail}"));
+    let c = config.to_str().unwrap();
+    // Without the base: a clear error.
+    let out = sanboot(&["check", "--config", c]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("[[image]] debian12: file")
+            && stderr(&out).contains("cannot be read"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::create_dir_all(dir.path().join("images")).unwrap();
+    let img = std::fs::File::create(dir.path().join("images/debian12.img")).unwrap();
+    img.set_len(64 << 20).unwrap();
+    let out = sanboot(&["check", "--config", c]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("ok (4 hosts, 3 targets"),
+        "{}",
+        stdout(&out)
+    );
+    let out = sanboot(&["script", "--config", c, "--mac", "52:54:00:12:34:12"]);
+    assert!(
+        stdout(&out).contains("iqn.2026-12.org.sanboot:debian12:kiosk1"),
+        "{}",
+        stdout(&out)
+    );
+    // No serve running: `image` changes the files itself.
+    let out = sanboot(&["image", "list", "--config", c]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list = stdout(&out);
+    assert!(
+        list.contains("version 1:") && list.contains("(current)"),
+        "{list}"
+    );
+    assert!(
+        list.contains("kiosk1") && list.contains("volatile"),
+        "{list}"
+    );
+    let out = sanboot(&["image", "reset", "lab1", "--config", c]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("lab1: overlay dropped"),
+        "{}",
+        stdout(&out)
+    );
+    let version = dir.path().join("state/overlays/debian12/lab1.version");
+    assert_eq!(std::fs::read_to_string(version).unwrap(), "1\n");
+    let out = sanboot(&["image", "snapshot", "lab1", "x", "--config", c]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("mode = \"persistent\""),
+        "{}",
+        stderr(&out)
+    );
+}

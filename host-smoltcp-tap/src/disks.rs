@@ -1,4 +1,4 @@
-//! LUNs backed by image files (the same [`Disk`] as `sanboot serve`:
+//! LUNs backed by image files or overlays (the same [`LunDevice`] as `sanboot serve`:
 //! pread/pwrite, fdatasync, hole punching, an image lock), and the SCSI
 //! targets built from the config.
 
@@ -7,12 +7,12 @@ use sanboot_smoltcp::{
     BlockDevice, Disks, ScsiTarget, ISCSI_MAX_COMPARE_AND_WRITE_BLOCKS, ISCSI_MAX_UNMAP_DESCRIPTORS,
 };
 
-use crate::config::disk::{Disk, DiskOptions};
+use crate::config::lun_device::LunDevice;
 use crate::config::translate::naa_and_serial;
 use crate::config::Config;
 
 /// Every configured LUN: `(target index, lun, disk)`.
-pub struct FileDisks(pub Vec<(usize, u64, Disk)>);
+pub struct FileDisks(pub Vec<(usize, u64, LunDevice)>);
 
 impl Disks for FileDisks {
     fn disk(&mut self, target: usize, lun: u64) -> Option<&mut dyn BlockDevice> {
@@ -30,8 +30,8 @@ pub fn open_all(config: &Config) -> Result<(Vec<ScsiTarget>, FileDisks)> {
     for (ti, t) in config.targets.iter().enumerate() {
         let mut scsi = ScsiTarget::new();
         for l in &t.luns {
-            let disk = Disk::open(&l.image, DiskOptions::of_lun(l))
-                .with_context(|| format!("[[target]] {} lun {}", t.iqn, l.id))?;
+            let disk =
+                LunDevice::open(l).with_context(|| format!("[[target]] {} lun {}", t.iqn, l.id))?;
             let (naa, serial) = naa_and_serial(&t.iqn, l.id);
             let mut cfg = disk.lun_config(naa, &serial);
             // What the driver's collection buffer holds whole.

@@ -54,6 +54,8 @@ pub struct Sanboot {
     child: Option<Child>,
     /// The iSCSI port.
     pub port: u16,
+    /// The TFTP port (generated scripts are served there).
+    pub tftp_port: u16,
     /// `[[target]]` tables (image paths relative to the temp dir).
     targets: String,
     /// Wrap the process in `strace -f -e trace=fdatasync`.
@@ -86,6 +88,7 @@ impl Sanboot {
             dir: tempfile::tempdir().expect("tempdir"),
             child: None,
             port: free_port(),
+            tftp_port: free_port(),
             targets: targets.to_string(),
             strace,
             iscsi_extra: String::new(),
@@ -126,7 +129,7 @@ impl Sanboot {
              [dhcp]\nmode = \"off\"\n\n\
              [tftp]\nroot = \"tftp\"\nlisten = \"127.0.0.1:{tftp}\"\n\n\
              [iscsi]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n\n{targets}",
-            tftp = free_port(),
+            tftp = self.tftp_port,
             port = self.port,
             extra = self.iscsi_extra,
             targets = self.targets
