@@ -33,6 +33,8 @@ pub struct Config {
     #[serde(default)]
     pub boot: Boot,
     #[serde(default)]
+    pub http: Http,
+    #[serde(default)]
     pub iscsi: Iscsi,
     #[serde(default, rename = "target")]
     pub targets: Vec<Target>,
@@ -157,6 +159,22 @@ fn default_max_blksize() -> u16 {
 }
 fn default_max_transfers() -> usize {
     64
+}
+
+/// `[http]`: boot files and scripts over HTTP, beside TFTP. Off unless
+/// `listen` is set: port 80 is often taken, and turning it on changes what
+/// DHCP hands out and what `boot.ipxe` chains to.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    /// Where the HTTP server listens, e.g. `"0.0.0.0:80"`. When set, iPXE
+    /// gets `http://<server>/<script>` from DHCP, `boot.ipxe` chains over
+    /// HTTP, and UEFI HTTP boot clients get their iPXE binary from it.
+    pub listen: Option<SocketAddr>,
+    /// Also serve every read-only LUN's image at
+    /// `/images/<target-iqn>/<lun>` (for iPXE's `sanboot http://…`).
+    #[serde(default)]
+    pub images: bool,
 }
 
 /// `[boot]`: which file each kind of client gets.
@@ -565,6 +583,14 @@ impl Config {
                 );
             }
         }
+        if let Some(listen) = self.http.listen {
+            if matches!(listen.ip(), std::net::IpAddr::V6(ip) if !ip.is_unspecified()) {
+                bail!(
+                    "[http] listen = {listen}: boot clients reach sanboot over IPv4; \
+                     listen on an IPv4 address or [::]"
+                );
+            }
+        }
         if self.iscsi.nop_timeout_secs == 0 {
             bail!("[iscsi] nop_timeout_secs = 0: must be at least 1 (to turn pings off, set nop_interval_secs = 0)");
         }
@@ -624,6 +650,18 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// sanboot's HTTP server as clients reach it (`[http] listen`, its
+    /// address or, when it listens on every address, `[server] address`);
+    /// `None` when HTTP is off.
+    pub fn http_server(&self) -> Option<std::net::SocketAddrV4> {
+        let listen = self.http.listen?;
+        let ip = match listen.ip() {
+            std::net::IpAddr::V4(ip) if !ip.is_unspecified() => ip,
+            _ => self.server.address,
+        };
+        Some(std::net::SocketAddrV4::new(ip, listen.port()))
     }
 
     /// The target with this IQN (IQNs compare case-insensitively).

@@ -56,6 +56,7 @@ pub fn dhcp_config<'c>(
         uefi: &config.boot.uefi,
         arm: &config.boot.arm64,
         http: config.boot.http.as_deref(),
+        http_server: config.http_server(),
         script: &config.boot.script,
         root_path: config.boot.root_path.as_deref(),
     };

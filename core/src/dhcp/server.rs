@@ -26,6 +26,7 @@
 //! Leases are keyed by `chaddr` (option 61 is not used for identity). Each
 //! reservation occupies a slot of the `N`-slot table for the server's life.
 
+use core::fmt::Write;
 use core::net::{Ipv4Addr, SocketAddrV4};
 
 use super::boot::{self, BootChoice, BootFiles, ClientKind, Host};
@@ -224,7 +225,10 @@ impl<'a, const N: usize> Server<'a, N> {
         }
         let long = |s: &str| s.len() > 254;
         let b = &config.boot;
+        // Names sanboot's HTTP server serves get its URL in front.
+        let over_http = |s: &str| b.http_server.is_some() && s.len() > 254 - boot::HTTP_PREFIX_MAX;
         if [b.bios, b.uefi, b.arm, b.script].iter().any(|s| long(s))
+            || [b.uefi, b.arm, b.script].iter().any(|s| over_http(s))
             || b.http.is_some_and(long)
             || b.root_path.is_some_and(long)
             || config
@@ -434,13 +438,17 @@ impl<'a, const N: usize> Server<'a, N> {
         r.siaddr = self.config.server_ip;
         let host = self.host(&req.chaddr);
         let chosen = boot::select(kind, &self.config.boot, host);
-        if let Some((file, _)) = chosen {
+        if let Some(chosen) = chosen {
+            let file = boot::boot_file(kind, chosen, &self.config.boot);
+            let mut text = heapless::String::<255>::new();
+            // Cannot overflow: `new` bounded every name with its prefix.
+            let _ = write!(text, "{file}");
             // iPXE reads either; EDK2 and old ROMs only one of them. The file
             // field holds 127 bytes plus its NUL; longer names go in 67 only.
-            if file.len() < 128 {
-                push_str(&mut r.file, file);
+            if text.len() < 128 {
+                push_str(&mut r.file, &text);
             }
-            push_str(&mut r.bootfile, file);
+            push_str(&mut r.bootfile, &text);
             let _ = r.bootfile.push(0);
         }
         match kind {
