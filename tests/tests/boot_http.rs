@@ -1,0 +1,107 @@
+//! HTTP boot: with `[http] listen` set, a BIOS station whose NIC ROM is iPXE
+//! gets `http://192.0.2.1/boot.ipxe` from sanboot's full DHCP and walks the
+//! whole seed chain over sanboot's HTTP server — `boot.ipxe` →
+//! `default.ipxe` → `52-54-00-e2-e0-01.ipxe` → `done-…` — and the last
+//! script downloads a 16 MiB file (a stand-in for an initrd) before it
+//! prints the marker. Not one TFTP request is made.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use sanboot_tests::sanboot::{self, DhcpMode};
+use sanboot_tests::{peers, Boot, Lab, Sanboot, Station, SERVER, STATION_MAC, STATION_MAC_HYP};
+
+const BLOB_LEN: usize = 16 << 20;
+
+#[test]
+fn bios_ipxe_fetches_its_scripts_and_a_big_file_over_http() -> Result<()> {
+    sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
+    let _one = sanboot_tests::one_station_at_a_time();
+    let lab = Lab::new("boot_http")?;
+    let _pcap = lab.capture()?;
+    let root = sanboot::tftp_root(&lab)?;
+    // The file a kernel boot would fetch; imgfetch fails unless all of it arrives.
+    let blob: Vec<u8> = (0..BLOB_LEN).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(root.join("blob-16m"), &blob)?;
+    // Relative names: they resolve against the script's own http:// URI.
+    std::fs::write(
+        root.join(format!("done-{STATION_MAC_HYP}")),
+        "#!ipxe\nimgfetch blob-16m && echo E2E-CHAIN-DONE ${mac:hexhyp}\n",
+    )?;
+    let _ra = peers::router_advertisements(&lab)?;
+    let host = format!(
+        "[http]\nlisten = \"{SERVER}:80\"\n\n\
+         [[host]]\nmac = \"{STATION_MAC}\"\nhostname = \"station1\"\nboot = \"chain\"\n\
+         chain = \"done-${{mac:hexhyp}}\"\n"
+    );
+    let config = sanboot::config(&lab, DhcpMode::Full, &host);
+    let sanboot = Sanboot::start(&lab, &config)?;
+    let mut station = Station::start(&lab, Boot::BiosRom)?;
+
+    let took = station
+        .wait_for(sanboot_tests::DONE_MARKER, Duration::from_secs(120))
+        .with_context(|| format!("sanboot log (last 40 lines):\n{}", sanboot.log_tail(40)))?;
+    sanboot_tests::record_timing("boot_http bios-rom", took);
+
+    let files = [
+        "boot.ipxe".to_string(),
+        "default.ipxe".into(),
+        format!("{STATION_MAC_HYP}.ipxe"),
+        format!("done-{STATION_MAC_HYP}"),
+        "blob-16m".into(),
+    ];
+    // iPXE's console shows each fetch as it named it: the first two as
+    // absolute http:// URLs (DHCP's file, boot.ipxe's chain), the rest relative.
+    let console = station.console();
+    let fetched: Vec<&str> = console
+        .lines()
+        .filter(|l| l.trim_end().ends_with("... ok"))
+        .collect();
+    let mut rest = fetched.as_slice();
+    for (i, f) in files.iter().enumerate() {
+        let shown = match i {
+            0 | 1 => format!("http://{SERVER}/{f}"),
+            _ => f.clone(),
+        };
+        match rest.iter().position(|l| l.contains(&shown)) {
+            Some(i) => rest = rest.get(i + 1..).unwrap_or_default(),
+            None => bail!(
+                "the console shows no fetch of {shown} (in order); its fetches:\n{}",
+                fetched.join("\n")
+            ),
+        }
+    }
+    // sanboot served every one of them over HTTP, in order, whole...
+    let log = sanboot.log();
+    let served: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("HTTP GET 200 bytes 0+"))
+        .collect();
+    let mut rest = served.as_slice();
+    for f in &files {
+        let path = format!("path=/{f}");
+        match rest.iter().position(|l| l.contains(&path)) {
+            Some(i) => rest = rest.get(i + 1..).unwrap_or_default(),
+            None => bail!(
+                "sanboot logged no HTTP GET of /{f} (in order):\n{}",
+                served.join("\n")
+            ),
+        }
+    }
+    let sent = format!("HTTP GET 200 bytes 0+{BLOB_LEN} of {BLOB_LEN}");
+    if !served
+        .iter()
+        .any(|l| l.contains(&sent) && l.contains("path=/blob-16m"))
+    {
+        bail!(
+            "sanboot did not log {sent:?} for /blob-16m:\n{}",
+            served.join("\n")
+        );
+    }
+    // ...and nothing by TFTP.
+    let tftp = sanboot.tftp_requests();
+    if !tftp.is_empty() {
+        bail!("TFTP requests although HTTP is on: {tftp:?}");
+    }
+    Ok(())
+}
