@@ -1,4 +1,4 @@
-//! `cargo xtask bench dhcp|tftp|iscsi`: sanboot measured side by side with
+//! `cargo xtask bench dhcp|tftp|http|iscsi`: sanboot measured side by side with
 //! the peers in one run, printed as markdown tables with sanboot/peer ratios
 //! and appended to `target/bench/<what>-<timestamp>.md`.
 //!
@@ -9,6 +9,7 @@
 //! namespaces are deleted on exit, also on error and Ctrl-C.
 
 mod dhcp;
+mod http;
 mod iscsi;
 mod sys;
 mod tftp;
@@ -17,7 +18,7 @@ mod tftp_client;
 use anyhow::{bail, Context, Result};
 
 const USAGE: &str = "\
-usage: cargo xtask bench <dhcp|tftp|iscsi|all> [options]
+usage: cargo xtask bench <dhcp|tftp|http|iscsi|all> [options]
 
   --servers a,b,...  subset of servers/targets to run
                      dhcp: kea,dnsmasq,dnsmasq-ro,sanboot
@@ -126,6 +127,7 @@ pub fn run(args: &[String]) -> Result<()> {
     match what.as_str() {
         "dhcp" => dhcp::bench(&opts),
         "tftp" => tftp::bench(&opts),
+        "http" => http::bench(&opts),
         "iscsi" => iscsi::bench(&opts),
         "all" => {
             let mut o = opts.clone();
