@@ -4,12 +4,17 @@
 //! `default.ipxe` → `52-54-00-e2-e0-01.ipxe` → `done-…` — and the last
 //! script downloads a 16 MiB file (a stand-in for an initrd) before it
 //! prints the marker. Not one TFTP request is made.
+//!
+//! With `[http] images`, a station `sanboot`s a read-only LUN image over HTTP
+//! (iPXE's HTTP SAN reads it with range requests) instead of iSCSI.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use sanboot_tests::sanboot::{self, DhcpMode};
-use sanboot_tests::{peers, Boot, Lab, Sanboot, Station, SERVER, STATION_MAC, STATION_MAC_HYP};
+use sanboot_tests::{
+    disk, peers, Boot, Lab, Sanboot, Station, SERVER, STATION_MAC, STATION_MAC_HYP, TARGET_IQN,
+};
 
 const BLOB_LEN: usize = 16 << 20;
 
@@ -53,9 +58,10 @@ fn bios_ipxe_fetches_its_scripts_and_a_big_file_over_http() -> Result<()> {
     // iPXE's console shows each fetch as it named it: the first two as
     // absolute http:// URLs (DHCP's file, boot.ipxe's chain), the rest relative.
     let console = station.console();
+    // A slow download shows progress first: `blob-16m... 55%\x08\x08\x08\x08 ok`.
     let fetched: Vec<&str> = console
         .lines()
-        .filter(|l| l.trim_end().ends_with("... ok"))
+        .filter(|l| l.contains("... ") && l.trim_end().ends_with(" ok"))
         .collect();
     let mut rest = fetched.as_slice();
     for (i, f) in files.iter().enumerate() {
@@ -103,5 +109,55 @@ fn bios_ipxe_fetches_its_scripts_and_a_big_file_over_http() -> Result<()> {
     if !tftp.is_empty() {
         bail!("TFTP requests although HTTP is on: {tftp:?}");
     }
+    Ok(())
+}
+
+#[test]
+fn bios_ipxe_sanboots_a_read_only_image_over_http() -> Result<()> {
+    sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
+    let _one = sanboot_tests::one_station_at_a_time();
+    let lab = Lab::new("boot_http_san")?;
+    let _pcap = lab.capture()?;
+    let disk = disk::build(lab.dir(), 16, false)?;
+    let root = sanboot::tftp_root(&lab)?;
+    let url = format!("http://{SERVER}/images/{TARGET_IQN}/0");
+    std::fs::write(
+        root.join("san-http.ipxe"),
+        format!("#!ipxe\nsanboot {url}\n"),
+    )?;
+    let _ra = peers::router_advertisements(&lab)?;
+    let rest = format!(
+        "[http]\nlisten = \"{SERVER}:80\"\nimages = true\n\n\
+         [[target]]\niqn = \"{TARGET_IQN}\"\n\n[[target.lun]]\nid = 0\nimage = \"{}\"\nread_only = true\n\n\
+         [[host]]\nmac = \"{STATION_MAC}\"\nhostname = \"station1\"\nboot = \"chain\"\n\
+         chain = \"san-http.ipxe\"\n",
+        disk.path.display()
+    );
+    let config = sanboot::config(&lab, DhcpMode::Full, &rest);
+    let sanboot = Sanboot::start(&lab, &config)?;
+    let mut station = Station::start(&lab, Boot::BiosRom)?;
+
+    let took = station
+        .wait_for("SANBOOT-OK", Duration::from_secs(90))
+        .with_context(|| format!("sanboot log (last 40 lines):\n{}", sanboot.log_tail(40)))?;
+    sanboot_tests::record_timing("boot_http sanboot-http bios-rom", took);
+    // The MBR printed what it read through INT 13h: the sectors came by HTTP.
+    sanboot_tests::assert_in_order(&station.console(), &disk.expected_lines())?;
+    let log = sanboot.log();
+    let ranges = log
+        .lines()
+        // iPXE percent-encodes the IQN's ':' (the log shows the raw path).
+        .filter(|l| l.contains("HTTP GET 206") && l.contains("path=/images/iqn.2024-01.test.e2e"))
+        .count();
+    if ranges == 0 {
+        bail!(
+            "no range request for the image in sanboot's log:\n{}",
+            sanboot.log_tail(40)
+        );
+    }
+    if log.contains("iscsi login") {
+        bail!("the station logged in over iSCSI although it booted over HTTP");
+    }
+    println!("{ranges} range requests served the HTTP SAN boot");
     Ok(())
 }
