@@ -707,6 +707,23 @@ mod tests {
     }
 
     #[test]
+    fn http_is_off_by_default_and_names_a_reachable_address() {
+        let c: Config = toml::from_str(MINIMAL).unwrap();
+        assert_eq!(c.http_server(), None);
+        let at = |listen: &str| {
+            let c: Config =
+                toml::from_str(&format!("{MINIMAL}\n[http]\nlisten = \"{listen}\"\n")).unwrap();
+            c.validate().map(|()| c.http_server().unwrap().to_string())
+        };
+        // Every address: clients use [server] address.
+        assert_eq!(at("0.0.0.0:80").unwrap(), "192.0.2.1:80");
+        assert_eq!(at("[::]:8080").unwrap(), "192.0.2.1:8080");
+        assert_eq!(at("192.0.2.7:80").unwrap(), "192.0.2.7:80");
+        let err = at("[2001:db8::1]:80").unwrap_err().to_string();
+        assert!(err.contains("[http] listen"), "{err}");
+    }
+
+    #[test]
     fn max_sessions_cannot_exceed_the_nexus_table() {
         let ok = format!("{MINIMAL}\n[iscsi]\nmax_sessions = {NEXUS_TABLE}\n");
         toml::from_str::<Config>(&ok).unwrap().validate().unwrap();
