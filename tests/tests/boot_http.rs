@@ -5,7 +5,7 @@
 //! script downloads a 16 MiB file (a stand-in for an initrd) before it
 //! prints the marker. Not one TFTP request is made.
 //!
-//! With `[http] images`, a station `sanboot`s a read-only LUN image over HTTP
+//! The same in ProxyDHCP mode beside a router. With `[http] images`, a station `sanboot`s a read-only LUN image over HTTP
 //! (iPXE's HTTP SAN reads it with range requests) instead of iSCSI.
 
 use std::time::Duration;
@@ -20,10 +20,28 @@ const BLOB_LEN: usize = 16 << 20;
 
 #[test]
 fn bios_ipxe_fetches_its_scripts_and_a_big_file_over_http() -> Result<()> {
+    chain_over_http(DhcpMode::Full, "boot_http")
+}
+
+/// The same beside a router (plain DHCP from dnsmasq): the http:// file name
+/// comes in sanboot's ProxyDHCP offer.
+#[test]
+fn bios_ipxe_fetches_everything_over_http_via_proxy_dhcp() -> Result<()> {
+    chain_over_http(DhcpMode::Proxy, "boot_http_proxy")
+}
+
+fn chain_over_http(mode: DhcpMode, name: &str) -> Result<()> {
     sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
     let _one = sanboot_tests::one_station_at_a_time();
-    let lab = Lab::new("boot_http")?;
+    let mut lab = Lab::new(name)?;
     let _pcap = lab.capture()?;
+    let _router = match mode {
+        DhcpMode::Proxy => {
+            let ns = lab.add_router(sanboot_tests::ROUTER)?;
+            Some(peers::plain_dhcp(&lab, &ns)?)
+        }
+        DhcpMode::Full => None,
+    };
     let root = sanboot::tftp_root(&lab)?;
     // The file a kernel boot would fetch; imgfetch fails unless all of it arrives.
     let blob: Vec<u8> = (0..BLOB_LEN).map(|i| (i * 7 % 251) as u8).collect();
@@ -39,14 +57,14 @@ fn bios_ipxe_fetches_its_scripts_and_a_big_file_over_http() -> Result<()> {
          [[host]]\nmac = \"{STATION_MAC}\"\nhostname = \"station1\"\nboot = \"chain\"\n\
          chain = \"done-${{mac:hexhyp}}\"\n"
     );
-    let config = sanboot::config(&lab, DhcpMode::Full, &host);
+    let config = sanboot::config(&lab, mode, &host);
     let sanboot = Sanboot::start(&lab, &config)?;
     let mut station = Station::start(&lab, Boot::BiosRom)?;
 
     let took = station
         .wait_for(sanboot_tests::DONE_MARKER, Duration::from_secs(120))
         .with_context(|| format!("sanboot log (last 40 lines):\n{}", sanboot.log_tail(40)))?;
-    sanboot_tests::record_timing("boot_http bios-rom", took);
+    sanboot_tests::record_timing(&format!("{name} bios-rom"), took);
 
     let files = [
         "boot.ipxe".to_string(),
