@@ -5,8 +5,9 @@
 //! script downloads a 16 MiB file (a stand-in for an initrd) before it
 //! prints the marker. Not one TFTP request is made.
 //!
-//! The same in ProxyDHCP mode beside a router. With `[http] images`, a station `sanboot`s a read-only LUN image over HTTP
-//! (iPXE's HTTP SAN reads it with range requests) instead of iSCSI.
+//! The same in ProxyDHCP mode beside a router. With `[http] images`, a
+//! station `sanboot`s a read-only LUN image over HTTP (iPXE's HTTP SAN reads
+//! it with range requests) instead of iSCSI.
 
 use std::time::Duration;
 
