@@ -5,7 +5,8 @@
 //! script downloads a 16 MiB file (a stand-in for an initrd) before it
 //! prints the marker. Not one TFTP request is made.
 //!
-//! The same in ProxyDHCP mode beside a router. With `[http] images`, a
+//! The same in ProxyDHCP mode beside a router; and OVMF's own UEFI HTTP
+//! boot fetching `ipxe.efi` from sanboot. With `[http] images`, a
 //! station `sanboot`s a read-only LUN image over HTTP (iPXE's HTTP SAN reads
 //! it with range requests) instead of iSCSI.
 
@@ -178,5 +179,60 @@ fn bios_ipxe_sanboots_a_read_only_image_over_http() -> Result<()> {
         bail!("the station logged in over iSCSI although it booted over HTTP");
     }
     println!("{ranges} range requests served the HTTP SAN boot");
+    Ok(())
+}
+
+/// UEFI HTTP boot: OVMF's own HTTPv4 boot option (EDK2 HttpBootDxe, after
+/// its PXEv4 and PXEv6 options fail: this host's PXE file does not exist)
+/// asks DHCP as `HTTPClient`, gets `http://192.0.2.1/ipxe.efi` with
+/// `HTTPClient` echoed (EDK2 ignores an offer without it), downloads iPXE
+/// over HTTP, and that iPXE walks the chain over HTTP too.
+#[test]
+fn uefi_http_boot_gets_ipxe_efi_from_sanboot() -> Result<()> {
+    sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
+    let _one = sanboot_tests::one_station_at_a_time();
+    let lab = Lab::new("boot_http_uefi")?;
+    let _pcap = lab.capture()?;
+    let root = sanboot::tftp_root(&lab)?;
+    sanboot_tests::write_done_script(&root)?;
+    let _ra = peers::router_advertisements(&lab)?;
+    let host = format!(
+        "[http]\nlisten = \"{SERVER}:80\"\n\n\
+         [[host]]\nmac = \"{STATION_MAC}\"\nhostname = \"station1\"\nboot = \"chain\"\n\
+         chain = \"done-${{mac:hexhyp}}\"\nboot_file = \"no-such-file.efi\"\n"
+    );
+    let config = sanboot::config(&lab, DhcpMode::Full, &host);
+    let sanboot = Sanboot::start(&lab, &config)?;
+    let mut station = Station::start(&lab, Boot::UefiPxe)?;
+
+    let took = station
+        .wait_for(sanboot_tests::DONE_MARKER, Duration::from_secs(300))
+        .with_context(|| format!("sanboot log (last 40 lines):\n{}", sanboot.log_tail(40)))?;
+    sanboot_tests::record_timing("boot_http_uefi uefi-http", took);
+    // OVMF says which boot option ran and the URL DHCP gave it.
+    sanboot_tests::assert_in_order(
+        &station.console(),
+        &[
+            ">>Start HTTP Boot over IPv4".to_string(),
+            format!("URI: http://{SERVER}/ipxe.efi"),
+            format!("http://{SERVER}/boot.ipxe... ok"),
+        ],
+    )?;
+    let log = sanboot.log();
+    if !log
+        .lines()
+        .any(|l| l.contains("HTTP GET 200") && l.contains("path=/ipxe.efi"))
+    {
+        bail!(
+            "ipxe.efi did not go out over HTTP:\n{}",
+            sanboot.log_tail(40)
+        );
+    }
+    if !log.lines().any(|l| l.contains("HTTP boot arch 16")) {
+        bail!(
+            "no DHCP reply to an HTTP boot client:\n{}",
+            sanboot.log_tail(40)
+        );
+    }
     Ok(())
 }
