@@ -29,7 +29,7 @@
 use core::fmt::Write;
 use core::net::{Ipv4Addr, SocketAddrV4};
 
-use super::boot::{self, BootChoice, BootFiles, ClientKind, Host};
+use super::boot::{self, BootChoice, BootFile, BootFiles, ClientKind, Host};
 use super::leases::{Lease, LeaseTable, TableError};
 use super::wire::{self, IpxeEncap, MessageType, Op, Packet, Repr};
 use crate::time::{Duration, Instant};
@@ -144,6 +144,9 @@ pub struct Transmit<'a> {
     pub file: Option<&'a str>,
     /// Which rule chose it.
     pub choice: Option<BootChoice>,
+    /// `file` as the client got it: by name, or as a URL on sanboot's HTTP
+    /// server (for logs).
+    pub boot_file: Option<BootFile<'a>>,
 }
 
 /// Counters: what came in, what went out, what was dropped and why.
@@ -347,7 +350,12 @@ impl<'a, const N: usize> Server<'a, N> {
                 Mode::Full => self.full(now, msg, &req),
             }
         };
-        if let Some(p) = reply {
+        if let Some(mut p) = reply {
+            p.meta.boot_file = p
+                .meta
+                .file
+                .zip(p.meta.choice)
+                .map(|chosen| boot::boot_file(p.meta.client, chosen, &self.config.boot));
             if self.pending.replace(p).is_some() {
                 bump(&mut self.stats.overrun);
             }
@@ -498,6 +506,7 @@ impl<'a, const N: usize> Server<'a, N> {
             client: kind,
             file: chosen.map(|c| c.0),
             choice: chosen.map(|c| c.1),
+            boot_file: None,
         };
         Pending {
             repr: r,

@@ -48,6 +48,7 @@ fn exchange<const N: usize>(
     // Owned copies of the 'static strings the test config uses.
     let tx = Transmit {
         file: tx.file.map(leak),
+        boot_file: None,
         ..tx
     };
     Some((tx, r))
@@ -311,6 +312,16 @@ fn ipxe_gets_its_script_over_http_when_we_serve_it() {
         let mut s = Server::<4>::new(c).unwrap();
         let (_, o) = exchange(&mut s, 0, CLIENT, 67, IPXE_BIOS_DISCOVER).unwrap();
         assert_eq!(&o.bootfile[..], b"http://192.0.2.1:8080/boot.ipxe\0");
+        s.handle_packet(t(0), CLIENT, 67, IPXE_BIOS_DISCOVER);
+        let tx = s.poll_transmit(t(0), &mut [0u8; 1500]).unwrap();
+        assert_eq!(
+            tx.boot_file,
+            Some(BootFile::Http {
+                server: SocketAddrV4::new(SERVER, 8080),
+                path: "boot.ipxe"
+            }),
+            "hosts log the URL the client got"
+        );
         // A plain PXE ROM has only TFTP: its file stays a name.
         let (_, o) = exchange(&mut s, 0, CLIENT, 67, EDK2_DISCOVER).unwrap();
         assert_eq!(&o.bootfile[..], b"ipxe.efi\0");
