@@ -297,3 +297,41 @@ fn scripts_chain_over_http_and_images_need_opting_in() {
     let s = Server::start("");
     assert_eq!(s.curl(&[], &format!("/images/{IQN}/1")).0, 404);
 }
+
+#[test]
+fn sigterm_stops_serve_during_a_slow_download() {
+    let mut s = Server::start("");
+    std::fs::write(s.root().join("big"), contents(8 << 20, 3)).unwrap();
+    // A client that reads slowly keeps a response (and its reader) busy.
+    let mut slow = Command::new("curl")
+        .args(["-sS", "--limit-rate", "200k", "-o", "/dev/null"])
+        .arg(s.url("/big"))
+        .spawn()
+        .expect("curl must be installed");
+    let started = Instant::now();
+    while !s.log_text().contains("path=/big") {
+        assert!(started.elapsed() < Duration::from_secs(10), "no request");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let st = Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let since = Instant::now();
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(5),
+            "sanboot still running 5 s after SIGTERM:\n{}",
+            s.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}: {}", s.log_text());
+    let _ = slow.kill();
+    let _ = slow.wait();
+}
