@@ -146,11 +146,11 @@ async fn respond(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> R
     };
     let raw = req.uri().path().to_owned();
     let content = {
-        let shared_config = shared.config.clone();
+        let config = shared.config.clone();
         let root = shared.root.clone();
         let raw = raw.clone();
         // Opening may block (canonicalize, open, a script render): off the runtime.
-        tokio::task::spawn_blocking(move || open(&shared_config, root.as_deref(), &raw))
+        tokio::task::spawn_blocking(move || open(&config, root.as_deref(), &raw))
             .await
             .unwrap_or(Err(StatusCode::INTERNAL_SERVER_ERROR))
     };
