@@ -53,7 +53,7 @@ pub fn bench(opts: &Opts) -> Result<()> {
         "## HTTP boot vs TFTP ({})\n\n64 MiB file; sanboot (HTTP on {SRV_IP}:80 and TFTP on {SRV_IP}:69, one process) and nginx ({NGINX_IP}:80, \
          `master_process off`, sendfile on) in `{SRV_NS}` pinned to CPU {SRV_CPU}; curl / our TFTP client in `{CLI_NS}` on CPU {CLI_CPU}; \
          veth MTU 1500; every download compared byte for byte; MB/s = 10^6 bytes / wall time of the download (curl's time_total; the TFTP client's wall); \
-         server CPU % = the server process's utime+stime over the download / its wall time; median of {REPS}.\n{}\n",
+         server CPU % = the server process's utime+stime over the download / its wall time, counted in 10 ms clock ticks (nginx's sendfile often stays under one tick: 0); median of {REPS}.\n{}\n",
         sys::timestamp(),
         sys::machine_line()
     ))?;
@@ -73,7 +73,14 @@ pub fn bench(opts: &Opts) -> Result<()> {
         None => None,
     };
 
-    let mut table = Table::new(&["server", "MB/s", "server CPU %", "runs ok", "note"]);
+    let mut table = Table::new(&[
+        "server",
+        "MB/s",
+        "server CPU %",
+        "server CPU ms per 64 MiB",
+        "runs ok",
+        "note",
+    ]);
     let mut rates: Vec<(Way, Option<f64>)> = Vec::new();
     for way in [Way::SanbootHttp, Way::SanbootTftp, Way::Nginx] {
         let pid = match way {
@@ -82,6 +89,7 @@ pub fn bench(opts: &Opts) -> Result<()> {
                 None => {
                     table.row(vec![
                         way.name().into(),
+                        "-".into(),
                         "-".into(),
                         "-".into(),
                         "0".into(),
@@ -128,10 +136,19 @@ pub fn bench(opts: &Opts) -> Result<()> {
             }
         }
         let med = median(mbs.clone());
+        // CPU time per download: comparable across servers of different speed.
+        let cpu_ms: Vec<f64> = mbs
+            .iter()
+            .zip(&cpu)
+            .map(|(m, c)| c / 100.0 * (FILE.1 as f64 / (m * 1e6)) * 1000.0)
+            .collect();
         table.row(vec![
             way.name().into(),
             med.map(|m| sys::f(m, 1)).unwrap_or_else(|| "failed".into()),
             median(cpu)
+                .map(|c| sys::f(c, 0))
+                .unwrap_or_else(|| "-".into()),
+            median(cpu_ms)
                 .map(|c| sys::f(c, 0))
                 .unwrap_or_else(|| "-".into()),
             format!("{}/{REPS}", mbs.len()),
