@@ -38,6 +38,8 @@ pub struct Config {
     #[serde(default)]
     pub boot: Boot,
     #[serde(default)]
+    pub http: Http,
+    #[serde(default)]
     pub iscsi: Iscsi,
     #[serde(default, rename = "target")]
     pub targets: Vec<Target>,
@@ -165,6 +167,22 @@ fn default_max_blksize() -> u16 {
 }
 fn default_max_transfers() -> usize {
     64
+}
+
+/// `[http]`: boot files and scripts over HTTP, beside TFTP. Off unless
+/// `listen` is set: port 80 is often taken, and turning it on changes what
+/// DHCP hands out and what `boot.ipxe` chains to.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    /// Where the HTTP server listens, e.g. `"0.0.0.0:80"`. When set, iPXE
+    /// gets `http://<server>/<script>` from DHCP, `boot.ipxe` chains over
+    /// HTTP, and UEFI HTTP boot clients get their iPXE binary from it.
+    pub listen: Option<SocketAddr>,
+    /// Also serve every read-only LUN's image at
+    /// `/images/<target-iqn>/<lun>` (for iPXE's `sanboot http://…`).
+    #[serde(default)]
+    pub images: bool,
 }
 
 /// `[boot]`: which file each kind of client gets.
@@ -690,6 +708,14 @@ impl Config {
                 );
             }
         }
+        if let Some(listen) = self.http.listen {
+            if matches!(listen.ip(), std::net::IpAddr::V6(ip) if !ip.is_unspecified()) {
+                bail!(
+                    "[http] listen = {listen}: boot clients reach sanboot over IPv4; \
+                     listen on an IPv4 address or [::]"
+                );
+            }
+        }
         if self.iscsi.nop_timeout_secs == 0 {
             bail!("[iscsi] nop_timeout_secs = 0: must be at least 1 (to turn pings off, set nop_interval_secs = 0)");
         }
@@ -760,6 +786,18 @@ impl Config {
         Ok(())
     }
 
+    /// sanboot's HTTP server as clients reach it (`[http] listen`, its
+    /// address or, when it listens on every address, `[server] address`);
+    /// `None` when HTTP is off.
+    pub fn http_server(&self) -> Option<std::net::SocketAddrV4> {
+        let listen = self.http.listen?;
+        let ip = match listen.ip() {
+            std::net::IpAddr::V4(ip) if !ip.is_unspecified() => ip,
+            _ => self.server.address,
+        };
+        Some(std::net::SocketAddrV4::new(ip, listen.port()))
+    }
+
     /// The target with this IQN (IQNs compare case-insensitively).
     pub fn target(&self, iqn: &str) -> Option<&Target> {
         self.targets
@@ -800,6 +838,23 @@ mod tests {
         assert_eq!(c.dhcp.mode, DhcpMode::Proxy);
         assert_eq!(c.boot.bios, "undionly.kpxe");
         assert_eq!(c.iscsi.listen.port(), 3260);
+    }
+
+    #[test]
+    fn http_is_off_by_default_and_names_a_reachable_address() {
+        let c: Config = toml::from_str(MINIMAL).unwrap();
+        assert_eq!(c.http_server(), None);
+        let at = |listen: &str| {
+            let c: Config =
+                toml::from_str(&format!("{MINIMAL}\n[http]\nlisten = \"{listen}\"\n")).unwrap();
+            c.validate().map(|()| c.http_server().unwrap().to_string())
+        };
+        // Every address: clients use [server] address.
+        assert_eq!(at("0.0.0.0:80").unwrap(), "192.0.2.1:80");
+        assert_eq!(at("[::]:8080").unwrap(), "192.0.2.1:8080");
+        assert_eq!(at("192.0.2.7:80").unwrap(), "192.0.2.7:80");
+        let err = at("[2001:db8::1]:80").unwrap_err().to_string();
+        assert!(err.contains("[http] listen"), "{err}");
     }
 
     #[test]

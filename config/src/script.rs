@@ -177,7 +177,18 @@ fn script_dir(config: &Config) -> String {
     }
 }
 
-/// A file TFTP serves from memory instead of from its root: the seed chain
+/// `boot.ipxe`: a relative chain (same server and scheme it came by), or
+/// over HTTP when sanboot serves it; `dir` is [`script_dir`].
+fn boot_script<'a>(config: &'a Config, dir: &'a str) -> Script<'a> {
+    match config.http_server() {
+        Some(server) => Script::BootOverHttp { server, dir },
+        None => Script::Boot {
+            root_path: config.boot.root_path.as_deref(),
+        },
+    }
+}
+
+/// A file TFTP (and HTTP) serves from memory instead of from its root: the seed chain
 /// (`boot.ipxe`, `default.ipxe`) and each host's `<mac-hexhyp>.ipxe`.
 /// `path` is the request as the client sent it, already normalised by TFTP
 /// (no leading `/`, `\` turned into `/`). `None` means "not a virtual file".
@@ -191,9 +202,7 @@ pub fn virtual_file(config: &Config, path: &str) -> Option<Vec<u8>> {
         let rendered = if config.boot.direct {
             render_direct(config)
         } else {
-            to_string(Script::Boot {
-                root_path: config.boot.root_path.as_deref(),
-            })
+            to_string(boot_script(config, &script_dir(config)))
         };
         return match rendered {
             Ok(text) => Some(text.into_bytes()),
@@ -257,9 +266,7 @@ pub fn check_warnings(config: &Config) -> Vec<String> {
 }
 
 fn check_boot(config: &Config, w: &mut Vec<String>) {
-    if let Err(e) = to_string(Script::Boot {
-        root_path: config.boot.root_path.as_deref(),
-    }) {
+    if let Err(e) = to_string(boot_script(config, &script_dir(config))) {
         w.push(format!("[boot] {}: {e}", config.boot.script));
     }
     if config.dhcp.mode == DhcpMode::Off {
@@ -607,6 +614,27 @@ mod tests {
         assert_eq!(virtual_file(&c, "scripts/52-54-00-e2-e0-02.ipxe"), None);
         assert_eq!(virtual_file(&c, "other/52-54-00-e2-e0-01.ipxe"), None);
         assert_eq!(virtual_file(&c, "undionly.kpxe"), None);
+    }
+
+    #[test]
+    fn http_on_makes_the_chain_absolute() {
+        let mut c = config("");
+        c.http.listen = Some("0.0.0.0:80".parse().unwrap());
+        assert_eq!(
+            text(virtual_file(&c, "boot.ipxe")).as_deref(),
+            Some("#!ipxe\nchain http://192.0.2.1/scripts/default.ipxe\n")
+        );
+        c.boot.script = "ipxe/boot.ipxe".into();
+        c.boot.root_path = Some("hosts".into());
+        c.http.listen = Some("192.0.2.9:8080".parse().unwrap());
+        assert_eq!(
+            text(virtual_file(&c, "ipxe/boot.ipxe")).as_deref(),
+            Some("#!ipxe\nchain http://192.0.2.9:8080/ipxe/hosts/default.ipxe\n")
+        );
+        // default.ipxe and the host scripts stay relative: they inherit http.
+        assert!(text(virtual_file(&c, "ipxe/hosts/default.ipxe"))
+            .unwrap()
+            .contains("chain ${mac:hexhyp}.ipxe"));
     }
 
     #[test]

@@ -56,6 +56,7 @@ pub fn dhcp_config<'c>(
         uefi: &config.boot.uefi,
         arm: &config.boot.arm64,
         http: config.boot.http.as_deref(),
+        http_server: config.http_server(),
         script: &config.boot.script,
         root_path: config.boot.root_path.as_deref(),
     };
@@ -258,6 +259,17 @@ mod tests {
         assert_eq!(core.hosts.len(), 2);
         assert_eq!(core.hosts[0].boot_file, Some("special.efi"));
         assert!(dhcp::Server::<8>::new(core).is_ok());
+        assert_eq!(core.boot.http_server, None, "HTTP is off unless asked for");
+
+        // Before [[host]], where a table would still be top-level.
+        let with_http = text.replacen("[dhcp]", "[http]\nlisten = \"0.0.0.0:8080\"\n[dhcp]", 1);
+        let config: Config = toml::from_str(&with_http).unwrap();
+        let hosts = dhcp_hosts(&config).unwrap();
+        let core = dhcp_config(&config, &hosts, 1).unwrap();
+        assert_eq!(
+            core.boot.http_server,
+            Some("192.0.2.1:8080".parse().unwrap())
+        );
     }
 
     #[test]

@@ -45,6 +45,8 @@ fn config(mode: Mode) -> Config<'static> {
     c.decline_hold = Duration::from_secs(5);
     c.boot.root_path = Some("/scripts");
     c.boot.http = Some("http://192.0.2.1/ipxe.efi");
+    // Our own HTTP server too: iPXE and arm64 HTTP clients get URLs built from it.
+    c.boot.http_server = Some(core::net::SocketAddrV4::new(SERVER_IP, 8080));
     c.hosts = &HOSTS;
     c
 }

@@ -282,7 +282,10 @@ fn message_name(m: MessageType) -> &'static str {
 fn log_reply(t: &Transmit<'_>) {
     let proto = if t.proxy { "ProxyDHCP" } else { "DHCP" };
     let msg = message_name(t.message);
-    let file = t.file.unwrap_or("-");
+    // As the client got it: a name on TFTP, or a URL on our HTTP server.
+    let file = t
+        .boot_file
+        .map_or_else(|| "-".to_string(), |f| f.to_string());
     let how = match t.choice {
         Some(BootChoice::Host) => ", host override",
         _ => "",

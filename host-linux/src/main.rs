@@ -4,6 +4,7 @@
 //! protocol decision is made by `sanboot-core`.
 
 mod dhcp;
+mod http_boot;
 mod image_cmd;
 mod iscsi;
 mod stations;
@@ -31,7 +32,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the appliance: DHCP/ProxyDHCP, TFTP, iPXE scripts and the iSCSI target.
+    /// Run the appliance: DHCP/ProxyDHCP, TFTP (and HTTP), iPXE scripts and the iSCSI target.
     Serve {
         #[arg(long, short)]
         config: PathBuf,
@@ -142,6 +143,17 @@ fn serve(path: PathBuf) -> Result<()> {
                 "iscsi",
             ),
         ]);
+        let mut names = names;
+        if config.http.listen.is_some() {
+            let id = tasks
+                .spawn(http_boot::run(
+                    config.clone(),
+                    stations.clone(),
+                    stop_rx.clone(),
+                ))
+                .id();
+            names.insert(id, "http");
+        }
         let name = |id| names.get(&id).copied().unwrap_or("a service");
         tracing::info!(config = %path.display(), "sanboot serving");
 

@@ -84,7 +84,11 @@ fn run(cli: Cli) -> Result<()> {
     let initiators = translate::initiators(&config)?;
     let dhcp_hosts = translate::dhcp_hosts(&config)?;
     let seed = unix_millis() ^ u64::from(std::process::id()).rotate_left(32);
-    let dhcp = translate::dhcp_config(&config, &dhcp_hosts, seed);
+    let mut dhcp = translate::dhcp_config(&config, &dhcp_hosts, seed);
+    if let Some(d) = dhcp.as_mut() {
+        // No HTTP server here: everything goes by TFTP.
+        d.boot.http_server = None;
+    }
     let script_hosts = translate::script_hosts(&config, &initiators)?;
     let (scsi, disks) = disks::open_all(&config)?;
     let scsi: &'static mut [sanboot_smoltcp::ScsiTarget] = scsi.leak();
@@ -218,6 +222,12 @@ fn compiled_limits(config: &config::Config) -> Vec<String> {
         w.push(format!(
             "[iscsi] max_sessions = {}: this runner has {CONNECTIONS} iSCSI connections",
             config.iscsi.max_sessions
+        ));
+    }
+    if let Some(listen) = config.http.listen {
+        w.push(format!(
+            "[http] listen = {listen}: this runner has no HTTP server; boot files and \
+             scripts go by TFTP"
         ));
     }
     if config.dhcp.mode == config::DhcpMode::Full {

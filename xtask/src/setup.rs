@@ -48,6 +48,8 @@ const NEEDS: &[(&str, &str)] = &[
     ("in.tftpd", "tftpd-hpa"),
     ("atftp", "atftp"),
     ("curl", "curl"),
+    // bench http's peer (the bench skips it when missing)
+    ("nginx", "nginx-light"),
     ("tgtd", "tgt"),
     ("tgtadm", "tgt"),
     ("iscsi-test-cu", "libiscsi-bin"),

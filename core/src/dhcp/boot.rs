@@ -42,8 +42,8 @@ pub enum BootChoice {
     Host,
 }
 
-/// Boot files by client kind. Names are relative to the TFTP root; `http`
-/// is a full URL.
+/// Boot files by client kind. Names are relative to the TFTP root (and to
+/// the HTTP root, which is the same directory); `http` is a full URL.
 #[derive(Debug, Clone, Copy)]
 pub struct BootFiles<'a> {
     /// Option 93 = 0 (x86 BIOS).
@@ -52,8 +52,14 @@ pub struct BootFiles<'a> {
     pub uefi: &'a str,
     /// Option 93 = 10 or 11 (ARM UEFI).
     pub arm: &'a str,
-    /// Option 93 = 16 (x86-64 UEFI HTTP boot): a URL, or `None` to not answer.
+    /// Option 93 = 16 (x86-64 UEFI HTTP boot): a URL. `None`: `uefi` from
+    /// `http_server` when there is one, else no answer.
     pub http: Option<&'a str>,
+    /// sanboot's own HTTP server, when it runs one. iPXE clients then get
+    /// their script as `http://<server>/<script>` (so the whole chain after
+    /// it is HTTP), and UEFI HTTP clients get `uefi` (option 93 = 16) or
+    /// `arm` (93 = 19) from it unless `http` names another URL.
+    pub http_server: Option<SocketAddrV4>,
     /// What iPXE clients get (a generated script).
     pub script: &'a str,
     /// Option 17 for iPXE clients (no URI scheme: iPXE would SAN-boot it).
@@ -67,6 +73,7 @@ impl Default for BootFiles<'_> {
             uefi: "ipxe.efi",
             arm: "ipxe-arm64.efi",
             http: None,
+            http_server: None,
             script: "boot.ipxe",
             root_path: None,
         }
@@ -88,7 +95,8 @@ pub struct Host<'a> {
     pub script: Option<&'a str>,
 }
 
-use core::net::Ipv4Addr;
+use core::fmt;
+use core::net::{Ipv4Addr, SocketAddrV4};
 
 impl<'a> Host<'a> {
     /// A host with no overrides.
@@ -157,8 +165,67 @@ pub fn select<'a>(
                 _ => None,
             }
         }
-        ClientKind::Http { .. } => files.http.map(|u| (u, BootChoice::Http)),
-        ClientKind::Plain => None,
+        // RFC 4578 / IANA: 16 = x64 UEFI HTTP, 19 = arm64 UEFI HTTP. Others
+        // (x86 32-bit, arm32) get nothing rather than a binary they cannot run.
+        ClientKind::Http { arch: 16 } => match files.http {
+            Some(url) => Some((url, BootChoice::Http)),
+            None => files.http_server.map(|_| (files.uefi, BootChoice::Uefi)),
+        },
+        ClientKind::Http { arch: 19 } => files.http_server.map(|_| (files.arm, BootChoice::Arm)),
+        ClientKind::Http { .. } | ClientKind::Plain => None,
+    }
+}
+
+/// The boot file as the client reads it: a name on the TFTP server
+/// (`siaddr`), a URL from the config, or a name on sanboot's HTTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootFile<'a> {
+    /// Written as is (a TFTP name or a configured URL).
+    Verbatim(&'a str),
+    /// `http://<server>/<path>`; port 80 is left out.
+    Http {
+        /// sanboot's HTTP listener.
+        server: SocketAddrV4,
+        /// Path under the HTTP root.
+        path: &'a str,
+    },
+}
+
+impl fmt::Display for BootFile<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootFile::Verbatim(s) => f.write_str(s),
+            BootFile::Http { server, path } => {
+                write!(f, "http://{}", server.ip())?;
+                if server.port() != 80 {
+                    write!(f, ":{}", server.port())?;
+                }
+                write!(f, "/{}", path.trim_start_matches('/'))
+            }
+        }
+    }
+}
+
+/// Longest `http://a.b.c.d:ppppp/` prefix [`BootFile::Http`] adds to a name.
+pub const HTTP_PREFIX_MAX: usize = "http://255.255.255.255:65535/".len();
+
+/// How `chosen` (from [`select`]) reaches a `kind` client: over sanboot's
+/// HTTP server when it runs one and the client speaks HTTP (iPXE, UEFI HTTP
+/// boot), else by name. A PXE ROM only has TFTP.
+pub fn boot_file<'a>(
+    kind: ClientKind,
+    chosen: (&'a str, BootChoice),
+    files: &BootFiles<'_>,
+) -> BootFile<'a> {
+    let (name, choice) = chosen;
+    match (kind, files.http_server) {
+        // `Http` is a configured URL, already complete.
+        (ClientKind::Ipxe | ClientKind::Http { .. }, Some(server))
+            if choice != BootChoice::Http =>
+        {
+            BootFile::Http { server, path: name }
+        }
+        _ => BootFile::Verbatim(name),
     }
 }
 
@@ -210,5 +277,60 @@ mod tests {
             Some(("boot.ipxe", BootChoice::Script))
         );
         assert_eq!(select(ClientKind::Http { arch: 16 }, &files, None), None);
+    }
+
+    fn text(f: BootFile<'_>) -> heapless::String<128> {
+        use core::fmt::Write;
+        let mut s = heapless::String::new();
+        write!(s, "{f}").unwrap();
+        s
+    }
+
+    #[test]
+    fn http_clients_by_arch_and_server() {
+        let server = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 80);
+        let files = BootFiles {
+            http_server: Some(server),
+            ..BootFiles::default()
+        };
+        let file = |kind| {
+            let chosen = select(kind, &files, None)?;
+            Some(text(boot_file(kind, chosen, &files)))
+        };
+        assert_eq!(
+            file(ClientKind::Http { arch: 16 }).as_deref(),
+            Some("http://192.0.2.1/ipxe.efi")
+        );
+        assert_eq!(
+            file(ClientKind::Http { arch: 19 }).as_deref(),
+            Some("http://192.0.2.1/ipxe-arm64.efi")
+        );
+        // 32-bit x86 UEFI HTTP: no binary fits.
+        assert_eq!(file(ClientKind::Http { arch: 15 }), None);
+        assert_eq!(
+            file(ClientKind::Ipxe).as_deref(),
+            Some("http://192.0.2.1/boot.ipxe")
+        );
+        // A PXE ROM has no HTTP: still the TFTP name.
+        assert_eq!(
+            file(ClientKind::Pxe { arch: 7 }).as_deref(),
+            Some("ipxe.efi")
+        );
+        // A configured URL wins over our server, written as is; a port is kept.
+        let files = BootFiles {
+            http: Some("http://mirror/x.efi"),
+            http_server: Some(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 8080)),
+            ..BootFiles::default()
+        };
+        let chosen = select(ClientKind::Http { arch: 16 }, &files, None).unwrap();
+        assert_eq!(
+            text(boot_file(ClientKind::Http { arch: 16 }, chosen, &files)),
+            "http://mirror/x.efi"
+        );
+        let chosen = select(ClientKind::Ipxe, &files, None).unwrap();
+        assert_eq!(
+            text(boot_file(ClientKind::Ipxe, chosen, &files)),
+            "http://192.0.2.1:8080/boot.ipxe"
+        );
     }
 }

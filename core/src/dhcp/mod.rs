@@ -10,7 +10,7 @@ pub mod leases;
 pub mod server;
 pub mod wire;
 
-pub use boot::{BootChoice, BootFiles, ClientKind, Host};
+pub use boot::{BootChoice, BootFile, BootFiles, ClientKind, Host};
 pub use leases::{Lease, LeaseState, LeaseTable};
 pub use server::{Config, ConfigError, Mode, Server, Stats, Transmit};
 pub use wire::{Error, MessageType, Op, Packet, Repr};

@@ -26,9 +26,10 @@
 //! Leases are keyed by `chaddr` (option 61 is not used for identity). Each
 //! reservation occupies a slot of the `N`-slot table for the server's life.
 
+use core::fmt::Write;
 use core::net::{Ipv4Addr, SocketAddrV4};
 
-use super::boot::{self, BootChoice, BootFiles, ClientKind, Host};
+use super::boot::{self, BootChoice, BootFile, BootFiles, ClientKind, Host};
 use super::leases::{Lease, LeaseTable, TableError};
 use super::wire::{self, IpxeEncap, MessageType, Op, Packet, Repr};
 use crate::time::{Duration, Instant};
@@ -143,6 +144,9 @@ pub struct Transmit<'a> {
     pub file: Option<&'a str>,
     /// Which rule chose it.
     pub choice: Option<BootChoice>,
+    /// `file` as the client got it: by name, or as a URL on sanboot's HTTP
+    /// server (for logs).
+    pub boot_file: Option<BootFile<'a>>,
 }
 
 impl Transmit<'_> {
@@ -248,7 +252,10 @@ impl<'a, const N: usize> Server<'a, N> {
         }
         let long = |s: &str| s.len() > 254;
         let b = &config.boot;
+        // Names sanboot's HTTP server serves get its URL in front.
+        let over_http = |s: &str| b.http_server.is_some() && s.len() > 254 - boot::HTTP_PREFIX_MAX;
         if [b.bios, b.uefi, b.arm, b.script].iter().any(|s| long(s))
+            || [b.uefi, b.arm, b.script].iter().any(|s| over_http(s))
             || b.http.is_some_and(long)
             || b.root_path.is_some_and(long)
             || config
@@ -368,7 +375,12 @@ impl<'a, const N: usize> Server<'a, N> {
                 Mode::Full => self.full(now, msg, &req),
             }
         };
-        if let Some(p) = reply {
+        if let Some(mut p) = reply {
+            p.meta.boot_file = p
+                .meta
+                .file
+                .zip(p.meta.choice)
+                .map(|chosen| boot::boot_file(p.meta.client, chosen, &self.config.boot));
             if self.pending.replace(p).is_some() {
                 bump(&mut self.stats.overrun);
             }
@@ -474,13 +486,17 @@ impl<'a, const N: usize> Server<'a, N> {
         r.siaddr = self.config.server_ip;
         let host = self.host(&req.chaddr);
         let chosen = boot::select(kind, &self.config.boot, host);
-        if let Some((file, _)) = chosen {
+        if let Some(chosen) = chosen {
+            let file = boot::boot_file(kind, chosen, &self.config.boot);
+            let mut text = heapless::String::<255>::new();
+            // Cannot overflow: `new` bounded every name with its prefix.
+            let _ = write!(text, "{file}");
             // iPXE reads either; EDK2 and old ROMs only one of them. The file
             // field holds 127 bytes plus its NUL; longer names go in 67 only.
-            if file.len() < 128 {
-                push_str(&mut r.file, file);
+            if text.len() < 128 {
+                push_str(&mut r.file, &text);
             }
-            push_str(&mut r.bootfile, file);
+            push_str(&mut r.bootfile, &text);
             let _ = r.bootfile.push(0);
         }
         match kind {
@@ -530,6 +546,7 @@ impl<'a, const N: usize> Server<'a, N> {
             client: kind,
             file: chosen.map(|c| c.0),
             choice: chosen.map(|c| c.1),
+            boot_file: None,
         };
         Pending {
             repr: r,

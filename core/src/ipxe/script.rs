@@ -18,12 +18,13 @@
 //! produces the whole script.
 
 use core::fmt::{self, Write};
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, SocketAddrV4};
 
 use super::iscsi_name::{validate_iscsi_name, IscsiNameError};
 use super::mac::HexHyp;
 use super::value::{check_first_arg, check_word_value, check_words_value, Expansion, ValueError};
 use super::writer::SliceWriter;
+use crate::dhcp::BootFile;
 
 /// The IANA iSCSI port, left out of root paths and kernel command lines.
 pub const ISCSI_DEFAULT_PORT: u16 = 3260;
@@ -272,6 +273,16 @@ pub enum Script<'a> {
         /// beside `boot.ipxe`.
         root_path: Option<&'a str>,
     },
+    /// `boot.ipxe` when sanboot runs an HTTP server:
+    /// `chain http://<server>/<dir>/default.ipxe`. An absolute URL, so the
+    /// rest of the chain and every relative kernel and initrd name is
+    /// fetched over HTTP even when `boot.ipxe` itself came by TFTP.
+    BootOverHttp {
+        /// sanboot's HTTP listener (port 80 is left out of the URL).
+        server: SocketAddrV4,
+        /// Directory of `default.ipxe` under the HTTP root (`""`: the top).
+        dir: &'a str,
+    },
     /// `default.ipxe`: chains `${mac:hexhyp}.ipxe`; if that file is missing
     /// (an unknown machine) or its boot fails, says so and exits with an
     /// error, so the firmware moves on to its next boot device.
@@ -297,6 +308,13 @@ impl Script<'_> {
                 }
                 Ok(())
             }
+            Script::BootOverHttp { dir, .. } if dir.trim_matches('/').is_empty() => Ok(()),
+            Script::BootOverHttp { dir, .. } => {
+                check_first_arg(dir, Expansion::Literal).map_err(|error| RenderError::BadValue {
+                    field: Field::RootPath,
+                    error,
+                })
+            }
             Script::Default => Ok(()),
             Script::Host(boot) => validate_boot(boot),
             Script::Direct(entries) => entries.iter().try_for_each(|e| validate_boot(&e.boot)),
@@ -313,6 +331,18 @@ impl Script<'_> {
                 match root_path.filter(|rp| !rp.is_empty()) {
                     Some(rp) => writeln!(w, "chain {}/{DEFAULT_SCRIPT}", rp.trim_end_matches('/'))?,
                     None => writeln!(w, "chain {DEFAULT_SCRIPT}")?,
+                }
+            }
+            Script::BootOverHttp { server, dir } => {
+                let dir = dir.trim_matches('/');
+                let path = if dir.is_empty() { "" } else { dir };
+                let url = BootFile::Http {
+                    server: *server,
+                    path,
+                };
+                match path {
+                    "" => writeln!(w, "chain {url}{DEFAULT_SCRIPT}")?,
+                    _ => writeln!(w, "chain {url}/{DEFAULT_SCRIPT}")?,
                 }
             }
             Script::Default => w.write_str(DEFAULT_BODY)?,

@@ -37,6 +37,30 @@ fn sanboot(disk: IscsiDisk<'_>) -> Script<'_> {
 }
 
 #[test]
+fn boot_seed_over_http_is_an_absolute_url() {
+    let server = core::net::SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 80);
+    for dir in ["scripts", "/scripts/"] {
+        assert_eq!(
+            render(Script::BootOverHttp { server, dir }).as_deref(),
+            Ok("#!ipxe\nchain http://192.0.2.1/scripts/default.ipxe\n"),
+            "{dir}"
+        );
+    }
+    let server = core::net::SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 8080);
+    assert_eq!(
+        render(Script::BootOverHttp { server, dir: "" }).as_deref(),
+        Ok("#!ipxe\nchain http://192.0.2.1:8080/default.ipxe\n")
+    );
+    assert_eq!(
+        render(Script::BootOverHttp { server, dir: "a b" }),
+        Err(RenderError::BadValue {
+            field: Field::RootPath,
+            error: ValueError::Whitespace
+        })
+    );
+}
+
+#[test]
 fn boot_seed_names_the_root_path_literally() {
     let want = include_str!("testdata/boot-root-path.ipxe");
     for rp in ["/scripts", "/scripts/", "/scripts//"] {

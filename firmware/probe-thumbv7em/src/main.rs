@@ -113,6 +113,7 @@ fn config() -> Config<'static> {
         uefi: "ipxe.efi",
         arm: "ipxe-arm64.efi",
         http: None,
+        http_server: None,
         script: "boot.ipxe",
         root_path: None,
     };

@@ -297,6 +297,7 @@ fn config(mac: [u8; 6], seed: u64) -> Config<'static> {
         uefi: "ipxe.efi",
         arm: "ipxe-arm64.efi",
         http: None,
+        http_server: None,
         script: "boot.ipxe",
         root_path: None,
     };

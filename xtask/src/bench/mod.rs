@@ -1,4 +1,4 @@
-//! `cargo xtask bench dhcp|tftp|iscsi`: sanboot measured side by side with
+//! `cargo xtask bench dhcp|tftp|http|iscsi`: sanboot measured side by side with
 //! the peers in one run, printed as markdown tables with sanboot/peer ratios
 //! and appended to `target/bench/<what>-<timestamp>.md`.
 //!
@@ -9,6 +9,7 @@
 //! namespaces are deleted on exit, also on error and Ctrl-C.
 
 mod dhcp;
+mod http;
 mod iscsi;
 mod storm;
 mod sys;
@@ -18,7 +19,7 @@ mod tftp_client;
 use anyhow::{bail, Context, Result};
 
 const USAGE: &str = "\
-usage: cargo xtask bench <dhcp|tftp|iscsi|storm|all> [options]
+usage: cargo xtask bench <dhcp|tftp|http|iscsi|storm|all> [options]
 
   --servers a,b,...  subset of servers/targets to run
                      dhcp: kea,dnsmasq,dnsmasq-ro,sanboot
@@ -128,6 +129,7 @@ pub fn run(args: &[String]) -> Result<()> {
     match what.as_str() {
         "dhcp" => dhcp::bench(&opts),
         "tftp" => tftp::bench(&opts),
+        "http" => http::bench(&opts),
         "iscsi" => iscsi::bench(&opts),
         "storm" => storm::bench(&opts),
         "all" => {

@@ -61,19 +61,19 @@ impl Server {
 
 /// One client run, parsed from the client's `key=value` line.
 #[derive(Debug, Clone, Default)]
-struct Run {
-    ok: u64,
-    failed: u64,
-    mibs: f64,
+pub(super) struct Run {
+    pub(super) ok: u64,
+    pub(super) failed: u64,
+    pub(super) mibs: f64,
     wall_s: f64,
     med_s: f64,
     max_s: f64,
-    window: u64,
+    pub(super) window: u64,
     blksize: u64,
-    srv_cpu_pct: f64,
+    pub(super) srv_cpu_pct: f64,
     cli_cpu_pct: f64,
     psi_pct: f64,
-    error: String,
+    pub(super) error: String,
 }
 
 pub fn bench(opts: &Opts) -> Result<()> {
@@ -311,7 +311,7 @@ pub fn bench(opts: &Opts) -> Result<()> {
 }
 
 /// The client must not be the bottleneck: run it from a release build of xtask.
-fn release_client() -> Result<PathBuf> {
+pub(super) fn release_client() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     if exe.parent().is_some_and(|d| d.ends_with("release")) {
         return Ok(exe);
@@ -485,7 +485,7 @@ fn start_server(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn client_run(
+pub(super) fn client_run(
     exe: &Path,
     dir: &Path,
     root: &Path,

@@ -48,6 +48,7 @@ fn exchange<const N: usize>(
     // Owned copies of the 'static strings the test config uses.
     let tx = Transmit {
         file: tx.file.map(leak),
+        boot_file: None,
         ..tx
     };
     Some((tx, r))
@@ -256,6 +257,85 @@ fn http_boot_client_gets_the_url_and_httpclient() {
     let (_, o) = exchange(&mut s, 0, CLIENT, 67, &http).unwrap();
     assert_eq!(&o.bootfile[..], b"http://192.0.2.1/ipxe.efi\0");
     assert_eq!(&o.vendor_class[..], b"HTTPClient");
+}
+
+fn http_discover(arch: u16) -> heapless::Vec<u8, 1500> {
+    modified(EDK2_DISCOVER, |r| {
+        r.client_arch = Some(arch);
+        r.vendor_class.clear();
+        r.vendor_class
+            .extend_from_slice(b"HTTPClient:Arch:00016:UNDI:003001")
+            .unwrap();
+    })
+}
+
+const HTTP_SERVER: SocketAddrV4 = SocketAddrV4::new(SERVER, 80);
+
+#[test]
+fn our_http_server_boots_uefi_http_clients_in_both_modes() {
+    for mode in [Mode::Full, Mode::Proxy] {
+        let mut c = full_config();
+        c.mode = mode;
+        c.boot.http_server = Some(HTTP_SERVER);
+        let mut s = Server::<4>::new(c).unwrap();
+        let (tx, o) = exchange(&mut s, 0, CLIENT, 67, &http_discover(16)).unwrap();
+        assert_eq!(tx.proxy, mode == Mode::Proxy);
+        assert_eq!(&o.bootfile[..], b"http://192.0.2.1/ipxe.efi\0", "{mode:?}");
+        assert_eq!(&o.file[..], b"http://192.0.2.1/ipxe.efi", "{mode:?}");
+        // UEFI 2.x 24.7.2: an offer without "HTTPClient" is not an HTTP boot offer.
+        assert_eq!(&o.vendor_class[..], b"HTTPClient", "{mode:?}");
+        assert_eq!(
+            o.yiaddr.is_unspecified(),
+            mode == Mode::Proxy,
+            "a proxy gives no address"
+        );
+        let (_, o) = exchange(&mut s, 0, CLIENT, 67, &http_discover(19)).unwrap();
+        assert_eq!(&o.bootfile[..], b"http://192.0.2.1/ipxe-arm64.efi\0");
+        // x86 32-bit UEFI HTTP: nothing to offer, in proxy mode no answer at all.
+        let r = exchange(&mut s, 0, CLIENT, 67, &http_discover(15));
+        match mode {
+            Mode::Proxy => assert!(r.is_none()),
+            Mode::Full => {
+                let (_, o) = r.unwrap();
+                assert!(o.bootfile.is_empty() && o.vendor_class.is_empty());
+            }
+        }
+    }
+}
+
+#[test]
+fn ipxe_gets_its_script_over_http_when_we_serve_it() {
+    for mode in [Mode::Full, Mode::Proxy] {
+        let mut c = full_config();
+        c.mode = mode;
+        c.boot.http_server = Some(SocketAddrV4::new(SERVER, 8080));
+        let mut s = Server::<4>::new(c).unwrap();
+        let (_, o) = exchange(&mut s, 0, CLIENT, 67, IPXE_BIOS_DISCOVER).unwrap();
+        assert_eq!(&o.bootfile[..], b"http://192.0.2.1:8080/boot.ipxe\0");
+        s.handle_packet(t(0), CLIENT, 67, IPXE_BIOS_DISCOVER);
+        let tx = s.poll_transmit(t(0), &mut [0u8; 1500]).unwrap();
+        assert_eq!(
+            tx.boot_file,
+            Some(BootFile::Http {
+                server: SocketAddrV4::new(SERVER, 8080),
+                path: "boot.ipxe"
+            }),
+            "hosts log the URL the client got"
+        );
+        // A plain PXE ROM has only TFTP: its file stays a name.
+        let (_, o) = exchange(&mut s, 0, CLIENT, 67, EDK2_DISCOVER).unwrap();
+        assert_eq!(&o.bootfile[..], b"ipxe.efi\0");
+    }
+}
+
+#[test]
+fn names_too_long_for_an_http_url_are_refused() {
+    let mut c = full_config();
+    static LONG: [u8; 240] = [b'x'; 240];
+    c.boot.script = core::str::from_utf8(&LONG).unwrap();
+    assert!(Server::<4>::new(c).is_ok(), "fits as a TFTP name");
+    c.boot.http_server = Some(HTTP_SERVER);
+    assert_eq!(Server::<4>::new(c).err(), Some(ConfigError::NameTooLong));
 }
 
 #[test]
