@@ -96,72 +96,136 @@ fn bind_udp(port: u16, interface: &str) -> Result<UdpSocket> {
     Ok(UdpSocket::from_std(s.into())?)
 }
 
+/// Builds the core server for `config`: its hosts and options. Also how a
+/// reload is checked (the table is built and dropped; this thread's stack
+/// holds two).
+fn build_check(config: &Config, seed: u64) -> Result<()> {
+    let hosts = translate::dhcp_hosts(config)?;
+    let core = translate::dhcp_config(config, &hosts, seed)
+        .context("[dhcp] mode = \"off\": no DHCP server to run")?;
+    Server::new(core).map_err(|e| anyhow::anyhow!("[dhcp]: {e:?}"))?;
+    Ok(())
+}
+
+/// What ends one configuration's run of the packet loop.
+enum Next {
+    Stop,
+    /// A reload already checked: rebuild with it, then answer.
+    Reload(Arc<Config>, tokio::sync::oneshot::Sender<Result<()>>),
+}
+
 async fn serve(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result<()> {
-    let Some(interface) = config.server.interface.as_deref() else {
+    let Some(interface) = config.server.interface.clone() else {
         bail!("[server] interface is required for DHCP");
     };
-    let hosts = translate::dhcp_hosts(&config)?;
-    let core = translate::dhcp_config(&config, &hosts, hash_seed())
-        .context("[dhcp] mode = \"off\": no DHCP server to run")?;
-    let mut server = Server::new(core).map_err(|e| anyhow::anyhow!("[dhcp]: {e:?}"))?;
-
+    let interface = interface.as_str();
+    let seed = hash_seed();
+    let mut reloads = crate::reload::register_dhcp();
     let state_dir = config.server.state_dir.clone();
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("cannot create state_dir {}", state_dir.display()))?;
     let lease_path = state_dir.join(LEASE_FILE);
-    if server.config().mode == Mode::Full {
-        load_leases(&mut server, &lease_path);
-    }
+    let full = config.dhcp.mode == DhcpMode::Full;
 
     let main = bind_udp(config.dhcp.port, interface)?;
-    let pxe = if core.mode == Mode::Proxy && config.dhcp.pxe_port {
+    let pxe = if config.dhcp.mode == DhcpMode::Proxy && config.dhcp.pxe_port {
         Some(bind_udp(PXE_PORT, interface)?)
     } else {
         None
     };
     info!(
-        mode = ?core.mode,
+        mode = ?config.dhcp.mode,
         interface,
         port = config.dhcp.port,
         pxe_port = pxe.is_some(),
         "DHCP listening"
     );
 
-    let mut persister = Persister::new(lease_path, server.generation());
+    let mut persister = Persister::new(lease_path.clone(), 0);
     let mut rx = vec![0u8; 65536];
     let mut tx = vec![0u8; 1500];
     let mut tick = tokio::time::interval(PERSIST_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
+    // One pass per configuration: a reload rebuilds the server (hosts,
+    // pool, options) around the same sockets and carries the leases over.
+    let mut config = config;
+    let mut carried: Option<Vec<Lease>> = None;
     loop {
-        tokio::select! {
-            biased;
-            changed = stop.changed() => {
-                if changed.is_err() || *stop.borrow() {
-                    break;
+        let hosts = translate::dhcp_hosts(&config)?;
+        let core = translate::dhcp_config(&config, &hosts, seed)
+            .context("[dhcp] mode = \"off\": no DHCP server to run")?;
+        let mut server = Server::new(core).map_err(|e| anyhow::anyhow!("[dhcp]: {e:?}"))?;
+        match carried.take() {
+            None if full => load_leases(&mut server, &lease_path),
+            None => {}
+            Some(leases) => {
+                let t = now();
+                for l in leases {
+                    if let Err(e) = server.load_lease(t, l) {
+                        warn!(mac = %Mac(l.mac), ip = %l.ip, "lease dropped by the reload: {e:?}");
+                    }
                 }
             }
-            // Before the sockets: under a flood they are always ready, and
-            // `biased` would otherwise starve the lease file.
-            _ = tick.tick() => {
+        }
+        // A rebuilt table counts generations afresh: write it once.
+        persister.written = server.generation().wrapping_sub(1);
+
+        let next = loop {
+            tokio::select! {
+                biased;
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
+                        break Next::Stop;
+                    }
+                }
+                Some((new, reply)) = async { match reloads.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                    match build_check(&new, seed) {
+                        Ok(()) => break Next::Reload(new, reply),
+                        Err(e) => { let _ = reply.send(Err(e)); }
+                    }
+                }
+                // Before the sockets: under a flood they are always ready, and
+                // `biased` would otherwise starve the lease file.
+                _ = tick.tick() => {
+                    server.handle_timeout(now());
+                    persister.maybe_write(&server, false).await;
+                }
+                r = async { match &pxe { Some(s) => s.readable().await, None => std::future::pending().await } } => {
+                    r?;
+                    if let Some(s) = &pxe {
+                        drain(&mut server, s, Some(&main), PXE_PORT, &mut rx, &mut tx).await;
+                    }
+                }
+                r = main.readable() => {
+                    r?;
+                    drain(&mut server, &main, pxe.as_ref(), SERVER_PORT, &mut rx, &mut tx).await;
+                }
+            }
+        };
+        match next {
+            Next::Reload(new, reply) => {
                 server.handle_timeout(now());
-                persister.maybe_write(&server, false).await;
+                carried = Some(server.leases(now()).collect());
+                drop(server);
+                config = new;
+                info!(
+                    hosts = config.hosts.len(),
+                    "DHCP: configuration reloaded, leases kept"
+                );
+                let _ = reply.send(Ok(()));
             }
-            r = async { match &pxe { Some(s) => s.readable().await, None => std::future::pending().await } } => {
-                r?;
-                if let Some(s) = &pxe {
-                    drain(&mut server, s, Some(&main), PXE_PORT, &mut rx, &mut tx).await;
-                }
-            }
-            r = main.readable() => {
-                r?;
-                drain(&mut server, &main, pxe.as_ref(), SERVER_PORT, &mut rx, &mut tx).await;
+            Next::Stop => {
+                server.handle_timeout(now());
+                persister.maybe_write(&server, true).await;
+                log_stats(server.stats());
+                return Ok(());
             }
         }
     }
-    server.handle_timeout(now());
-    persister.maybe_write(&server, true).await;
-    let s = server.stats();
+}
+
+fn log_stats(s: &dhcp::Stats) {
     info!(
         received = s.received,
         offers = s.offers,
@@ -174,7 +238,6 @@ async fn serve(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result<(
         pool_exhausted = s.pool_exhausted,
         "DHCP stopped"
     );
-    Ok(())
 }
 
 /// Handles every datagram already queued on `sock` (received on `local_port`),

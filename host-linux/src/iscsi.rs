@@ -12,6 +12,7 @@
 //! produce the status. This file holds no SCSI semantics: the driver does.
 
 mod limits;
+pub(crate) mod reload;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -67,8 +68,14 @@ pub(crate) struct TargetState {
 
 /// Everything connections share.
 pub(crate) struct Shared {
+    /// The configuration at start: its `[iscsi]` table (a reload that
+    /// changes it is refused, see `crate::reload`).
     config: Arc<Config>,
-    pub(crate) targets: Vec<TargetState>,
+    /// The targets now served; swapped by a reload (`reload.rs`).
+    generation: std::sync::RwLock<Arc<reload::Generation>>,
+    /// Logged-in normal sessions: connection token → target index (a reload
+    /// closes those whose target it removes).
+    logged: Mutex<HashMap<u64, usize>>,
     sessions: Mutex<SessionTable<SESSION_SLOTS>>,
     /// Per connection token: wakes that connection to close it (session
     /// reinstatement).
@@ -84,14 +91,56 @@ impl Shared {
     fn now(&self) -> Instant {
         Instant(self.epoch.elapsed().as_millis() as u64)
     }
+
+    /// The targets now served.
+    pub(crate) fn generation(&self) -> Arc<reload::Generation> {
+        self.generation
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Wakes connection `token` to close it; `why` is logged when it ends.
+    fn close_connection(&self, token: u64, why: &str) {
+        let kill = self
+            .kills
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&token)
+            .cloned();
+        if let Some(k) = kill {
+            self.replaced
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(token, why.to_string());
+            k.notify_one();
+        }
+    }
 }
 
-/// The targets as the core's storage driver sees them.
-struct HostLuns(Arc<Shared>);
+/// The targets as the core's storage driver sees them, for one connection:
+/// those of the generation it started in; once logged in, only its own
+/// (so a reload that removes another target closes that one's images).
+struct HostLuns(Vec<Option<Arc<TargetState>>>);
+
+impl HostLuns {
+    fn all(generation: &reload::Generation) -> HostLuns {
+        HostLuns(generation.targets.iter().cloned().map(Some).collect())
+    }
+
+    /// Keeps only target `keep` (`None`: a discovery session needs none).
+    fn narrow(&mut self, keep: Option<usize>) {
+        for (i, t) in self.0.iter_mut().enumerate() {
+            if Some(i) != keep {
+                *t = None;
+            }
+        }
+    }
+}
 
 impl Luns for HostLuns {
     fn units<R>(&self, target: usize, f: impl FnOnce(&mut dyn Units) -> R) -> Option<R> {
-        let t = self.0.targets.get(target)?;
+        let t = self.0.get(target)?.as_ref()?;
         let mut scsi = t.scsi.lock().unwrap_or_else(|e| e.into_inner());
         Some(f(&mut *scsi))
     }
@@ -103,43 +152,69 @@ impl Luns for HostLuns {
         access: Access,
         f: impl FnOnce(&mut dyn sanboot_core::block::BlockDevice) -> R,
     ) -> Option<R> {
-        let disk = self.0.targets.get(target)?.disks.get(&lun)?;
+        let disk = self.0.get(target)?.as_ref()?.disks.get(&lun)?;
         Some(disk.with_device(access, f))
     }
 }
 
-fn open_targets(config: &Config) -> Result<Vec<TargetState>> {
-    let mut out = Vec::new();
-    for t in &config.targets {
-        let mut scsi_target = ScsiTarget::new();
-        let mut disks = HashMap::new();
-        for l in &t.luns {
-            let disk = Disk::open(&l.image, DiskOptions::of_lun(l))
-                .with_context(|| format!("[[target]] {} lun {}", t.iqn, l.id))?;
-            let (naa, serial) = naa_and_serial(&t.iqn, l.id);
-            let mut lun = disk.lun_config(naa, &serial);
-            // Both halves of a COMPARE AND WRITE must fit the driver's buffer.
-            let fits = COLLECT / (2 * lun.block_size as usize);
-            lun.max_compare_and_write_blocks = u8::try_from(fits).unwrap_or(u8::MAX);
-            scsi_target
-                .add_lun(l.id, lun)
-                .map_err(|_| anyhow::anyhow!("[[target]] {}: too many LUNs", t.iqn))?;
-            tracing::info!(
-                target = %t.iqn,
-                lun = l.id,
-                image = %l.image.display(),
-                blocks = disk.blocks(),
-                read_only = l.read_only,
-                "iscsi LUN"
-            );
-            disks.insert(l.id, Arc::new(disk));
-        }
-        out.push(TargetState {
-            scsi: Mutex::new(scsi_target),
-            disks,
-        });
+fn open_targets(config: &Config) -> Result<Vec<Arc<TargetState>>> {
+    config
+        .targets
+        .iter()
+        .map(|t| open_target(t).map(Arc::new))
+        .collect()
+}
+
+/// Opens one target's images and builds its SCSI state.
+fn open_target(t: &config::Target) -> Result<TargetState> {
+    let mut disks = HashMap::new();
+    for l in &t.luns {
+        let disk = Disk::open(&l.image, DiskOptions::of_lun(l))
+            .with_context(|| format!("[[target]] {} lun {}", t.iqn, l.id))?;
+        tracing::info!(
+            target = %t.iqn,
+            lun = l.id,
+            image = %l.image.display(),
+            blocks = disk.blocks(),
+            read_only = l.read_only,
+            "iscsi LUN"
+        );
+        disks.insert(l.id, Arc::new(disk));
     }
-    Ok(out)
+    Ok(TargetState {
+        scsi: Mutex::new(scsi_target(t, &disks)?),
+        disks,
+    })
+}
+
+/// A target's SCSI state over its open images.
+fn scsi_target(t: &config::Target, disks: &HashMap<u64, Arc<Disk>>) -> Result<ScsiTarget> {
+    let mut scsi_target = ScsiTarget::new();
+    for l in &t.luns {
+        let Some(disk) = disks.get(&l.id) else {
+            continue;
+        };
+        let (naa, serial) = naa_and_serial(&t.iqn, l.id);
+        let mut lun = disk.lun_config(naa, &serial);
+        // Both halves of a COMPARE AND WRITE must fit the driver's buffer.
+        let fits = COLLECT / (2 * lun.block_size as usize);
+        lun.max_compare_and_write_blocks = u8::try_from(fits).unwrap_or(u8::MAX);
+        scsi_target
+            .add_lun(l.id, lun)
+            .map_err(|_| anyhow::anyhow!("[[target]] {}: too many LUNs", t.iqn))?;
+    }
+    Ok(scsi_target)
+}
+
+impl TargetState {
+    /// Fresh SCSI state over the same open images (a target moved to
+    /// another index by a reload).
+    fn fresh_from(old: &TargetState, t: &config::Target) -> Result<TargetState> {
+        Ok(TargetState {
+            scsi: Mutex::new(scsi_target(t, &old.disks)?),
+            disks: old.disks.clone(),
+        })
+    }
 }
 
 fn portal(config: &Config, local: SocketAddr) -> String {
@@ -169,7 +244,11 @@ pub async fn run(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result
     let shared = Arc::new(Shared {
         portal: portal(&config, local),
         config: config.clone(),
-        targets,
+        generation: std::sync::RwLock::new(Arc::new(reload::Generation {
+            config: config.clone(),
+            targets,
+        })),
+        logged: Mutex::new(HashMap::new()),
         sessions: Mutex::new({
             let mut t = SessionTable::new();
             t.set_limit(config.iscsi.max_sessions);
@@ -189,6 +268,7 @@ pub async fn run(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result
         nop_timeout_secs = config.iscsi.nop_timeout_secs,
         "iscsi target listening"
     );
+    crate::reload::register_iscsi(&shared);
     let tokens = AtomicU64::new(1);
     let mut conns = tokio::task::JoinSet::new();
     let conn_stop = stop.clone();
@@ -217,7 +297,7 @@ pub async fn run(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result
     }
     while conns.join_next().await.is_some() {}
     // Whatever initiators left in the page cache goes to disk on a clean stop.
-    for t in &shared.targets {
+    for t in &shared.generation().targets {
         for d in t.disks.values() {
             if let Err(e) = d.sync() {
                 tracing::warn!(image = %d.path().display(), "sync on stop: {e}");
@@ -290,7 +370,12 @@ async fn connection(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(token, kill.clone());
-    let config = shared.config.clone();
+    // This connection logs in to the targets of the generation it started
+    // in; a reload after its login leaves it alone unless its target went.
+    let generation = shared.generation();
+    let config = generation.config.clone();
+    let mut luns = HostLuns::all(&generation);
+    drop(generation);
     let views = TargetViews::new(&config.targets);
     let configs = views.configs();
     let targets = Targets {
@@ -305,7 +390,6 @@ async fn connection(
         random_seed(),
     ));
     conn.set_crc32c(crc32c::crc32c_append);
-    let luns = HostLuns(shared.clone());
     let mut driver: Driver<Vec<u8>, 64> = Driver::new(Vec::new(), Vec::new());
     // Small buffers until login completes: a connection that never logs in
     // (a flood of them) costs little; full ones come with the session.
@@ -397,6 +481,22 @@ async fn connection(
                             "iscsi login"
                         );
                         logged_in = Some((conn.initiator_name().to_string(), tname));
+                        luns.narrow(target);
+                        if let Some(i) = target {
+                            shared
+                                .logged
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(token, i);
+                            // A reload between this connection's start and
+                            // its login may have removed or moved its target.
+                            let now_served = shared.generation().targets.get(i).cloned();
+                            let ours = luns.0.get(i).cloned().flatten();
+                            if !matches!((now_served, ours), (Some(a), Some(b)) if Arc::ptr_eq(&a, &b))
+                            {
+                                shared.close_connection(token, "target removed or moved by a configuration reload during login");
+                            }
+                        }
                     }
                     Event::Close => close = true,
                 }
@@ -527,6 +627,11 @@ async fn connection(
         .release(token);
     shared
         .kills
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&token);
+    shared
+        .logged
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&token);

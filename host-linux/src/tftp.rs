@@ -521,7 +521,9 @@ fn read_file_at(file: &std::fs::File, offset: u64, buf: &mut [u8]) -> Result<(),
 /// Finds what `path` (already normalised by the core) names: a generated
 /// script first, then a regular file under the root.
 fn open(shared: &Shared, path: &str) -> Result<Source, Refusal> {
-    if let Some(bytes) = crate::config::script::virtual_file(&shared.config, path) {
+    // Scripts follow a reload (`crate::reload`); the root and limits do not.
+    let config = crate::reload::current().unwrap_or_else(|| shared.config.clone());
+    if let Some(bytes) = crate::config::script::virtual_file(&config, path) {
         return Ok(Source::Memory(bytes));
     }
     let Some(root) = &shared.root else {
