@@ -182,6 +182,8 @@ pub struct Stats {
     pub too_big: u64,
     /// Replies lost because `handle_packet` was called again before `poll_transmit`.
     pub overrun: u64,
+    /// DISCOVERs left unanswered in renew-only mode (see [`Server::set_renew_only`]).
+    pub renew_only_silent: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -199,6 +201,7 @@ pub struct Server<'a, const N: usize> {
     cursor: u32,
     pending: Option<Pending<'a>>,
     stats: Stats,
+    renew_only_until: Option<Instant>,
 }
 
 fn bump(c: &mut u64) {
@@ -257,6 +260,7 @@ impl<'a, const N: usize> Server<'a, N> {
             cursor: 0,
             pending: None,
             stats: Stats::default(),
+            renew_only_until: None,
         })
     }
 
@@ -291,6 +295,29 @@ impl<'a, const N: usize> Server<'a, N> {
             return Ok(());
         }
         self.leases.load(now, lease)
+    }
+
+    /// Until `until`, make no offer of an address the table does not already
+    /// hold for the client: the host lost its lease records (a corrupt or
+    /// unreadable lease file), so any address may still be leased to a
+    /// client that will renew it. Meanwhile (RFC 2131 §4.3.2):
+    /// - REQUESTs in INIT-REBOOT, RENEWING and REBINDING state are answered
+    ///   as always: the claimed address is bound (and so learnt back) when it
+    ///   is in the pool and nobody else holds it, else NAKed;
+    /// - a DISCOVER gets an offer only of the client's reservation or of a
+    ///   lease it already renewed in this period; any other stays
+    ///   unanswered (counted in `renew_only_silent`) — the client retries,
+    ///   and after `until` (one lease time: every lease given before the
+    ///   loss has been renewed or has expired) it gets a normal offer.
+    ///
+    /// `None` ends the mode at once.
+    pub fn set_renew_only(&mut self, until: Option<Instant>) {
+        self.renew_only_until = until;
+    }
+
+    /// The end of renew-only mode, while it lasts.
+    pub fn renew_only(&self, now: Instant) -> Option<Instant> {
+        self.renew_only_until.filter(|u| *u > now)
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) has work (an entry expires).
@@ -637,6 +664,10 @@ impl<'a, const N: usize> Server<'a, N> {
     }
 
     fn discover(&mut self, now: Instant, req: &Repr) -> Option<Pending<'a>> {
+        if self.renew_only(now).is_some() && self.leases.lookup_mac(now, &req.chaddr).is_none() {
+            bump(&mut self.stats.renew_only_silent);
+            return None;
+        }
         let until = now + self.config.offer_hold;
         // Without a pool only reservations are served; an empty range stands in.
         let pool = self

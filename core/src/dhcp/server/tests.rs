@@ -515,3 +515,89 @@ fn a_host_buffer_too_small_drops_the_reply_and_counts_it() {
     // The next exchange is unaffected.
     assert!(exchange(&mut s, 1, CLIENT, 67, IPXE_BIOS_DISCOVER).is_some());
 }
+
+/// A REQUEST without server id: INIT-REBOOT (`ciaddr` 0, option 50) or,
+/// with `renewing`, RENEWING (`ciaddr` set, no option 50).
+fn reboot_request(mac: [u8; 6], xid: u32, ip: Ipv4Addr, renewing: bool) -> heapless::Vec<u8, 1500> {
+    let mut r = Repr::new(Op::Request, xid, mac);
+    r.message_type = Some(MessageType::Request);
+    if renewing {
+        r.ciaddr = ip;
+    } else {
+        r.requested_ip = Some(ip);
+    }
+    let mut out = heapless::Vec::new();
+    out.resize(r.buffer_len(), 0).unwrap();
+    r.emit(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn renew_only_mode_answers_claims_but_offers_nothing_new() {
+    let reserved = Ipv4Addr::new(192, 0, 2, 200);
+    let hosts = [Host {
+        ip: Some(reserved),
+        ..Host::new(mac(9))
+    }];
+    let mut c = full_config();
+    c.hosts = &hosts;
+    let mut s = Server::<16>::new(c).unwrap();
+    // Lease records lost: renew-only for one lease time (600 s).
+    s.set_renew_only(Some(t(600_000)));
+    assert_eq!(s.renew_only(t(1)), Some(t(600_000)));
+
+    // A new client gets no offer, counted.
+    assert!(exchange(&mut s, 1, CLIENT, 67, &plain_discover(mac(1), 1)).is_none());
+    assert_eq!(s.stats().renew_only_silent, 1);
+    // A reservation is still offered: it is configured, not remembered.
+    let (_, o) = exchange(&mut s, 2, CLIENT, 67, &plain_discover(mac(9), 2)).unwrap();
+    assert_eq!(o.yiaddr, reserved);
+
+    // INIT-REBOOT: the client claims .140, nobody holds it: ACK, learnt back.
+    let claimed = Ipv4Addr::new(192, 0, 2, 140);
+    let (_, a) = exchange(
+        &mut s,
+        3,
+        CLIENT,
+        67,
+        &reboot_request(mac(2), 3, claimed, false),
+    )
+    .unwrap();
+    assert_eq!(a.message_type, Some(MessageType::Ack));
+    assert_eq!(a.yiaddr, claimed);
+    assert_eq!(
+        s.lease_table().lookup_ip(t(3), claimed).unwrap().mac,
+        mac(2)
+    );
+    // Another client claiming the same address conflicts: NAK.
+    let (_, n) = exchange(
+        &mut s,
+        4,
+        CLIENT,
+        67,
+        &reboot_request(mac(3), 4, claimed, false),
+    )
+    .unwrap();
+    assert_eq!(n.message_type, Some(MessageType::Nak));
+    // RENEWING (unicast, ciaddr) of another address: ACK.
+    let other = Ipv4Addr::new(192, 0, 2, 141);
+    let renewing = SocketAddrV4::new(other, 68);
+    let (_, a) = exchange(
+        &mut s,
+        5,
+        renewing,
+        67,
+        &reboot_request(mac(4), 5, other, true),
+    )
+    .unwrap();
+    assert_eq!(a.message_type, Some(MessageType::Ack));
+    // A client that renewed in this period is offered its address again.
+    let (_, o) = exchange(&mut s, 6, CLIENT, 67, &plain_discover(mac(2), 6)).unwrap();
+    assert_eq!(o.yiaddr, claimed);
+
+    // After one lease time, new clients get offers again.
+    assert!(s.renew_only(t(600_000)).is_none());
+    let (_, o) = exchange(&mut s, 600_001, CLIENT, 67, &plain_discover(mac(1), 7)).unwrap();
+    assert_eq!(o.message_type, Some(MessageType::Offer));
+    assert_eq!(s.stats().renew_only_silent, 1);
+}
