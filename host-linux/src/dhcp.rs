@@ -34,6 +34,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{translate, Config, DhcpMode};
 
+mod probe;
+
 /// Lease slots (reservations included). Each slot costs 32 bytes.
 pub const LEASE_SLOTS: usize = 65536;
 /// Shortest time between two lease file writes.
@@ -43,7 +45,11 @@ const LEASE_FILE: &str = "leases";
 /// How often renew-only mode is repeated in the log.
 const RENEW_ONLY_WARN_EVERY: Duration = Duration::from_secs(60);
 
-type Server<'a> = dhcp::Server<'a, LEASE_SLOTS>;
+/// Addresses probed at once before an offer (full mode); more new clients
+/// at the same moment get their offer on a retransmission.
+pub const PROBE_SLOTS: usize = 16;
+
+type Server<'a> = dhcp::Server<'a, LEASE_SLOTS, PROBE_SLOTS>;
 
 /// Runs the DHCP service until `stop` turns true.
 pub async fn run(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result<()> {
@@ -143,6 +149,18 @@ async fn serve(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result<(
         "DHCP listening"
     );
 
+    // Full mode probes addresses nobody renewed before offering them.
+    let mut prober = match full.then(|| probe::Prober::new(interface)) {
+        Some(Ok(p)) => Some(p),
+        Some(Err(e)) => {
+            warn!(
+                interface,
+                "address probes off (raw ICMP socket: {e}): new addresses are offered unprobed"
+            );
+            None
+        }
+        None => None,
+    };
     let mut persister = Persister::new(lease_path.clone(), 0);
     let mut rx = vec![0u8; 65536];
     let mut tx = vec![0u8; 1500];
@@ -156,8 +174,9 @@ async fn serve(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result<(
     let mut renew_warned = None;
     loop {
         let hosts = translate::dhcp_hosts(&config)?;
-        let core = translate::dhcp_config(&config, &hosts, seed)
+        let mut core = translate::dhcp_config(&config, &hosts, seed)
             .context("[dhcp] mode = \"off\": no DHCP server to run")?;
+        core.probe = prober.is_some();
         let mut server = Server::new(core).map_err(|e| anyhow::anyhow!("[dhcp]: {e:?}"))?;
         match carried.take() {
             None if full => load_leases(&mut server, &lease_path),
@@ -196,6 +215,20 @@ async fn serve(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result<(
                     persister.maybe_write(&server, false).await;
                     warn_renew_only(&server, &mut renew_warned);
                 }
+                (ip, result) = async { match prober.as_mut() { Some(p) => p.next().await, None => std::future::pending().await } } => {
+                    if result == dhcp::ProbeResult::InUse {
+                        warn!(%ip, "DHCP probe: the address answers, someone uses it: declined, offering another");
+                    }
+                    let t = now();
+                    server.handle_probe(t, ip, result);
+                    while let Some(out) = server.poll_transmit(t, &mut tx) {
+                        if let Some(payload) = tx.get(..out.len) {
+                            send(&main, payload, out.dst).await;
+                            log_reply(&out);
+                        }
+                    }
+                    start_probes(&mut server, prober.as_mut());
+                }
                 r = async { match &pxe { Some(s) => s.readable().await, None => std::future::pending().await } } => {
                     r?;
                     if let Some(s) = &pxe {
@@ -205,6 +238,7 @@ async fn serve(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result<(
                 r = main.readable() => {
                     r?;
                     drain(&mut server, &main, pxe.as_ref(), SERVER_PORT, &mut rx, &mut tx).await;
+                    start_probes(&mut server, prober.as_mut());
                 }
             }
         };
@@ -230,6 +264,15 @@ async fn serve(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result<(
     }
 }
 
+/// Hands the probes the server asked for to the prober.
+fn start_probes(server: &mut Server<'_>, prober: Option<&mut probe::Prober>) {
+    let Some(prober) = prober else { return };
+    while let Some(ip) = server.poll_probe() {
+        debug!(%ip, "DHCP probe");
+        prober.start(ip);
+    }
+}
+
 fn log_stats(s: &dhcp::Stats) {
     info!(
         received = s.received,
@@ -241,6 +284,9 @@ fn log_stats(s: &dhcp::Stats) {
         ignored = s.ignored,
         dropped = s.malformed + s.not_ethernet + s.not_request + s.no_message_type,
         pool_exhausted = s.pool_exhausted,
+        probes = s.probes,
+        probe_in_use = s.probe_in_use,
+        probe_refused = s.probe_refused,
         "DHCP stopped"
     );
 }
