@@ -47,7 +47,7 @@ const RENEW_ONLY_WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Addresses probed at once before an offer (full mode); more new clients
 /// at the same moment get their offer on a retransmission.
-pub const PROBE_SLOTS: usize = 16;
+pub const PROBE_SLOTS: usize = 128;
 
 type Server<'a> = dhcp::Server<'a, LEASE_SLOTS, PROBE_SLOTS>;
 
@@ -176,7 +176,7 @@ async fn serve(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result<(
         let hosts = translate::dhcp_hosts(&config)?;
         let mut core = translate::dhcp_config(&config, &hosts, seed)
             .context("[dhcp] mode = \"off\": no DHCP server to run")?;
-        core.probe = prober.is_some();
+        core.probe = prober.is_some() && config.dhcp.probe;
         let mut server = Server::new(core).map_err(|e| anyhow::anyhow!("[dhcp]: {e:?}"))?;
         match carried.take() {
             None if full => load_leases(&mut server, &lease_path),
