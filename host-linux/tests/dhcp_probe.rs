@@ -16,6 +16,7 @@
 )]
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -44,7 +45,10 @@ struct Lab {
 
 impl Lab {
     fn new() -> Lab {
-        let id = std::process::id();
+        // Tests of this file run in parallel: one lab each.
+        static LABS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = LABS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{}-{n}", std::process::id());
         let lab = Lab {
             srv: format!("sbprobe-srv-{id}"),
             tkn: format!("sbprobe-tkn-{id}"),
@@ -94,11 +98,21 @@ impl Drop for Sanboot {
 
 /// Runs the client helper in `cli` for `mac`; the address it was offered.
 fn discover_in(lab: &Lab, mac: u8) -> Option<Ipv4Addr> {
+    client_in(lab, &mac.to_string(), "OFFER ")
+}
+
+/// INIT-REBOOT: `mac` asks to keep `ip` (REQUEST, no server id); the
+/// address ACKed, `None` if NAKed or unanswered.
+fn reboot_in(lab: &Lab, mac: u8, ip: Ipv4Addr) -> Option<Ipv4Addr> {
+    client_in(lab, &format!("{mac},{ip}"), "ACK ")
+}
+
+fn client_in(lab: &Lab, what: &str, prefix: &str) -> Option<Ipv4Addr> {
     let out = Command::new("ip")
         .args(["netns", "exec", &lab.cli])
         .arg(std::env::current_exe().unwrap())
         .args(["--exact", "client_helper", "--ignored", "--nocapture"])
-        .env("SANBOOT_PROBE_CLIENT", mac.to_string())
+        .env("SANBOOT_PROBE_CLIENT", what)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -108,51 +122,50 @@ fn discover_in(lab: &Lab, mac: u8) -> Option<Ipv4Addr> {
         String::from_utf8_lossy(&out.stderr)
     );
     text.lines()
-        .find_map(|l| l.strip_prefix("OFFER "))
+        .find_map(|l| l.strip_prefix(prefix))
         .map(|a| a.trim().parse().unwrap())
 }
 
-#[test]
-fn an_address_in_use_is_never_offered() {
-    let lab = Lab::new();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("sanboot.toml");
-    std::fs::write(
-        &config,
-        "[server]\naddress = \"10.77.0.1\"\ninterface = \"br0\"\nstate_dir = \"state\"\n\
-         [dhcp]\nmode = \"full\"\npool_start = \"10.77.0.10\"\npool_end = \"10.77.0.11\"\n\
-         lease_secs = 600\n\
-         [tftp]\nlisten = \"10.77.0.1:69\"\n[iscsi]\nlisten = \"10.77.0.1:3260\"\n",
-    )
-    .unwrap();
-    let log = dir.path().join("sanboot.log");
-    let _server = Sanboot(
+const BASE_CONFIG: &str = "[server]\naddress = \"10.77.0.1\"\ninterface = \"br0\"\n\
+     state_dir = \"state\"\n\
+     [dhcp]\nmode = \"full\"\npool_start = \"10.77.0.10\"\npool_end = \"10.77.0.11\"\n\
+     lease_secs = 600\n\
+     [tftp]\nlisten = \"10.77.0.1:69\"\n[iscsi]\nlisten = \"10.77.0.1:3260\"\n";
+
+/// `sanboot serve` in the server namespace with `dir/sanboot.toml`,
+/// logging to `dir/sanboot.log`; returns once DHCP listens.
+fn start(lab: &Lab, dir: &Path) -> Sanboot {
+    let log = dir.join("sanboot.log");
+    let server = Sanboot(
         Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &lab.srv,
-                env!("CARGO_BIN_EXE_sanboot"),
-                "serve",
-                "--config",
-            ])
-            .arg(&config)
+            .args(["netns", "exec", &lab.srv, env!("CARGO_BIN_EXE_sanboot")])
+            .args(["serve", "--config"])
+            .arg(dir.join("sanboot.toml"))
             .env("SANBOOT_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap(),
     );
-    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !read_log().contains("DHCP listening") {
-        assert!(
-            Instant::now() < deadline,
-            "sanboot did not start:\n{}",
-            read_log()
-        );
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("DHCP listening") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sanboot did not start:\n{text}");
         std::thread::sleep(Duration::from_millis(50));
     }
+    server
+}
+
+#[test]
+fn an_address_in_use_is_never_offered() {
+    let lab = Lab::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sanboot.toml"), BASE_CONFIG).unwrap();
+    let _server = start(&lab, dir.path());
+    let read_log = || std::fs::read_to_string(dir.path().join("sanboot.log")).unwrap_or_default();
     assert!(!read_log().contains("address probes off"), "{}", read_log());
 
     // The first client is offered the free address, never the taken one.
@@ -168,14 +181,91 @@ fn an_address_in_use_is_never_offered() {
     assert_eq!(discover_in(&lab, 2), None, "log:\n{}", read_log());
 }
 
-/// The DHCP client, run by `discover_in` inside the client namespace:
-/// DISCOVER (retransmitted each second) until an OFFER or 4 s; prints
-/// `OFFER <address>` if one came.
+/// A corrupt lease file: kept aside, renew-only (no new offers, claims
+/// answered, reservations served); a reload adds a reservation and keeps
+/// the mode and the leases; the lease file records the mode.
 #[test]
-#[ignore = "run by an_address_in_use_is_never_offered inside a namespace"]
+fn corrupt_lease_file_means_renew_only_and_reload_keeps_it() {
+    let lab = Lab::new();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    // Torn: no header, and the line is cut.
+    let torn = "02:00:00:00:77:09 10.77.0.1";
+    std::fs::write(state.join("leases"), torn).unwrap();
+    std::fs::write(dir.path().join("sanboot.toml"), BASE_CONFIG).unwrap();
+    let _server = start(&lab, dir.path());
+    let read_log = || std::fs::read_to_string(dir.path().join("sanboot.log")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !read_log().contains("DHCP LEASE FILE CORRUPT") {
+        assert!(Instant::now() < deadline, "{}", read_log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let aside: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("leases.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(
+        std::fs::read_to_string(state.join(&aside[0])).unwrap(),
+        torn
+    );
+
+    // A new client: no offer. A client rebooting with .11: keeps it.
+    assert_eq!(discover_in(&lab, 1), None, "{}", read_log());
+    assert_eq!(reboot_in(&lab, 2, FREE), Some(FREE), "{}", read_log());
+    // Another client claiming the same address is refused.
+    assert_eq!(reboot_in(&lab, 3, FREE), None);
+
+    // Reload: a reservation for client 4 (outside the pool).
+    std::fs::write(
+        dir.path().join("sanboot.toml"),
+        format!(
+            "{BASE_CONFIG}[[host]]\nmac = \"02:00:00:00:77:04\"\nip = \"10.77.0.50\"\n\
+             boot = \"chain\"\nchain = \"http://10.77.0.1/a.ipxe\"\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sanboot"))
+        .args(["reload", "--config"])
+        .arg(dir.path().join("sanboot.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(discover_in(&lab, 4), Some(Ipv4Addr::new(10, 77, 0, 50)));
+    // Still renew-only after the reload, and client 2's lease survived it.
+    assert_eq!(discover_in(&lab, 1), None);
+    assert_eq!(reboot_in(&lab, 2, FREE), Some(FREE));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let leases = std::fs::read_to_string(state.join("leases")).unwrap_or_default();
+        if leases.contains("# renew-only-until ") && leases.contains("02:00:00:00:77:02 10.77.0.11")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "lease file: {leases}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The DHCP client, run by `client_in` inside the client namespace:
+/// DISCOVER (or, given `mac,ip`, an INIT-REBOOT REQUEST), retransmitted
+/// each second, until an answer or 4 s; prints `OFFER <address>`,
+/// `ACK <address>` or `NAK`.
+#[test]
+#[ignore = "run by the tests above inside a namespace"]
 fn client_helper() {
-    let Ok(mac) = std::env::var("SANBOOT_PROBE_CLIENT") else {
+    let Ok(what) = std::env::var("SANBOOT_PROBE_CLIENT") else {
         return;
+    };
+    let (mac, claim) = match what.split_once(',') {
+        Some((m, ip)) => (m.to_string(), Some(ip.parse::<Ipv4Addr>().unwrap())),
+        None => (what.clone(), None),
     };
     let mac = [2, 0, 0, 0, 0x77, mac.parse::<u8>().unwrap()];
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
@@ -188,11 +278,16 @@ fn client_helper() {
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let xid = 0x5ab0_0000 | u32::from(mac[5]);
-    let mut discover = Repr::new(Op::Request, xid, mac);
-    discover.message_type = Some(MessageType::Discover);
-    discover.broadcast = true;
-    let mut out = vec![0u8; discover.buffer_len()];
-    discover.emit(&mut out).unwrap();
+    let mut msg = Repr::new(Op::Request, xid, mac);
+    msg.message_type = Some(MessageType::Discover);
+    msg.broadcast = true;
+    if claim.is_some() {
+        // INIT-REBOOT (RFC 2131 §4.3.2): REQUEST, option 50, no server id.
+        msg.message_type = Some(MessageType::Request);
+        msg.requested_ip = claim;
+    }
+    let mut out = vec![0u8; msg.buffer_len()];
+    msg.emit(&mut out).unwrap();
     let deadline = Instant::now() + Duration::from_secs(4);
     let mut next_send = Instant::now();
     let mut buf = [0u8; 1500];
@@ -208,10 +303,16 @@ fn client_helper() {
         let Ok(reply) = Packet::new_checked(&buf[..n]).and_then(|p| Repr::parse(&p)) else {
             continue;
         };
-        if reply.xid == xid && reply.message_type == Some(MessageType::Offer) {
-            println!("OFFER {}", reply.yiaddr);
-            assert_eq!(reply.server_id, Some(SERVER));
-            return;
+        if reply.xid != xid {
+            continue;
         }
+        assert_eq!(reply.server_id, Some(SERVER));
+        match reply.message_type {
+            Some(MessageType::Offer) => println!("OFFER {}", reply.yiaddr),
+            Some(MessageType::Ack) => println!("ACK {}", reply.yiaddr),
+            Some(MessageType::Nak) => println!("NAK"),
+            _ => continue,
+        }
+        return;
     }
 }
