@@ -29,6 +29,7 @@ const IQN_A: &str = "iqn.2026-12.test.sanboot:a";
 const IQN_B: &str = "iqn.2026-12.test.sanboot:b";
 const MAC: &str = "52:54:00:12:34:56";
 const SCRIPT: &str = "52-54-00-12-34-56.ipxe";
+const PERF_INITIATOR: &str = "iqn.2026-12.test.sanboot:perf";
 
 struct Server {
     child: Child,
@@ -251,6 +252,7 @@ fn reload_keeps_sessions_and_applies_hosts_and_targets() {
     require_tool("curl", "curl");
     require_tool("iscsi-ls", "libiscsi-bin");
     require_tool("iscsi-inq", "libiscsi-bin");
+    require_tool("iscsi-perf", "libiscsi-bin");
     let s = Server::start(&format!("{}{}", target(IQN_A, "a.img"), host(IQN_A)));
     let pattern = write_pattern(&s.dir.path().join("a.img"));
     assert!(s.script().contains(IQN_A));
@@ -258,6 +260,27 @@ fn reload_keeps_sessions_and_applies_hosts_and_targets() {
 
     let reader = Reader::start(s.iscsi, IQN_A, pattern);
     assert!(reader.wait_more(20), "no reads before the reload");
+    // And libiscsi reading as fast as it can across the reload, with no
+    // reconnect allowed (-x 0).
+    let perf = Command::new("iscsi-perf")
+        .args([
+            "-i",
+            PERF_INITIATOR,
+            "-t",
+            "4",
+            "-x",
+            "0",
+            "-m",
+            "4",
+            "-b",
+            "8",
+        ])
+        .arg(format!("iscsi://127.0.0.1:{}/{IQN_A}/0", s.iscsi))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(s.wait_log(&format!("initiator={PERF_INITIATOR} target={IQN_A}"), 1));
 
     // The host now boots from a new target: SIGHUP.
     s.write_config(&format!(
@@ -290,6 +313,23 @@ fn reload_keeps_sessions_and_applies_hosts_and_targets() {
         &format!("iscsi://127.0.0.1:{}/{IQN_B}/0", s.iscsi),
     );
     assert!(ok, "new target: {out}");
+    // iscsi-perf ran through the reload on its one session.
+    let perf = perf.wait_with_output().unwrap();
+    let said =
+        String::from_utf8_lossy(&perf.stdout).to_string() + &String::from_utf8_lossy(&perf.stderr);
+    assert!(
+        perf.status.success() && said.contains("finished."),
+        "iscsi-perf: {said}"
+    );
+    // Its one session ended by its own logout (the line may follow its exit).
+    let ended = format!("initiator={PERF_INITIATOR} target={IQN_A} reason=\"logout\"");
+    assert!(s.wait_log(&ended, 1), "{}", s.log());
+    let log = s.log();
+    let perf_logins = log
+        .lines()
+        .filter(|l| l.contains("iscsi login peer=") && l.contains(PERF_INITIATOR))
+        .count();
+    assert_eq!(perf_logins, 1, "iscsi-perf logged in again:\n{log}");
 
     // The same through the CLI: reports success.
     let (ok, out) = s.reload_cli();
