@@ -206,17 +206,6 @@ fn scsi_target(t: &config::Target, disks: &HashMap<u64, Arc<Disk>>) -> Result<Sc
     Ok(scsi_target)
 }
 
-impl TargetState {
-    /// Fresh SCSI state over the same open images (a target moved to
-    /// another index by a reload).
-    fn fresh_from(old: &TargetState, t: &config::Target) -> Result<TargetState> {
-        Ok(TargetState {
-            scsi: Mutex::new(scsi_target(t, &old.disks)?),
-            disks: old.disks.clone(),
-        })
-    }
-}
-
 fn portal(config: &Config, local: SocketAddr) -> String {
     if let Some(p) = &config.iscsi.portal {
         return p.clone();

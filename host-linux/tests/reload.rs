@@ -374,7 +374,10 @@ fn reload_keeps_sessions_and_applies_hosts_and_targets() {
     let before = reader.good();
     assert!(before > 60);
 
-    // Removing the reader's target closes its session; the other stays.
+    // Removing the reader's target closes its session; a session on the
+    // other target (after it in the list) goes on.
+    let reader_b = Reader::start(s.iscsi, IQN_B, vec![0u8; 512]);
+    assert!(reader_b.wait_more(10));
     std::fs::write(s.config_path(), &good).unwrap();
     s.write_config(&format!("{}{}", target(IQN_B, "b.img"), host(IQN_B)));
     let (ok, out) = s.reload_cli();
@@ -394,11 +397,44 @@ fn reload_keeps_sessions_and_applies_hosts_and_targets() {
         "the removed target's session kept working"
     );
     assert!(s.wait_log("target removed by a configuration reload", 1));
+    assert!(reader_b.wait_more(20), "the kept target's session stopped");
     let found = s.discovered();
-    assert!(found.contains(IQN_B) && !found.contains(IQN_A), "{found}");
+    assert!(
+        found.contains(IQN_B) && !found.contains(IQN_A) && !found.contains("retired"),
+        "{found}"
+    );
     let (ok, out) = s.libiscsi(
         "iscsi-inq",
         &format!("iscsi://127.0.0.1:{}/{IQN_B}/0", s.iscsi),
     );
     assert!(ok, "{out}");
+    // The index A left is held by a placeholder nobody can log in to.
+    let (ok, out) = s.libiscsi(
+        "iscsi-inq",
+        &format!(
+            "iscsi://127.0.0.1:{}/iqn.2026-12.invalid.sanboot:retired-0/0",
+            s.iscsi
+        ),
+    );
+    assert!(!ok, "logged in to a retired placeholder: {out}");
+
+    // A back: a fresh target in the hole, usable; B's session untouched.
+    s.write_config(&format!(
+        "{}{}{}",
+        target(IQN_A, "a.img"),
+        target(IQN_B, "b.img"),
+        host(IQN_B)
+    ));
+    let (ok, out) = s.reload_cli();
+    assert!(
+        ok && out.contains("2 targets: 1 kept, 1 added, 0 removed"),
+        "{out}"
+    );
+    let (ok, out) = s.libiscsi(
+        "iscsi-inq",
+        &format!("iscsi://127.0.0.1:{}/{IQN_A}/0", s.iscsi),
+    );
+    assert!(ok, "{out}");
+    assert!(reader_b.wait_more(20), "the kept target's session stopped");
+    assert_eq!(reader_b.finish(), None);
 }
