@@ -135,6 +135,10 @@ async fn apply(live: &Live) -> Result<String> {
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    // What `sanboot check` would warn about: a reload is an edit just made.
+    for w in crate::config::script::check_warnings(&new) {
+        tracing::warn!("reloaded configuration: {w}");
+    }
     let restart = needs_restart(&old, &new);
     if !restart.is_empty() {
         bail!(
