@@ -170,7 +170,7 @@ async fn serve(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result<(
     // One pass per configuration: a reload rebuilds the server (hosts,
     // pool, options) around the same sockets and carries the leases over.
     let mut config = config;
-    let mut carried: Option<(Vec<Lease>, Option<Instant>)> = None;
+    let mut carried: Option<(Vec<Lease>, Option<Instant>, dhcp::Stats)> = None;
     let mut renew_warned = None;
     loop {
         let hosts = translate::dhcp_hosts(&config)?;
@@ -181,8 +181,9 @@ async fn serve(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result<(
         match carried.take() {
             None if full => load_leases(&mut server, &lease_path),
             None => {}
-            Some((leases, renew_only)) => {
+            Some((leases, renew_only, stats)) => {
                 server.set_renew_only(renew_only);
+                server.carry_stats(stats);
                 let t = now();
                 for l in leases {
                     if let Err(e) = server.load_lease(t, l) {
@@ -245,7 +246,11 @@ async fn serve(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result<(
         match next {
             Next::Reload(new, reply) => {
                 server.handle_timeout(now());
-                carried = Some((server.leases(now()).collect(), server.renew_only(now())));
+                carried = Some((
+                    server.leases(now()).collect(),
+                    server.renew_only(now()),
+                    *server.stats(),
+                ));
                 drop(server);
                 config = new;
                 info!(
@@ -284,6 +289,7 @@ fn log_stats(s: &dhcp::Stats) {
         ignored = s.ignored,
         dropped = s.malformed + s.not_ethernet + s.not_request + s.no_message_type,
         pool_exhausted = s.pool_exhausted,
+        renew_only_silent = s.renew_only_silent,
         probes = s.probes,
         probe_in_use = s.probe_in_use,
         probe_refused = s.probe_refused,

@@ -251,6 +251,25 @@ fn corrupt_lease_file_means_renew_only_and_reload_keeps_it() {
         assert!(Instant::now() < deadline, "lease file: {leases}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The counters span the reload: both unanswered clients (each sent a
+    // DISCOVER a second for 4 s, before and after the reload) are counted.
+    let mut server = _server;
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status();
+    let _ = server.0.wait();
+    let log = read_log();
+    let silent: u64 = log
+        .lines()
+        .find(|l| l.contains("DHCP stopped"))
+        .and_then(|l| l.split("renew_only_silent=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no DHCP stopped line:\n{log}"));
+    assert!(
+        silent >= 6,
+        "renew_only_silent={silent}: counters lost in the reload?"
+    );
 }
 
 /// The DHCP client, run by `client_in` inside the client namespace:

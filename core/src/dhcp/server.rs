@@ -302,6 +302,12 @@ impl<'a, const N: usize, const P: usize> Server<'a, N, P> {
         &self.stats
     }
 
+    /// Continues the counters of a server this one replaces (a host
+    /// rebuilding its server on a configuration reload).
+    pub fn carry_stats(&mut self, stats: Stats) {
+        self.stats = stats;
+    }
+
     /// The lease table (read-only).
     pub fn lease_table(&self) -> &LeaseTable<N> {
         &self.leases
