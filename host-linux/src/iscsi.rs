@@ -157,53 +157,47 @@ impl Luns for HostLuns {
     }
 }
 
-fn open_targets(config: &Config) -> Result<Vec<Arc<TargetState>>> {
-    config
-        .targets
-        .iter()
-        .map(|t| open_target(t).map(Arc::new))
-        .collect()
+fn open_targets(config: &Config) -> Result<Vec<TargetState>> {
+    let mut out = Vec::new();
+    for t in &config.targets {
+        let mut scsi_target = ScsiTarget::new();
+        let mut disks = HashMap::new();
+        for l in &t.luns {
+            let disk = Disk::open(&l.image, DiskOptions::of_lun(l))
+                .with_context(|| format!("[[target]] {} lun {}", t.iqn, l.id))?;
+            let (naa, serial) = naa_and_serial(&t.iqn, l.id);
+            let mut lun = disk.lun_config(naa, &serial);
+            // Both halves of a COMPARE AND WRITE must fit the driver's buffer.
+            let fits = COLLECT / (2 * lun.block_size as usize);
+            lun.max_compare_and_write_blocks = u8::try_from(fits).unwrap_or(u8::MAX);
+            scsi_target
+                .add_lun(l.id, lun)
+                .map_err(|_| anyhow::anyhow!("[[target]] {}: too many LUNs", t.iqn))?;
+            tracing::info!(
+                target = %t.iqn,
+                lun = l.id,
+                image = %l.image.display(),
+                blocks = disk.blocks(),
+                read_only = l.read_only,
+                "iscsi LUN"
+            );
+            disks.insert(l.id, Arc::new(disk));
+        }
+        out.push(TargetState {
+            scsi: Mutex::new(scsi_target),
+            disks,
+        });
+    }
+    Ok(out)
 }
 
-/// Opens one target's images and builds its SCSI state.
-fn open_target(t: &config::Target) -> Result<TargetState> {
-    let mut disks = HashMap::new();
-    for l in &t.luns {
-        let disk = Disk::open(&l.image, DiskOptions::of_lun(l))
-            .with_context(|| format!("[[target]] {} lun {}", t.iqn, l.id))?;
-        tracing::info!(
-            target = %t.iqn,
-            lun = l.id,
-            image = %l.image.display(),
-            blocks = disk.blocks(),
-            read_only = l.read_only,
-            "iscsi LUN"
-        );
-        disks.insert(l.id, Arc::new(disk));
-    }
-    Ok(TargetState {
-        scsi: Mutex::new(scsi_target(t, &disks)?),
-        disks,
-    })
-}
-
-/// A target's SCSI state over its open images.
-fn scsi_target(t: &config::Target, disks: &HashMap<u64, Arc<Disk>>) -> Result<ScsiTarget> {
-    let mut scsi_target = ScsiTarget::new();
-    for l in &t.luns {
-        let Some(disk) = disks.get(&l.id) else {
-            continue;
-        };
-        let (naa, serial) = naa_and_serial(&t.iqn, l.id);
-        let mut lun = disk.lun_config(naa, &serial);
-        // Both halves of a COMPARE AND WRITE must fit the driver's buffer.
-        let fits = COLLECT / (2 * lun.block_size as usize);
-        lun.max_compare_and_write_blocks = u8::try_from(fits).unwrap_or(u8::MAX);
-        scsi_target
-            .add_lun(l.id, lun)
-            .map_err(|_| anyhow::anyhow!("[[target]] {}: too many LUNs", t.iqn))?;
-    }
-    Ok(scsi_target)
+/// Opens one target exactly as [`open_targets`] does (a reload adding it).
+fn open_target(config: &Config, t: &config::Target) -> Result<TargetState> {
+    let mut one = config.clone();
+    one.targets = vec![t.clone()];
+    open_targets(&one)?
+        .pop()
+        .with_context(|| format!("[[target]] {}: not opened", t.iqn))
 }
 
 fn portal(config: &Config, local: SocketAddr) -> String {
@@ -220,7 +214,7 @@ fn portal(config: &Config, local: SocketAddr) -> String {
 
 /// Runs the iSCSI target until `stop` turns true.
 pub async fn run(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result<()> {
-    let targets = open_targets(&config)?;
+    let targets = open_targets(&config)?.into_iter().map(Arc::new).collect();
     limits::raise_fd_limit(config.iscsi.max_connections);
     let conn_limits = limits::ConnectionLimits::new(
         config.iscsi.max_connections,

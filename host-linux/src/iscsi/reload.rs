@@ -161,7 +161,7 @@ pub(crate) fn prepare(shared: &Shared, new: &Config) -> Result<Prepared> {
                     bail!("internal: added target {n} missing");
                 };
                 // A failure (missing image, locked) refuses the whole reload.
-                states.push(Arc::new(open_target(t)?));
+                states.push(Arc::new(open_target(new, t)?));
                 targets.push(t.clone());
                 added += 1;
             }
@@ -169,7 +169,7 @@ pub(crate) fn prepare(shared: &Shared, new: &Config) -> Result<Prepared> {
                 let Some(o) = old.get(i) else {
                     bail!("internal: retired target {i} missing");
                 };
-                states.push(Arc::new(open_target(&retired(o, i))?));
+                states.push(Arc::new(open_target(new, &retired(o, i))?));
                 targets.push(retired(o, i));
             }
         }
