@@ -102,6 +102,10 @@ pub struct Dhcp {
     /// Also listen on 4011 for PXE boot-server requests (ProxyDHCP).
     #[serde(default = "default_true")]
     pub pxe_port: bool,
+    /// Full mode: check that an address nobody renewed is unused (ICMP
+    /// echo / ARP, 500 ms) before offering it.
+    #[serde(default = "default_true")]
+    pub probe: bool,
 }
 
 impl Default for Dhcp {
@@ -116,6 +120,7 @@ impl Default for Dhcp {
             lease_secs: default_lease_secs(),
             port: default_dhcp_port(),
             pxe_port: true,
+            probe: true,
         }
     }
 }

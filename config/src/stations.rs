@@ -15,7 +15,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use sanboot_core::ipxe::{HexHyp, ScriptAccess, StationAddresses};
 
@@ -51,9 +51,20 @@ impl fmt::Display for Refused {
 /// MAC → address of every station whose script carries a secret.
 #[derive(Debug)]
 pub struct Stations {
-    secret: HashSet<[u8; 6]>,
+    /// Follows a reload ([`Stations::update`]): a host given a secret then
+    /// is protected from that moment.
+    secret: RwLock<HashSet<[u8; 6]>>,
     learns: bool,
     table: Mutex<StationAddresses<STATION_SLOTS>>,
+}
+
+fn secret_macs(config: &Config) -> HashSet<[u8; 6]> {
+    config
+        .hosts
+        .iter()
+        .filter(|h| carries_secret(config, h))
+        .filter_map(|h| parse_mac(&h.mac).ok())
+        .collect()
 }
 
 /// Can sanboot see station addresses with this config? Not without DHCP.
@@ -65,15 +76,23 @@ impl Stations {
     /// The stations of `config` whose scripts carry a secret.
     pub fn new(config: &Config) -> Stations {
         Stations {
-            secret: config
-                .hosts
-                .iter()
-                .filter(|h| carries_secret(config, h))
-                .filter_map(|h| parse_mac(&h.mac).ok())
-                .collect(),
+            secret: RwLock::new(secret_macs(config)),
             learns: learns_addresses(config),
             table: Mutex::new(StationAddresses::new()),
         }
+    }
+
+    /// A reloaded `config`: which scripts carry secrets now. (Whether
+    /// addresses are learned at all, the DHCP mode, needs a restart.)
+    pub fn update(&self, config: &Config) {
+        *self.secret.write().unwrap_or_else(|e| e.into_inner()) = secret_macs(config);
+    }
+
+    fn is_secret(&self, mac: &[u8; 6]) -> bool {
+        self.secret
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(mac)
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, StationAddresses<STATION_SLOTS>> {
@@ -82,7 +101,7 @@ impl Stations {
 
     /// Remembers that `mac` uses `ip` (kept only for stations with secrets).
     pub fn record(&self, mac: [u8; 6], ip: Ipv4Addr) {
-        if !self.secret.contains(&mac) {
+        if !self.is_secret(&mac) {
             return;
         }
         if !self.table().record(mac, ip) {
@@ -101,7 +120,7 @@ impl Stations {
         let Some(mac) = host_script_mac(config, path) else {
             return Ok(());
         };
-        if !self.learns || !self.secret.contains(&mac) {
+        if !self.learns || !self.is_secret(&mac) {
             return Ok(());
         }
         let access = match requester {

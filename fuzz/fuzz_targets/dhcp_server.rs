@@ -2,12 +2,14 @@
 //! DHCP server in both modes: arbitrary packets (and arbitrary mutations of
 //! real iPXE/EDK2 messages) with advancing time never panic, every reply
 //! parses, and afterwards a valid DISCOVER from a fresh MAC still gets an
-//! OFFER (the machine stays usable).
+//! OFFER (the machine stays usable). A third server probes addresses (2
+//! probe slots, each probe answered free or in use as the input says) and
+//! may be in renew-only mode.
 use core::net::{Ipv4Addr, SocketAddrV4};
 
 use sanboot_core::dhcp::server::{Config, Mode, Server, PXE_PORT, SERVER_PORT};
 use sanboot_core::dhcp::wire::{MessageType, Op, Packet, Repr};
-use sanboot_core::dhcp::Host;
+use sanboot_core::dhcp::{Host, ProbeResult};
 use sanboot_core::time::{Duration, Instant};
 
 const SEEDS: &[&[u8]] = &[
@@ -66,6 +68,14 @@ fn pxe_discover(mac: [u8; 6]) -> Vec<u8> {
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let mut full = Server::<8>::new(config(Mode::Full)).unwrap();
     let mut proxy = Server::<8>::new(config(Mode::Proxy)).unwrap();
+    let mut probing = Server::<8, 2>::new(Config {
+        probe: true,
+        ..config(Mode::Full)
+    })
+    .unwrap();
+    if data.first().is_some_and(|b| b & 1 != 0) {
+        probing.set_renew_only(Some(Instant::from_millis(60_000)));
+    }
     let mut now = 0u64;
     let mut buf = [0u8; 1500];
     // Records: [time step, flags, seed index, mutation offset, len_lo, len_hi, bytes...]
@@ -98,6 +108,29 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         };
         let src = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, *seed), 68);
         let t = Instant::from_millis(now);
+        if flags & 64 != 0 {
+            probing.handle_packet(t, src, port, &packet);
+            if flags & 32 != 0 {
+                probing.handle_timeout(t);
+            }
+            drain(&mut probing, t, &mut buf);
+            // Answer the probes (free, or in use when bit 7 says so); each
+            // answer may start another probe and yields at most one reply.
+            let mut answered = 0;
+            while let Some(ip) = probing.poll_probe() {
+                let r = if flags & 128 != 0 {
+                    ProbeResult::InUse
+                } else {
+                    ProbeResult::Free
+                };
+                probing.handle_probe(t, ip, r);
+                drain(&mut probing, t, &mut buf);
+                answered += 1;
+                assert!(answered <= 16, "probes do not end");
+            }
+            assert!(probing.probes_pending() <= 2);
+            continue;
+        }
         let s = if flags & 4 != 0 {
             &mut proxy
         } else {
@@ -107,13 +140,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         if flags & 32 != 0 {
             s.handle_timeout(t);
         }
-        while let Some(tx) = s.poll_transmit(t, &mut buf) {
-            let r = Repr::parse(&Packet::new_checked(&buf[..tx.len]).unwrap()).unwrap();
-            assert_eq!(r.op, Op::Reply);
-            if tx.proxy {
-                assert!(r.yiaddr.is_unspecified());
-            }
-        }
+        drain(s, t, &mut buf);
     }
     // Still usable: a new PXE client gets an OFFER from both, once stale
     // offers have had time to expire.
@@ -131,4 +158,29 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             .expect("a valid DISCOVER must still be answered");
         assert_eq!(tx.message, MessageType::Offer);
     }
+    // The probing server, too, after its probe: renew-only has ended by now.
+    probing.handle_timeout(t);
+    let mac = [2, 9, 9, 9, 9, 8];
+    probing.handle_packet(
+        t,
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
+        SERVER_PORT,
+        &pxe_discover(mac),
+    );
+    let ip = probing.poll_probe().expect("a new client's address is probed");
+    probing.handle_probe(t, ip, ProbeResult::Free);
+    let tx = probing
+        .poll_transmit(t, &mut buf)
+        .expect("a free probed address is offered");
+    assert_eq!((tx.message, tx.yiaddr, tx.mac), (MessageType::Offer, ip, mac));
 });
+
+fn drain<const N: usize, const P: usize>(s: &mut Server<'_, N, P>, t: Instant, buf: &mut [u8]) {
+    while let Some(tx) = s.poll_transmit(t, buf) {
+        let r = Repr::parse(&Packet::new_checked(&buf[..tx.len]).unwrap()).unwrap();
+        assert_eq!(r.op, Op::Reply);
+        if tx.proxy {
+            assert!(r.yiaddr.is_unspecified());
+        }
+    }
+}

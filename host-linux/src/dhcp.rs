@@ -30,10 +30,12 @@ use sanboot_core::time::Instant;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::stations::Stations;
 use crate::config::{translate, Config, DhcpMode};
+
+mod probe;
 
 /// Lease slots (reservations included). Each slot costs 32 bytes.
 pub const LEASE_SLOTS: usize = 65536;
@@ -41,8 +43,14 @@ pub const LEASE_SLOTS: usize = 65536;
 pub const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
 const THREAD_STACK: usize = 64 << 20;
 const LEASE_FILE: &str = "leases";
+/// How often renew-only mode is repeated in the log.
+const RENEW_ONLY_WARN_EVERY: Duration = Duration::from_secs(60);
 
-type Server<'a> = dhcp::Server<'a, LEASE_SLOTS>;
+/// Addresses probed at once before an offer (full mode); more new clients
+/// at the same moment get their offer on a retransmission.
+pub const PROBE_SLOTS: usize = 128;
+
+type Server<'a> = dhcp::Server<'a, LEASE_SLOTS, PROBE_SLOTS>;
 
 /// Runs the DHCP service until `stop` turns true.
 pub async fn run(
@@ -101,80 +109,191 @@ fn bind_udp(port: u16, interface: &str) -> Result<UdpSocket> {
     Ok(UdpSocket::from_std(s.into())?)
 }
 
+/// Builds the core server for `config`: its hosts and options. Also how a
+/// reload is checked (the table is built and dropped; this thread's stack
+/// holds two).
+fn build_check(config: &Config, seed: u64) -> Result<()> {
+    let hosts = translate::dhcp_hosts(config)?;
+    let core = translate::dhcp_config(config, &hosts, seed)
+        .context("[dhcp] mode = \"off\": no DHCP server to run")?;
+    Server::new(core).map_err(|e| anyhow::anyhow!("[dhcp]: {e:?}"))?;
+    Ok(())
+}
+
+/// What ends one configuration's run of the packet loop.
+enum Next {
+    Stop,
+    /// A reload already checked: rebuild with it, then answer.
+    Reload(Arc<Config>, tokio::sync::oneshot::Sender<Result<()>>),
+}
+
 async fn serve(
     config: Arc<Config>,
     stations: Arc<Stations>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
-    let Some(interface) = config.server.interface.as_deref() else {
+    let Some(interface) = config.server.interface.clone() else {
         bail!("[server] interface is required for DHCP");
     };
-    let hosts = translate::dhcp_hosts(&config)?;
-    let core = translate::dhcp_config(&config, &hosts, hash_seed())
-        .context("[dhcp] mode = \"off\": no DHCP server to run")?;
-    let mut server = Server::new(core).map_err(|e| anyhow::anyhow!("[dhcp]: {e:?}"))?;
-
+    let interface = interface.as_str();
+    let seed = hash_seed();
+    let mut reloads = crate::reload::register_dhcp();
     let state_dir = config.server.state_dir.clone();
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("cannot create state_dir {}", state_dir.display()))?;
     let lease_path = state_dir.join(LEASE_FILE);
-    if server.config().mode == Mode::Full {
-        load_leases(&mut server, &lease_path);
-        // A station booted before a restart still has its lease.
-        for l in server.leases(now()) {
-            stations.record(l.mac, l.ip);
-        }
-    }
+    let full = config.dhcp.mode == DhcpMode::Full;
 
     let main = bind_udp(config.dhcp.port, interface)?;
-    let pxe = if core.mode == Mode::Proxy && config.dhcp.pxe_port {
+    let pxe = if config.dhcp.mode == DhcpMode::Proxy && config.dhcp.pxe_port {
         Some(bind_udp(PXE_PORT, interface)?)
     } else {
         None
     };
     info!(
-        mode = ?core.mode,
+        mode = ?config.dhcp.mode,
         interface,
         port = config.dhcp.port,
         pxe_port = pxe.is_some(),
         "DHCP listening"
     );
 
-    let mut persister = Persister::new(lease_path, server.generation());
+    // Full mode probes addresses nobody renewed before offering them.
+    let mut prober = match full.then(|| probe::Prober::new(interface)) {
+        Some(Ok(p)) => Some(p),
+        Some(Err(e)) => {
+            warn!(
+                interface,
+                "address probes off (raw ICMP socket: {e}): new addresses are offered unprobed"
+            );
+            None
+        }
+        None => None,
+    };
+    let mut persister = Persister::new(lease_path.clone(), 0);
     let mut rx = vec![0u8; 65536];
     let mut tx = vec![0u8; 1500];
     let mut tick = tokio::time::interval(PERSIST_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
+    // One pass per configuration: a reload rebuilds the server (hosts,
+    // pool, options) around the same sockets and carries the leases over.
+    let mut config = config;
+    let mut carried: Option<(Vec<Lease>, Option<Instant>, dhcp::Stats)> = None;
+    let mut renew_warned = None;
     loop {
-        tokio::select! {
-            biased;
-            changed = stop.changed() => {
-                if changed.is_err() || *stop.borrow() {
-                    break;
+        let hosts = translate::dhcp_hosts(&config)?;
+        let mut core = translate::dhcp_config(&config, &hosts, seed)
+            .context("[dhcp] mode = \"off\": no DHCP server to run")?;
+        core.probe = prober.is_some() && config.dhcp.probe;
+        let mut server = Server::new(core).map_err(|e| anyhow::anyhow!("[dhcp]: {e:?}"))?;
+        match carried.take() {
+            None if full => {
+                load_leases(&mut server, &lease_path);
+                // A station booted before a restart still has its lease.
+                for l in server.leases(now()) {
+                    stations.record(l.mac, l.ip);
                 }
             }
-            // Before the sockets: under a flood they are always ready, and
-            // `biased` would otherwise starve the lease file.
-            _ = tick.tick() => {
+            None => {}
+            Some((leases, renew_only, stats)) => {
+                server.set_renew_only(renew_only);
+                server.carry_stats(stats);
+                let t = now();
+                for l in leases {
+                    if let Err(e) = server.load_lease(t, l) {
+                        warn!(mac = %Mac(l.mac), ip = %l.ip, "lease dropped by the reload: {e:?}");
+                    }
+                }
+            }
+        }
+        // A rebuilt table counts generations afresh: write it once.
+        persister.written = server.generation().wrapping_sub(1);
+
+        let next = loop {
+            tokio::select! {
+                biased;
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
+                        break Next::Stop;
+                    }
+                }
+                Some((new, reply)) = async { match reloads.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                    match build_check(&new, seed) {
+                        Ok(()) => break Next::Reload(new, reply),
+                        Err(e) => { let _ = reply.send(Err(e)); }
+                    }
+                }
+                // Before the sockets: under a flood they are always ready, and
+                // `biased` would otherwise starve the lease file.
+                _ = tick.tick() => {
+                    server.handle_timeout(now());
+                    persister.maybe_write(&server, false).await;
+                    warn_renew_only(&server, &mut renew_warned);
+                }
+                (ip, result) = async { match prober.as_mut() { Some(p) => p.next().await, None => std::future::pending().await } } => {
+                    if result == dhcp::ProbeResult::InUse {
+                        warn!(%ip, "DHCP probe: the address answers, someone uses it: declined, offering another");
+                    }
+                    let t = now();
+                    server.handle_probe(t, ip, result);
+                    while let Some(out) = server.poll_transmit(t, &mut tx) {
+                        if let Some(payload) = tx.get(..out.len) {
+                            send(&main, payload, out.dst).await;
+                            log_reply(&out);
+                        }
+                    }
+                    start_probes(&mut server, prober.as_mut());
+                }
+                r = async { match &pxe { Some(s) => s.readable().await, None => std::future::pending().await } } => {
+                    r?;
+                    if let Some(s) = &pxe {
+                        drain(&mut server, &stations, s, Some(&main), PXE_PORT, &mut rx, &mut tx).await;
+                    }
+                }
+                r = main.readable() => {
+                    r?;
+                    drain(&mut server, &stations, &main, pxe.as_ref(), SERVER_PORT, &mut rx, &mut tx).await;
+                    start_probes(&mut server, prober.as_mut());
+                }
+            }
+        };
+        match next {
+            Next::Reload(new, reply) => {
                 server.handle_timeout(now());
-                persister.maybe_write(&server, false).await;
+                carried = Some((
+                    server.leases(now()).collect(),
+                    server.renew_only(now()),
+                    *server.stats(),
+                ));
+                drop(server);
+                config = new;
+                info!(
+                    hosts = config.hosts.len(),
+                    "DHCP: configuration reloaded, leases kept"
+                );
+                let _ = reply.send(Ok(()));
             }
-            r = async { match &pxe { Some(s) => s.readable().await, None => std::future::pending().await } } => {
-                r?;
-                if let Some(s) = &pxe {
-                    drain(&mut server, &stations, s, Some(&main), PXE_PORT, &mut rx, &mut tx).await;
-                }
-            }
-            r = main.readable() => {
-                r?;
-                drain(&mut server, &stations, &main, pxe.as_ref(), SERVER_PORT, &mut rx, &mut tx).await;
+            Next::Stop => {
+                server.handle_timeout(now());
+                persister.maybe_write(&server, true).await;
+                log_stats(server.stats());
+                return Ok(());
             }
         }
     }
-    server.handle_timeout(now());
-    persister.maybe_write(&server, true).await;
-    let s = server.stats();
+}
+
+/// Hands the probes the server asked for to the prober.
+fn start_probes(server: &mut Server<'_>, prober: Option<&mut probe::Prober>) {
+    let Some(prober) = prober else { return };
+    while let Some(ip) = server.poll_probe() {
+        debug!(%ip, "DHCP probe");
+        prober.start(ip);
+    }
+}
+
+fn log_stats(s: &dhcp::Stats) {
     info!(
         received = s.received,
         offers = s.offers,
@@ -185,9 +304,12 @@ async fn serve(
         ignored = s.ignored,
         dropped = s.malformed + s.not_ethernet + s.not_request + s.no_message_type,
         pool_exhausted = s.pool_exhausted,
+        renew_only_silent = s.renew_only_silent,
+        probes = s.probes,
+        probe_in_use = s.probe_in_use,
+        probe_refused = s.probe_refused,
         "DHCP stopped"
     );
-    Ok(())
 }
 
 /// Handles every datagram already queued on `sock` (received on `local_port`),
@@ -299,12 +421,21 @@ fn log_reply(t: &Transmit<'_>) {
     }
 }
 
-/// Lease file: one `mac ip expires_unix_ms` line per bound lease.
-fn format_leases(leases: &[Lease]) -> String {
-    let mut s = String::with_capacity(leases.len() * 48 + 64);
-    s.push_str("# sanboot DHCP leases: mac ip expires(unix ms)\n");
+const HEADER: &str = "# sanboot DHCP leases: mac ip expires(unix ms)";
+const RENEW_ONLY: &str = "# renew-only-until ";
+
+/// Lease file: the header, then one `mac ip expires_unix_ms` line per
+/// bound lease; while the server is in renew-only mode, a marker line with
+/// its end, so a restart in that period keeps it.
+fn format_leases(leases: &[Lease], renew_only: Option<Instant>) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(leases.len() * 48 + 96);
+    s.push_str(HEADER);
+    s.push('\n');
+    if let Some(until) = renew_only {
+        let _ = writeln!(s, "{RENEW_ONLY}{}", until.millis());
+    }
     for l in leases {
-        use std::fmt::Write as _;
         let _ = writeln!(s, "{} {} {}", Mac(l.mac), l.ip, l.expires.millis());
     }
     s
@@ -315,6 +446,9 @@ fn parse_lease_line(line: &str) -> Option<Lease> {
     let mac = crate::config::parse_mac(it.next()?).ok()?;
     let ip: Ipv4Addr = it.next()?.parse().ok()?;
     let expires: u64 = it.next()?.parse().ok()?;
+    if it.next().is_some() {
+        return None;
+    }
     Some(Lease {
         mac,
         ip,
@@ -323,28 +457,119 @@ fn parse_lease_line(line: &str) -> Option<Lease> {
     })
 }
 
-fn load_leases(server: &mut Server<'_>, path: &Path) {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == ErrorKind::NotFound => return,
-        Err(e) => {
-            warn!(path = %path.display(), "cannot read lease file: {e}");
-            return;
-        }
-    };
-    let t = now();
-    let (mut loaded, mut skipped) = (0usize, 0usize);
-    for line in text.lines() {
+/// What a lease file held.
+#[derive(Debug, Default, PartialEq)]
+struct LeaseFile {
+    leases: Vec<Lease>,
+    /// A renew-only period the last run was in.
+    renew_only: Option<Instant>,
+    /// Why the file cannot be trusted to list every lease (`None`: it can).
+    corrupt: Option<String>,
+}
+
+/// Parses a lease file. A missing header (an empty or truncated file) or a
+/// line that does not parse makes it corrupt; the lines that parse are
+/// still returned.
+fn parse_lease_file(text: &str) -> LeaseFile {
+    let mut out = LeaseFile::default();
+    let mut lines = text.lines();
+    if lines.next() != Some(HEADER) {
+        out.corrupt = Some("no header line (empty, truncated or not a sanboot lease file)".into());
+    }
+    let mut bad = 0usize;
+    for line in lines {
         let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
+        if line.is_empty() {
             continue;
         }
-        match parse_lease_line(line).map(|l| server.load_lease(t, l)) {
-            Some(Ok(())) => loaded += 1,
-            _ => skipped += 1,
+        if let Some(ms) = line.strip_prefix(RENEW_ONLY) {
+            match ms.trim().parse() {
+                Ok(ms) => out.renew_only = Some(Instant::from_millis(ms)),
+                Err(_) => bad += 1,
+            }
+        } else if line.starts_with('#') {
+            continue;
+        } else {
+            match parse_lease_line(line) {
+                Some(l) => out.leases.push(l),
+                None => bad += 1,
+            }
+        }
+    }
+    if bad > 0 && out.corrupt.is_none() {
+        out.corrupt = Some(format!("{bad} lines do not parse"));
+    }
+    out
+}
+
+/// Loads the lease file into `server`. A corrupt or unreadable file never
+/// leaves the table silently empty: it is kept aside as
+/// `leases.corrupt-<unix seconds>`, whatever parsed is loaded, and the
+/// server runs renew-only for one lease time (see
+/// `sanboot_core::dhcp::Server::set_renew_only`).
+fn load_leases(server: &mut Server<'_>, path: &Path) {
+    let t = now();
+    let file = match std::fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => parse_lease_file(&text),
+            Err(e) => {
+                let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+                LeaseFile {
+                    corrupt: Some("not UTF-8".into()),
+                    ..parse_lease_file(&text)
+                }
+            }
+        },
+        Err(e) if e.kind() == ErrorKind::NotFound => return,
+        Err(e) => LeaseFile {
+            corrupt: Some(format!("cannot read it: {e}")),
+            ..LeaseFile::default()
+        },
+    };
+    let (mut loaded, mut skipped) = (0usize, 0usize);
+    for l in &file.leases {
+        match server.load_lease(t, *l) {
+            Ok(()) => loaded += 1,
+            Err(_) => skipped += 1,
         }
     }
     info!(path = %path.display(), loaded, skipped, "DHCP leases loaded (expired or conflicting ones skipped)");
+    let lease_time = Duration::from_secs(u64::from(server.config().lease_secs));
+    let until = match &file.corrupt {
+        Some(why) => {
+            let aside = path.with_file_name(format!("{LEASE_FILE}.corrupt-{}", t.millis() / 1000));
+            let kept = match std::fs::rename(path, &aside) {
+                Ok(()) => format!("kept aside as {}", aside.display()),
+                Err(e) => format!("could not be moved aside ({e})"),
+            };
+            error!(
+                path = %path.display(),
+                "DHCP LEASE FILE CORRUPT: {why}; it was {kept}. Leases it held may be lost: \
+                 answering only renewals and reservations, no new offers, for one lease time ({} s)",
+                lease_time.as_secs()
+            );
+            Some(t + sanboot_core::time::Duration::from_millis(lease_time.as_millis() as u64))
+        }
+        None => file.renew_only,
+    };
+    server.set_renew_only(until);
+}
+
+/// While renew-only lasts, says so now and then (a new station that gets no
+/// address should find the reason in the log).
+fn warn_renew_only(server: &Server<'_>, last: &mut Option<std::time::Instant>) {
+    let Some(until) = server.renew_only(now()) else {
+        return;
+    };
+    if last.is_some_and(|l| l.elapsed() < RENEW_ONLY_WARN_EVERY) {
+        return;
+    }
+    *last = Some(std::time::Instant::now());
+    warn!(
+        remaining_secs = until.millis().saturating_sub(now().millis()) / 1000,
+        unanswered_discovers = server.stats().renew_only_silent,
+        "DHCP renew-only (lease file was corrupt): no new offers until every old lease was renewed or expired"
+    );
 }
 
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
@@ -397,10 +622,12 @@ impl Persister {
             return;
         }
         let leases: Vec<Lease> = server.leases(now()).collect();
+        let renew_only = server.renew_only(now());
         self.written = generation;
         let path = self.path.clone();
-        let job =
-            tokio::task::spawn_blocking(move || write_atomically(&path, &format_leases(&leases)));
+        let job = tokio::task::spawn_blocking(move || {
+            write_atomically(&path, &format_leases(&leases, renew_only))
+        });
         if final_write {
             match job.await {
                 Ok(Ok(())) => {}
@@ -415,7 +642,7 @@ impl Persister {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
     use super::*;
 
     #[test]
@@ -426,15 +653,73 @@ mod tests {
             expires: Instant::from_millis(1_700_000_000_000),
             state: LeaseState::Bound,
         }];
-        let text = format_leases(&leases);
-        let back: Vec<Lease> = text
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(parse_lease_line)
-            .collect();
-        assert_eq!(back, leases);
+        let text = format_leases(&leases, None);
+        let back = parse_lease_file(&text);
+        assert_eq!(back.leases, leases);
+        assert_eq!(back.corrupt, None);
+        assert_eq!(back.renew_only, None);
+        let until = Instant::from_millis(1_700_000_600_000);
+        let back = parse_lease_file(&format_leases(&leases, Some(until)));
+        assert_eq!(
+            (back.leases.as_slice(), back.renew_only),
+            (&leases[..], Some(until))
+        );
         assert!(parse_lease_line("zz 1.2.3.4 5").is_none());
         assert!(parse_lease_line("52:54:00:e2:e0:01 1.2.3 5").is_none());
+    }
+
+    #[test]
+    fn corrupt_lease_files_are_recognised() {
+        let good = "52:54:00:e2:e0:01 192.0.2.100 1700000000000\n";
+        assert!(parse_lease_file("").corrupt.is_some(), "empty");
+        assert!(parse_lease_file(good).corrupt.is_some(), "no header");
+        let torn = format!("{HEADER}\n{good}52:54:00:e2:e0:02 192.0.2.1");
+        let f = parse_lease_file(&torn);
+        assert!(f.corrupt.is_some(), "torn last line");
+        assert_eq!(f.leases.len(), 1, "what parses is kept");
+        assert!(parse_lease_file(&format!("{HEADER}\n{good}"))
+            .corrupt
+            .is_none());
+    }
+
+    /// A corrupt file is moved aside (never overwritten by the next write)
+    /// and the server goes renew-only for one lease time.
+    #[test]
+    fn corrupt_lease_file_is_kept_aside_and_renew_only_starts() {
+        std::thread::Builder::new()
+            .stack_size(THREAD_STACK)
+            .spawn(|| {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join(LEASE_FILE);
+                std::fs::write(&path, "garbage\x00\x01").unwrap();
+                let mut c =
+                    sanboot_core::dhcp::Config::new(Mode::Full, Ipv4Addr::new(192, 0, 2, 1));
+                c.pool = Some((Ipv4Addr::new(192, 0, 2, 10), Ipv4Addr::new(192, 0, 2, 20)));
+                c.lease_secs = 600;
+                let mut server = Server::new(c).unwrap();
+                load_leases(&mut server, &path);
+                let until = server.renew_only(now()).expect("renew-only");
+                let left = until.millis() - now().millis();
+                assert!((590_000..=600_000).contains(&left), "{left}");
+                assert!(!path.exists());
+                let aside: Vec<_> = std::fs::read_dir(dir.path())
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect();
+                assert_eq!(aside.len(), 1);
+                assert!(aside[0].starts_with("leases.corrupt-"), "{aside:?}");
+                assert_eq!(
+                    std::fs::read(dir.path().join(&aside[0])).unwrap(),
+                    b"garbage\x00\x01"
+                );
+                // A missing file is a fresh start, not a corruption.
+                let mut server = Server::new(c).unwrap();
+                load_leases(&mut server, &path);
+                assert!(server.renew_only(now()).is_none());
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]

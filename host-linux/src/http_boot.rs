@@ -155,7 +155,8 @@ async fn respond(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> R
     };
     let raw = req.uri().path().to_owned();
     let content = {
-        let config = shared.config.clone();
+        // Scripts follow a reload (`crate::reload`), as over TFTP.
+        let config = crate::reload::current().unwrap_or_else(|| shared.config.clone());
         let stations = shared.stations.clone();
         let root = shared.root.clone();
         let raw = raw.clone();

@@ -13,6 +13,7 @@
 //! produce the status. This file holds no SCSI semantics: the driver does.
 
 mod limits;
+pub(crate) mod reload;
 mod station_io;
 
 use std::collections::HashMap;
@@ -74,8 +75,14 @@ pub(crate) struct TargetState {
 
 /// Everything connections share.
 pub(crate) struct Shared {
+    /// The configuration at start: its `[iscsi]` table (a reload that
+    /// changes it is refused, see `crate::reload`).
     config: Arc<Config>,
-    pub(crate) targets: Vec<TargetState>,
+    /// The targets now served; swapped by a reload (`reload.rs`).
+    generation: std::sync::RwLock<Arc<reload::Generation>>,
+    /// Logged-in normal sessions: connection token → target index (a reload
+    /// closes those whose target it removes).
+    logged: Mutex<HashMap<u64, usize>>,
     sessions: Mutex<SessionTable<SESSION_SLOTS>>,
     /// Per connection token: wakes that connection to close it (session
     /// reinstatement).
@@ -84,8 +91,6 @@ pub(crate) struct Shared {
     /// takeover (not an RFC reinstatement) did it: logged when it ends.
     replaced: Mutex<HashMap<u64, String>>,
     portal: String,
-    /// Every host's initiator name, for its `[host.chap]` entries.
-    initiators: Vec<sanboot_core::ipxe::InitiatorIqn>,
     epoch: std::time::Instant,
 }
 
@@ -93,14 +98,56 @@ impl Shared {
     fn now(&self) -> Instant {
         Instant(self.epoch.elapsed().as_millis() as u64)
     }
+
+    /// The targets now served.
+    pub(crate) fn generation(&self) -> Arc<reload::Generation> {
+        self.generation
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Wakes connection `token` to close it; `why` is logged when it ends.
+    fn close_connection(&self, token: u64, why: &str) {
+        let kill = self
+            .kills
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&token)
+            .cloned();
+        if let Some(k) = kill {
+            self.replaced
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(token, why.to_string());
+            k.notify_one();
+        }
+    }
 }
 
-/// The targets as the core's storage driver sees them.
-struct HostLuns(Arc<Shared>);
+/// The targets as the core's storage driver sees them, for one connection:
+/// those of the generation it started in; once logged in, only its own
+/// (so a reload that removes another target closes that one's images).
+struct HostLuns(Vec<Option<Arc<TargetState>>>);
+
+impl HostLuns {
+    fn all(generation: &reload::Generation) -> HostLuns {
+        HostLuns(generation.targets.iter().cloned().map(Some).collect())
+    }
+
+    /// Keeps only target `keep` (`None`: a discovery session needs none).
+    fn narrow(&mut self, keep: Option<usize>) {
+        for (i, t) in self.0.iter_mut().enumerate() {
+            if Some(i) != keep {
+                *t = None;
+            }
+        }
+    }
+}
 
 impl Luns for HostLuns {
     fn units<R>(&self, target: usize, f: impl FnOnce(&mut dyn Units) -> R) -> Option<R> {
-        let t = self.0.targets.get(target)?;
+        let t = self.0.get(target)?.as_ref()?;
         let mut scsi = t.scsi.lock().unwrap_or_else(|e| e.into_inner());
         Some(f(&mut *scsi))
     }
@@ -112,8 +159,10 @@ impl Luns for HostLuns {
         access: Access,
         f: impl FnOnce(&mut dyn sanboot_core::block::BlockDevice) -> R,
     ) -> Option<R> {
-        let disks = self.0.targets.get(target)?.disks.read();
-        let disks = disks.unwrap_or_else(|e| e.into_inner());
+        let t = self.0.get(target)?.as_ref()?;
+        // A golden-image station's LUN may be reopened (snapshot, commit):
+        // its map is write-locked then, so its I/O waits here.
+        let disks = t.disks.read().unwrap_or_else(|e| e.into_inner());
         Some(disks.get(&lun)?.with_device(access, f))
     }
 }
@@ -157,6 +206,15 @@ fn open_lun(t: &config::Target, l: &config::Lun) -> Result<LunDevice> {
     LunDevice::open(l).with_context(|| format!("[[target]] {} lun {}", t.iqn, l.id))
 }
 
+/// Opens one target exactly as [`open_targets`] does (a reload adding it).
+fn open_target(config: &Config, t: &config::Target) -> Result<TargetState> {
+    let mut one = config.clone();
+    one.targets = vec![t.clone()];
+    open_targets(&one)?
+        .pop()
+        .with_context(|| format!("[[target]] {}: not opened", t.iqn))
+}
+
 fn portal(config: &Config, local: SocketAddr) -> String {
     if let Some(p) = &config.iscsi.portal {
         return p.clone();
@@ -174,7 +232,7 @@ pub async fn run(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result
     // Golden-image stations: locked, pending changes applied, before their
     // overlays are opened.
     crate::stations::start(&config)?;
-    let targets = open_targets(&config)?;
+    let targets = open_targets(&config)?.into_iter().map(Arc::new).collect();
     limits::raise_fd_limit(config.iscsi.max_connections);
     let conn_limits = limits::ConnectionLimits::new(
         config.iscsi.max_connections,
@@ -186,9 +244,12 @@ pub async fn run(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result
     let local = listener.local_addr()?;
     let shared = Arc::new(Shared {
         portal: portal(&config, local),
-        initiators: crate::config::translate::station_initiators(&config),
         config: config.clone(),
-        targets,
+        generation: std::sync::RwLock::new(Arc::new(reload::Generation {
+            config: config.clone(),
+            targets,
+        })),
+        logged: Mutex::new(HashMap::new()),
         sessions: Mutex::new({
             let mut t = SessionTable::new();
             t.set_limit(config.iscsi.max_sessions);
@@ -208,6 +269,7 @@ pub async fn run(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result
         nop_timeout_secs = config.iscsi.nop_timeout_secs,
         "iscsi target listening"
     );
+    crate::reload::register_iscsi(&shared);
     let tokens = AtomicU64::new(1);
     let mut conns = tokio::task::JoinSet::new();
     let station_poll = tokio::spawn(station_io::poll(shared.clone(), stop.clone()));
@@ -238,7 +300,7 @@ pub async fn run(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result
     while conns.join_next().await.is_some() {}
     let _ = station_poll.await;
     // Whatever initiators left in the page cache goes to disk on a clean stop.
-    for t in &shared.targets {
+    for t in &shared.generation().targets {
         let disks = t.disks.read().unwrap_or_else(|e| e.into_inner());
         for d in disks.values() {
             if let Err(e) = d.sync() {
@@ -314,8 +376,16 @@ async fn connection(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(token, kill.clone());
-    let config = shared.config.clone();
-    let views = TargetViews::new(&config, &shared.initiators);
+    // This connection logs in to the targets of the generation it started
+    // in; a reload after its login leaves it alone unless its target went.
+    let generation = shared.generation();
+    let config = generation.config.clone();
+    let mut luns = HostLuns::all(&generation);
+    drop(generation);
+    // Every host's initiator name, for its `[host.chap]` entries (of this
+    // generation: a reload may add hosts).
+    let initiators = crate::config::translate::station_initiators(&config);
+    let views = TargetViews::new(&config, &initiators);
     let configs = views.configs();
     let targets = Targets {
         targets: &configs,
@@ -329,7 +399,6 @@ async fn connection(
         random_seed(),
     ));
     conn.set_crc32c(crc32c::crc32c_append);
-    let luns = HostLuns(shared.clone());
     let mut driver: Driver<Vec<u8>, 64> = Driver::new(Vec::new(), Vec::new());
     // Small buffers until login completes: a connection that never logs in
     // (a flood of them) costs little; full ones come with the session.
@@ -435,6 +504,22 @@ async fn connection(
                             "iscsi login"
                         );
                         logged_in = Some((conn.initiator_name().to_string(), tname));
+                        luns.narrow(target);
+                        if let Some(i) = target {
+                            shared
+                                .logged
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(token, i);
+                            // A reload between this connection's start and
+                            // its login may have removed or moved its target.
+                            let now_served = shared.generation().targets.get(i).cloned();
+                            let ours = luns.0.get(i).cloned().flatten();
+                            if !matches!((now_served, ours), (Some(a), Some(b)) if Arc::ptr_eq(&a, &b))
+                            {
+                                shared.close_connection(token, "target removed or moved by a configuration reload during login");
+                            }
+                        }
                     }
                     Event::Close => close = true,
                 }
@@ -571,6 +656,11 @@ async fn connection(
     if let Some(reg) = crate::stations::registry() {
         reg.ended(token);
     }
+    shared
+        .logged
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&token);
     let _ = sock.shutdown().await;
     let closed_because = match conn.close_reason() {
         Some(CloseReason::Logout) | None => "logout".to_string(),

@@ -7,6 +7,8 @@ mod dhcp;
 mod http_boot;
 mod image_cmd;
 mod iscsi;
+mod reload;
+mod sd_notify;
 mod stations;
 mod tftp;
 
@@ -42,6 +44,12 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Ask the running server (same config file) to reload it; non-zero exit
+    /// and the reason when it refuses (it then keeps its running config).
+    Reload {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Print the iPXE script a machine with this MAC would get.
     Script {
         #[arg(long, short)]
@@ -60,6 +68,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve { config } => serve(config),
         Command::Check { config } => check(config),
+        Command::Reload { config } => reload::client(&config).map(|s| println!("reloaded: {s}")),
         Command::Script { config, mac } => print_script(config, &mac),
         Command::Image(cmd) => image_cmd::run(cmd),
     };
@@ -109,6 +118,7 @@ fn print_script(path: PathBuf, mac: &str) -> Result<()> {
 
 fn serve(path: PathBuf) -> Result<()> {
     let config = Arc::new(config::Config::load(&path)?);
+    reload::init(&path, config.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -118,9 +128,17 @@ fn serve(path: PathBuf) -> Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let state_dir = config.server.state_dir.clone();
+        let control = tokio::spawn(async move {
+            if let Err(e) = reload::control_socket(state_dir).await {
+                tracing::error!("control socket: {e:#}; `sanboot reload` cannot reach this server (SIGHUP still reloads)");
+            }
+        });
         let (stop_tx, stop_rx) = watch::channel(false);
         // Who may read which secret-carrying script: DHCP records, TFTP asks.
         let stations = Arc::new(config::stations::Stations::new(&config));
+        reload::register_stations(&stations);
         let mut tasks = tokio::task::JoinSet::new();
         // Which service a finished (or panicked) task was, for the error.
         let names = std::collections::HashMap::from([
@@ -156,16 +174,28 @@ fn serve(path: PathBuf) -> Result<()> {
         }
         let name = |id| names.get(&id).copied().unwrap_or("a service");
         tracing::info!(config = %path.display(), "sanboot serving");
+        sd_notify::notify("READY=1");
 
-        let outcome = tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); Ok(()) }
-            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); Ok(()) }
-            Some(done) = tasks.join_next_with_id() => match done {
-                Ok((id, Ok(()))) => Err(anyhow::anyhow!("{} stopped unexpectedly", name(id))),
-                Ok((_, Err(e))) => Err(e),
-                Err(e) => Err(anyhow::anyhow!("{}: {e}", name(e.id()))),
-            },
+        let outcome = loop {
+            break tokio::select! {
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    // Logs its own outcome; the loop keeps taking signals.
+                    tokio::spawn(reload::reload());
+                    continue;
+                }
+                _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); Ok(()) }
+                _ = int.recv() => { tracing::info!("SIGINT: shutting down"); Ok(()) }
+                Some(done) = tasks.join_next_with_id() => match done {
+                    Ok((id, Ok(()))) => Err(anyhow::anyhow!("{} stopped unexpectedly", name(id))),
+                    Ok((_, Err(e))) => Err(e),
+                    Err(e) => Err(anyhow::anyhow!("{}: {e}", name(e.id()))),
+                },
+            };
         };
+        sd_notify::notify("STOPPING=1");
+        control.abort();
+        let _ = std::fs::remove_file(config.server.state_dir.join(reload::SOCKET));
         let _ = stop_tx.send(true);
         // Services finish their in-flight work (lease file, disk flushes) on stop.
         while let Some(done) = tasks.join_next_with_id().await {

@@ -530,9 +530,11 @@ fn read_file_at(file: &std::fs::File, offset: u64, buf: &mut [u8]) -> Result<(),
 /// Finds what `path` (already normalised by the core) names: a generated
 /// script first, then a regular file under the root.
 fn open(shared: &Shared, path: &str, client: IpAddr) -> Result<Source, Refusal> {
-    if let Some(bytes) = crate::config::script::virtual_file(&shared.config, path) {
+    // Scripts follow a reload (`crate::reload`); the root and limits do not.
+    let config = crate::reload::current().unwrap_or_else(|| shared.config.clone());
+    if let Some(bytes) = crate::config::script::virtual_file(&config, path) {
         // A script with a secret goes only to its station (config::stations).
-        if let Err(why) = shared.stations.check(&shared.config, path, client) {
+        if let Err(why) = shared.stations.check(&config, path, client) {
             tracing::warn!("TFTP RRQ {path} from {client} refused: {why}");
             return Err(Refusal::NotFound);
         }

@@ -7,10 +7,12 @@
 
 pub mod boot;
 pub mod leases;
+pub mod probe;
 pub mod server;
 pub mod wire;
 
 pub use boot::{BootChoice, BootFile, BootFiles, ClientKind, Host};
 pub use leases::{Lease, LeaseState, LeaseTable};
+pub use probe::ProbeResult;
 pub use server::{Config, ConfigError, Mode, Server, Stats, Transmit};
 pub use wire::{Error, MessageType, Op, Packet, Repr};

@@ -21,6 +21,19 @@
 //!   needs an ARP entry the client cannot answer for yet; a plain UDP socket
 //!   cannot add one, and broadcast is always received.
 //!
+//! # Probes
+//!
+//! With [`Config::probe`] on and probe slots (`P` > 0), an address the table
+//! does not already hold for the client is probed before it is offered:
+//! the DISCOVER gets no reply at once; the host takes the address from
+//! [`Server::poll_probe`], probes it (ARP or ICMP, short timeout), and calls
+//! [`Server::handle_probe`], after which `poll_transmit` yields the offer,
+//! or, if the address was in use (it is then declined for
+//! [`Config::decline_hold`]), another address is probed. At most `P` probes
+//! are pending; beyond that a new client's DISCOVER gets no reply (it
+//! retries). Drain `poll_probe` after every `handle_packet` and
+//! `handle_probe`.
+//!
 //! # Leases
 //!
 //! Leases are keyed by `chaddr` (option 61 is not used for identity). Each
@@ -30,7 +43,8 @@ use core::fmt::Write;
 use core::net::{Ipv4Addr, SocketAddrV4};
 
 use super::boot::{self, BootChoice, BootFile, BootFiles, ClientKind, Host};
-use super::leases::{Lease, LeaseTable, TableError};
+use super::leases::{Lease, LeaseState, LeaseTable, TableError};
+use super::probe::{Probe, ProbeResult, Probes, PROBE_ATTEMPTS};
 use super::wire::{self, IpxeEncap, MessageType, Op, Packet, Repr};
 use crate::time::{Duration, Instant};
 
@@ -81,6 +95,9 @@ pub struct Config<'a> {
     pub hosts: &'a [Host<'a>],
     /// Seeds the lease table's hash chains; use a random value.
     pub hash_seed: u64,
+    /// Probe addresses nobody renewed before offering them (full mode; needs
+    /// probe slots, see the module doc).
+    pub probe: bool,
 }
 
 impl<'a> Config<'a> {
@@ -99,6 +116,7 @@ impl<'a> Config<'a> {
             boot: BootFiles::default(),
             hosts: &[],
             hash_seed: 0,
+            probe: false,
         }
     }
 }
@@ -208,6 +226,15 @@ pub struct Stats {
     pub too_big: u64,
     /// Replies lost because `handle_packet` was called again before `poll_transmit`.
     pub overrun: u64,
+    /// DISCOVERs left unanswered in renew-only mode (see [`Server::set_renew_only`]).
+    pub renew_only_silent: u64,
+    /// Probes handed to the host.
+    pub probes: u64,
+    /// Probed addresses found in use (then declined for a while).
+    pub probe_in_use: u64,
+    /// DISCOVERs unanswered because every probe slot was taken, or
+    /// [`PROBE_ATTEMPTS`] addresses in a row were in use.
+    pub probe_refused: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -217,16 +244,19 @@ struct Pending<'a> {
     limit: usize,
 }
 
-/// The DHCP/ProxyDHCP server with an `N`-slot lease table.
+/// The DHCP/ProxyDHCP server with an `N`-slot lease table and `P` probe
+/// slots (none by default: no probing).
 #[derive(Debug)]
-pub struct Server<'a, const N: usize> {
+pub struct Server<'a, const N: usize, const P: usize = 0> {
     config: Config<'a>,
     leases: LeaseTable<N>,
+    probes: Probes<P>,
     cursor: u32,
     pending: Option<Pending<'a>>,
     /// The last address a booting client was seen to use (see `poll_station`).
     station: Option<([u8; 6], Ipv4Addr)>,
     stats: Stats,
+    renew_only_until: Option<Instant>,
 }
 
 fn bump(c: &mut u64) {
@@ -241,7 +271,7 @@ fn push_str<const M: usize>(v: &mut heapless::Vec<u8, M>, s: &str) {
     }
 }
 
-impl<'a, const N: usize> Server<'a, N> {
+impl<'a, const N: usize, const P: usize> Server<'a, N, P> {
     /// A server with an empty lease table and the configured reservations.
     pub fn new(config: Config<'a>) -> Result<Self, ConfigError> {
         if config.hosts.windows(2).any(|w| match w {
@@ -285,10 +315,12 @@ impl<'a, const N: usize> Server<'a, N> {
         Ok(Server {
             config,
             leases,
+            probes: Probes::new(),
             cursor: 0,
             pending: None,
             station: None,
             stats: Stats::default(),
+            renew_only_until: None,
         })
     }
 
@@ -300,6 +332,12 @@ impl<'a, const N: usize> Server<'a, N> {
     /// Counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Continues the counters of a server this one replaces (a host
+    /// rebuilding its server on a configuration reload).
+    pub fn carry_stats(&mut self, stats: Stats) {
+        self.stats = stats;
     }
 
     /// The lease table (read-only).
@@ -325,15 +363,109 @@ impl<'a, const N: usize> Server<'a, N> {
         self.leases.load(now, lease)
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) has work (an entry expires).
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.leases.next_expiry()
+    /// Until `until`, make no offer of an address the table does not already
+    /// hold for the client: the host lost its lease records (a corrupt or
+    /// unreadable lease file), so any address may still be leased to a
+    /// client that will renew it. Meanwhile (RFC 2131 §4.3.2):
+    /// - REQUESTs in INIT-REBOOT, RENEWING and REBINDING state are answered
+    ///   as always: the claimed address is bound (and so learnt back) when it
+    ///   is in the pool and nobody else holds it, else NAKed;
+    /// - a DISCOVER gets an offer only of the client's reservation or of a
+    ///   lease it already renewed in this period; any other stays
+    ///   unanswered (counted in `renew_only_silent`) — the client retries,
+    ///   and after `until` (one lease time: every lease given before the
+    ///   loss has been renewed or has expired) it gets a normal offer.
+    ///
+    /// `None` ends the mode at once.
+    pub fn set_renew_only(&mut self, until: Option<Instant>) {
+        self.renew_only_until = until;
     }
 
-    /// Reclaims expired offers and leases. Idempotent.
+    /// The end of renew-only mode, while it lasts.
+    pub fn renew_only(&self, now: Instant) -> Option<Instant> {
+        self.renew_only_until.filter(|u| *u > now)
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) has work (an entry
+    /// expires, or a probe the host never answered is to be dropped).
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let stale = self.probes.oldest().map(|t| t + self.config.offer_hold);
+        match (self.leases.next_expiry(), stale) {
+            (Some(a), Some(b)) => Some(if a < b { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Reclaims expired offers and leases, and drops probes the host left
+    /// unanswered for [`Config::offer_hold`]. Idempotent.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.leases.sweep(now);
+        let before = Instant(now.0.saturating_sub(self.config.offer_hold.millis()));
+        while let Some(p) = self.probes.take_stale(before) {
+            self.leases.cancel_offer(&p.mac);
+            bump(&mut self.stats.probe_refused);
+        }
+    }
+
+    /// The next address to probe before it is offered; the host answers
+    /// with [`handle_probe`](Self::handle_probe).
+    #[must_use]
+    pub fn poll_probe(&mut self) -> Option<Ipv4Addr> {
+        let ip = self.probes.next_unsent()?;
+        bump(&mut self.stats.probes);
+        Some(ip)
+    }
+
+    /// Probes pending (queued or with the host).
+    pub fn probes_pending(&self) -> usize {
+        self.probes.len()
+    }
+
+    /// The host's finding for an address from [`poll_probe`](Self::poll_probe):
+    /// free → the waiting DISCOVER is offered it (drain `poll_transmit`);
+    /// in use → it is declined and the next free address probed (drain
+    /// `poll_probe`). An address not asked for is ignored.
+    pub fn handle_probe(&mut self, now: Instant, ip: Ipv4Addr, result: ProbeResult) {
+        let Some(p) = self.probes.take_sent(ip) else {
+            return;
+        };
+        let still_ours = self
+            .leases
+            .lookup_mac(now, &p.mac)
+            .is_some_and(|l| l.ip == ip && l.state == LeaseState::Offered);
+        if !still_ours {
+            return;
+        }
+        let reply = match result {
+            ProbeResult::Free => {
+                let (r, kind, chosen) = self.address_reply(&p.req, MessageType::Offer, ip, true);
+                Some(Self::pending(
+                    r,
+                    &p.req,
+                    Self::default_dst(&p.req),
+                    kind,
+                    false,
+                    chosen,
+                ))
+            }
+            ProbeResult::InUse => {
+                bump(&mut self.stats.probe_in_use);
+                self.leases
+                    .decline(&p.mac, ip, now + self.config.decline_hold);
+                if p.attempt >= PROBE_ATTEMPTS {
+                    bump(&mut self.stats.probe_refused);
+                    None
+                } else {
+                    self.allocate(now, &p.req, p.attempt.saturating_add(1))
+                }
+            }
+        };
+        if let Some(r) = reply {
+            if self.pending.replace(r).is_some() {
+                bump(&mut self.stats.overrun);
+            }
+        }
     }
 
     fn host(&self, mac: &[u8; 6]) -> Option<&Host<'a>> {
@@ -705,7 +837,31 @@ impl<'a, const N: usize> Server<'a, N> {
         }
     }
 
+    fn probing(&self) -> bool {
+        self.config.probe && P > 0
+    }
+
     fn discover(&mut self, now: Instant, req: &Repr) -> Option<Pending<'a>> {
+        let known = self.leases.lookup_mac(now, &req.chaddr).is_some();
+        if self.renew_only(now).is_some() && !known {
+            bump(&mut self.stats.renew_only_silent);
+            return None;
+        }
+        if self.probing() && self.probes.has_mac(&req.chaddr) {
+            // A retransmission: the offer comes when its probe ends.
+            return None;
+        }
+        self.allocate(now, req, 1)
+    }
+
+    /// Picks an address for `req` and offers it, or, when it is new to this
+    /// client and probing is on, starts probing it (`attempt` counts the
+    /// addresses tried for this DISCOVER).
+    fn allocate(&mut self, now: Instant, req: &Repr, attempt: u8) -> Option<Pending<'a>> {
+        // The client's reservation, bound lease or current offer: offered
+        // again without a probe (it holds the address, or was offered it
+        // after one). Anything else is an address nobody renewed.
+        let known = self.leases.lookup_mac(now, &req.chaddr).is_some();
         let until = now + self.config.offer_hold;
         // Without a pool only reservations are served; an empty range stands in.
         let pool = self
@@ -726,6 +882,22 @@ impl<'a, const N: usize> Server<'a, N> {
             bump(&mut self.stats.pool_exhausted);
             return None;
         };
+        if self.probing() && !known {
+            let probe = Probe {
+                ip,
+                mac: req.chaddr,
+                req: req.clone(),
+                sent: false,
+                started: now,
+                attempt,
+            };
+            if !self.probes.start(probe) {
+                // Bounded: no slot, no offer; the client will ask again.
+                self.leases.cancel_offer(&req.chaddr);
+                bump(&mut self.stats.probe_refused);
+            }
+            return None;
+        }
         let (r, kind, chosen) = self.address_reply(req, MessageType::Offer, ip, true);
         Some(Self::pending(
             r,

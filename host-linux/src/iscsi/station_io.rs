@@ -30,7 +30,9 @@ pub(super) fn apply(
     req: &Request,
     requested: bool,
 ) {
-    let Some(t) = shared.targets.get(target) else {
+    // Target indices are stable across reloads (`reload.rs`).
+    let generation = shared.generation();
+    let Some(t) = generation.targets.get(target) else {
         return;
     };
     let Some(station) = registry.station(target) else {
@@ -81,7 +83,7 @@ fn unwritten_and_behind(shared: &Shared, registry: &Registry, target: usize) -> 
         (station.version(), station.current_version()),
         (Ok(v), Ok(c)) if v < c
     );
-    let empty = shared.targets.get(target).is_some_and(|t| {
+    let empty = shared.generation().targets.get(target).is_some_and(|t| {
         let disks = t.disks.read().unwrap_or_else(|e| e.into_inner());
         matches!(disks.get(&0).map(|d| &**d), Some(LunDevice::Overlay(o)) if o.data_bytes() == 0)
     });

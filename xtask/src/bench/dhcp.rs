@@ -531,6 +531,9 @@ pool_end = "{POOL_END}"
 netmask = "{NETMASK}"
 router = "{SRV_IP}"
 lease_secs = 43200
+# Like Kea's default (no ping-check): every offer would otherwise wait for
+# its address probe, and the bench compares the servers' own work.
+probe = false
 
 [tftp]
 root = "{root}"

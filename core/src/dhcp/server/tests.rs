@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::dhcp::leases::LeaseState;
+use crate::dhcp::probe::{ProbeResult, PROBE_ATTEMPTS};
 use crate::dhcp::wire::tests::{
     EDK2_DISCOVER, EDK2_REQUEST, IPXE_BIOS_DISCOVER, IPXE_BIOS_REQUEST, IPXE_EFI_DISCOVER,
     UNDIONLY_DISCOVER,
@@ -30,8 +31,8 @@ fn t(ms: u64) -> Instant {
 }
 
 /// Feeds one packet; returns the reply's metadata and parsed content.
-fn exchange<const N: usize>(
-    s: &mut Server<'_, N>,
+fn exchange<const N: usize, const P: usize>(
+    s: &mut Server<'_, N, P>,
     now: u64,
     src: SocketAddrV4,
     port: u16,
@@ -642,4 +643,189 @@ fn proxy_sees_the_address_an_ipxe_request_takes() {
     assert_eq!(s.poll_station(), None);
     let (ack, _) = exchange(&mut s, 1000, CLIENT, 67, IPXE_BIOS_REQUEST).unwrap();
     assert_eq!(s.poll_station(), Some((MAC, ack.yiaddr)));
+}
+
+/// A REQUEST without server id: INIT-REBOOT (`ciaddr` 0, option 50) or,
+/// with `renewing`, RENEWING (`ciaddr` set, no option 50).
+fn reboot_request(mac: [u8; 6], xid: u32, ip: Ipv4Addr, renewing: bool) -> heapless::Vec<u8, 1500> {
+    let mut r = Repr::new(Op::Request, xid, mac);
+    r.message_type = Some(MessageType::Request);
+    if renewing {
+        r.ciaddr = ip;
+    } else {
+        r.requested_ip = Some(ip);
+    }
+    let mut out = heapless::Vec::new();
+    out.resize(r.buffer_len(), 0).unwrap();
+    r.emit(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn renew_only_mode_answers_claims_but_offers_nothing_new() {
+    let reserved = Ipv4Addr::new(192, 0, 2, 200);
+    let hosts = [Host {
+        ip: Some(reserved),
+        ..Host::new(mac(9))
+    }];
+    let mut c = full_config();
+    c.hosts = &hosts;
+    let mut s = Server::<16>::new(c).unwrap();
+    // Lease records lost: renew-only for one lease time (600 s).
+    s.set_renew_only(Some(t(600_000)));
+    assert_eq!(s.renew_only(t(1)), Some(t(600_000)));
+
+    // A new client gets no offer, counted.
+    assert!(exchange(&mut s, 1, CLIENT, 67, &plain_discover(mac(1), 1)).is_none());
+    assert_eq!(s.stats().renew_only_silent, 1);
+    // A reservation is still offered: it is configured, not remembered.
+    let (_, o) = exchange(&mut s, 2, CLIENT, 67, &plain_discover(mac(9), 2)).unwrap();
+    assert_eq!(o.yiaddr, reserved);
+
+    // INIT-REBOOT: the client claims .140, nobody holds it: ACK, learnt back.
+    let claimed = Ipv4Addr::new(192, 0, 2, 140);
+    let (_, a) = exchange(
+        &mut s,
+        3,
+        CLIENT,
+        67,
+        &reboot_request(mac(2), 3, claimed, false),
+    )
+    .unwrap();
+    assert_eq!(a.message_type, Some(MessageType::Ack));
+    assert_eq!(a.yiaddr, claimed);
+    assert_eq!(
+        s.lease_table().lookup_ip(t(3), claimed).unwrap().mac,
+        mac(2)
+    );
+    // Another client claiming the same address conflicts: NAK.
+    let (_, n) = exchange(
+        &mut s,
+        4,
+        CLIENT,
+        67,
+        &reboot_request(mac(3), 4, claimed, false),
+    )
+    .unwrap();
+    assert_eq!(n.message_type, Some(MessageType::Nak));
+    // RENEWING (unicast, ciaddr) of another address: ACK.
+    let other = Ipv4Addr::new(192, 0, 2, 141);
+    let renewing = SocketAddrV4::new(other, 68);
+    let (_, a) = exchange(
+        &mut s,
+        5,
+        renewing,
+        67,
+        &reboot_request(mac(4), 5, other, true),
+    )
+    .unwrap();
+    assert_eq!(a.message_type, Some(MessageType::Ack));
+    // A client that renewed in this period is offered its address again.
+    let (_, o) = exchange(&mut s, 6, CLIENT, 67, &plain_discover(mac(2), 6)).unwrap();
+    assert_eq!(o.yiaddr, claimed);
+
+    // After one lease time, new clients get offers again.
+    assert!(s.renew_only(t(600_000)).is_none());
+    let (_, o) = exchange(&mut s, 600_001, CLIENT, 67, &plain_discover(mac(1), 7)).unwrap();
+    assert_eq!(o.message_type, Some(MessageType::Offer));
+    assert_eq!(s.stats().renew_only_silent, 1);
+}
+
+fn probing_config() -> Config<'static> {
+    let mut c = full_config();
+    c.probe = true;
+    c
+}
+
+#[test]
+fn a_new_address_is_probed_before_it_is_offered() {
+    let mut s = Server::<16, 2>::new(probing_config()).unwrap();
+    // DISCOVER: no reply yet, one probe for the first pool address.
+    assert!(exchange(&mut s, 0, CLIENT, 67, &plain_discover(mac(1), 1)).is_none());
+    let first = Ipv4Addr::new(192, 0, 2, 129);
+    assert_eq!(s.poll_probe(), Some(first));
+    assert_eq!(s.poll_probe(), None);
+    // The address is held meanwhile: another client is not offered it.
+    assert!(exchange(&mut s, 1, CLIENT, 67, &plain_discover(mac(2), 2)).is_none());
+    assert_eq!(s.poll_probe(), Some(Ipv4Addr::new(192, 0, 2, 130)));
+    // A retransmitted DISCOVER while probing starts nothing new.
+    assert!(exchange(&mut s, 2, CLIENT, 67, &plain_discover(mac(1), 1)).is_none());
+    assert_eq!(s.poll_probe(), None);
+
+    // Nobody answered: the offer goes out, with the DISCOVER's xid.
+    s.handle_probe(t(300), first, ProbeResult::Free);
+    let mut buf = [0u8; 1500];
+    let tx = s.poll_transmit(t(300), &mut buf).unwrap();
+    let offer = Repr::parse(&Packet::new_checked(&buf[..tx.len]).unwrap()).unwrap();
+    assert_eq!(offer.message_type, Some(MessageType::Offer));
+    assert_eq!((offer.yiaddr, offer.xid, offer.chaddr), (first, 1, mac(1)));
+    // REQUEST, ACK; a later DISCOVER of a bound client is not probed again.
+    let (_, ack) = exchange(&mut s, 400, CLIENT, 67, &request_for(mac(1), 3, first)).unwrap();
+    assert_eq!(ack.message_type, Some(MessageType::Ack));
+    let (_, o) = exchange(&mut s, 500, CLIENT, 67, &plain_discover(mac(1), 4)).unwrap();
+    assert_eq!(o.yiaddr, first);
+    assert_eq!(s.stats().probes, 2);
+}
+
+#[test]
+fn an_address_in_use_is_declined_and_another_probed() {
+    let mut s = Server::<16, 2>::new(probing_config()).unwrap();
+    assert!(exchange(&mut s, 0, CLIENT, 67, &plain_discover(mac(1), 1)).is_none());
+    let taken = s.poll_probe().unwrap();
+    s.handle_probe(t(300), taken, ProbeResult::InUse);
+    let mut buf = [0u8; 1500];
+    assert!(
+        s.poll_transmit(t(300), &mut buf).is_none(),
+        "no offer of a used address"
+    );
+    let next = s.poll_probe().unwrap();
+    assert_ne!(next, taken);
+    s.handle_probe(t(600), next, ProbeResult::Free);
+    let tx = s.poll_transmit(t(600), &mut buf).unwrap();
+    assert_eq!(tx.yiaddr, next);
+    assert_eq!(s.stats().probe_in_use, 1);
+    // The used address stays out of the pool for decline_hold (600 s), even
+    // when a client asks for it by name.
+    let ask = modified(&plain_discover(mac(2), 2), |r| r.requested_ip = Some(taken));
+    assert!(exchange(&mut s, 700, CLIENT, 67, &ask).is_none());
+    assert_ne!(s.poll_probe(), Some(taken));
+    assert_eq!(
+        s.lease_table().lookup_ip(t(700), taken).unwrap().state,
+        LeaseState::Declined
+    );
+}
+
+#[test]
+fn probes_are_bounded_and_give_up() {
+    let mut s = Server::<16, 1>::new(probing_config()).unwrap();
+    assert!(exchange(&mut s, 0, CLIENT, 67, &plain_discover(mac(1), 1)).is_none());
+    let ip = s.poll_probe().unwrap();
+    // The only slot is taken: a second new client gets nothing, and its
+    // address is not held for it.
+    assert!(exchange(&mut s, 1, CLIENT, 67, &plain_discover(mac(2), 2)).is_none());
+    assert_eq!(s.poll_probe(), None);
+    assert_eq!(s.stats().probe_refused, 1);
+    assert!(s.lease_table().lookup_mac(t(1), &mac(2)).is_none());
+    // Three addresses in use in a row: this DISCOVER is given up.
+    let mut probed = ip;
+    for _ in 1..PROBE_ATTEMPTS {
+        s.handle_probe(t(2), probed, ProbeResult::InUse);
+        probed = s.poll_probe().unwrap();
+    }
+    s.handle_probe(t(3), probed, ProbeResult::InUse);
+    assert_eq!(s.poll_probe(), None);
+    assert_eq!(s.probes_pending(), 0);
+    assert_eq!(s.stats().probe_in_use, u64::from(PROBE_ATTEMPTS));
+    assert_eq!(s.stats().probe_refused, 2);
+    // A host that never answers: the probe is dropped after offer_hold.
+    assert!(exchange(&mut s, 10, CLIENT, 67, &plain_discover(mac(3), 3)).is_none());
+    let ip = s.poll_probe().unwrap();
+    assert!(s.poll_timeout().unwrap() <= t(10_010));
+    s.handle_timeout(t(10_011));
+    assert_eq!(s.probes_pending(), 0);
+    assert!(s.lease_table().lookup_ip(t(10_011), ip).is_none());
+    // A late answer for it is ignored.
+    s.handle_probe(t(10_012), ip, ProbeResult::Free);
+    let mut buf = [0u8; 1500];
+    assert!(s.poll_transmit(t(10_012), &mut buf).is_none());
 }
