@@ -169,7 +169,31 @@ fn libiscsi_suite_passes_200_with_no_failures() {
         "[[target]]\niqn = \"{IQN}\"\n[[target.lun]]\nid = 0\nimage = \"disk.img\"\nsize = {}\n",
         64u64 << 20
     );
-    let sanboot = Sanboot::start(&targets);
+    run_suite(&targets);
+}
+
+/// The same suite on a copy-on-write LUN over a base full of data: the
+/// overlay is a device like any other to the SCSI layer above it.
+#[test]
+fn libiscsi_suite_passes_on_an_overlay_lun() {
+    require_tool("iscsi-test-cu", "libiscsi-bin");
+    let images = tempfile::tempdir().unwrap();
+    let base = images.path().join("golden.img");
+    let data: Vec<u8> = (0..64u32 << 20).map(|i| (i % 253) as u8 | 1).collect();
+    std::fs::write(&base, &data).unwrap();
+    let targets = format!(
+        "[[target]]\niqn = \"{IQN}\"\n[[target.lun]]\nid = 0\nbase = \"{}\"\nimage = \"station.ovl\"\n",
+        base.display()
+    );
+    run_suite(&targets);
+    assert!(
+        std::fs::read(&base).unwrap() == data,
+        "the base was written"
+    );
+}
+
+fn run_suite(targets: &str) {
+    let sanboot = Sanboot::start(targets);
     let url = sanboot.url(None, IQN, 0, "");
     let mut cmd = Command::new("iscsi-test-cu");
     cmd.args(["-d", "-S", "-i", INITIATOR, "-I", INITIATOR_2, "-t", "ALL"])
