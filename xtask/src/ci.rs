@@ -133,17 +133,23 @@ pub fn run(args: &[String]) -> Result<()> {
         util::run(&mut cmd)
     });
     // Ignored by `cargo test` (the first run builds a Debian disk image):
-    // the real Linux station, three ways, two boots each.
-    step(
-        o,
-        "e2e linux_station (Debian from sanboot, 3 ways x 2 boots)",
-        || {
+    // the real Linux station, three ways, two boots each; then two stations
+    // at once on one golden image, each on its own copy-on-write overlay
+    // (persistent and volatile), two boots each.
+    for (test, what) in [
+        ("linux_station", "Debian from sanboot, 3 ways x 2 boots"),
+        (
+            "golden_image",
+            "2 Debian stations, one golden image, 2 boots",
+        ),
+    ] {
+        step(o, &format!("e2e {test} ({what})"), || {
             let mut cmd = cargo_step(&[
                 "test",
                 "-p",
                 "sanboot-tests",
                 "--test",
-                "linux_station",
+                test,
                 "--",
                 "--include-ignored",
             ]);
@@ -152,30 +158,8 @@ pub fn run(args: &[String]) -> Result<()> {
                 cmd.env("SANBOOT_BIN", bin);
             }
             util::run(&mut cmd)
-        },
-    );
-    // Two Debian stations at once on one golden image, each on its own
-    // copy-on-write overlay (persistent and volatile), two boots each.
-    step(
-        o,
-        "e2e golden_image (2 Debian stations, one golden image, 2 boots)",
-        || {
-            let mut cmd = cargo_step(&[
-                "test",
-                "-p",
-                "sanboot-tests",
-                "--test",
-                "golden_image",
-                "--",
-                "--include-ignored",
-            ]);
-            quiet_error_backtraces(&mut cmd);
-            if let Some(bin) = &sanboot_bin {
-                cmd.env("SANBOOT_BIN", bin);
-            }
-            util::run(&mut cmd)
-        },
-    );
+        });
+    }
     if do_fuzz {
         let targets = fuzz::targets();
         step(o, "cargo fuzz build (all targets)", fuzz::build);

@@ -235,62 +235,71 @@ fn sparse_file(p: &Path) -> Result<()> {
 fn start_tgt(work: &Path) -> Result<Target> {
     let img = work.join("tgt.img");
     sparse_file(&img)?;
-    // A control port of our own (socket /var/run/tgtd/socket.N): other tgtd
-    // instances on this host use theirs.
+    let (proc, cp) = start_tgtd(NS, TGT_PORT, work, &[(TGT_IQN.to_string(), img)])?;
+    Ok(Target {
+        name: "tgt",
+        url: format!("iscsi://127.0.0.1:{TGT_PORT}/{TGT_IQN}/1"),
+        proc,
+        control: Some(cp),
+    })
+}
+
+/// tgtd on 127.0.0.1:`port` in namespace `ns`, with one target per
+/// `(iqn, image)` (the image as LUN 1), open to every initiator. Returns
+/// the process and its control port (socket `/var/run/tgtd/socket.N`,
+/// which the caller removes when done).
+pub(super) fn start_tgtd(
+    ns: &str,
+    port: u16,
+    dir: &Path,
+    disks: &[(String, PathBuf)],
+) -> Result<(Proc, u16)> {
+    // A control port of our own: other tgtd instances on this host use theirs.
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let cp = 4900 + (nanos % 100) as u16;
+    let cp = 4900 + (nanos % 200) as u16;
     fs::create_dir_all("/var/run/tgtd")?;
-    let mut c = sys::ns_command(NS, None, "tgtd");
+    let mut c = sys::ns_command(ns, None, "tgtd");
     c.args([
         "-f",
         "-C",
         &cp.to_string(),
         "--iscsi",
-        &format!("portal=127.0.0.1:{TGT_PORT}"),
+        &format!("portal=127.0.0.1:{port}"),
     ]);
-    let mut proc = Proc::spawn("tgtd", c, &work.join("tgtd.log"))?;
+    let mut proc = Proc::spawn("tgtd", c, &dir.join("tgtd.log"))?;
     // tgtd ignores SIGTERM while a session is open.
     proc.kill_first = true;
-    let t = Target {
-        name: "tgt",
-        url: format!("iscsi://127.0.0.1:{TGT_PORT}/{TGT_IQN}/1"),
-        proc,
-        control: Some(cp),
-    };
     let sock = PathBuf::from(format!("/var/run/tgtd/socket.{cp}"));
-    let mut t = t;
-    t.proc
-        .wait_ready(Duration::from_secs(10), || sock.exists())?;
+    proc.wait_ready(Duration::from_secs(10), || sock.exists())?;
     let adm = |args: &[&str]| -> Result<()> {
-        let mut c = sys::ns_command(NS, None, "tgtadm");
+        let mut c = sys::ns_command(ns, None, "tgtadm");
         c.args(["-C", &cp.to_string(), "--lld", "iscsi"]).args(args);
         sys::run(&mut c).map(|_| ())
     };
-    adm(&[
-        "--op", "new", "--mode", "target", "--tid", "1", "-T", TGT_IQN,
-    ])?;
-    adm(&[
-        "--op",
-        "new",
-        "--mode",
-        "logicalunit",
-        "--tid",
-        "1",
-        "--lun",
-        "1",
-        "-b",
-        &img.display().to_string(),
-    ])?;
-    adm(&[
-        "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL",
-    ])?;
-    t.proc.wait_ready(Duration::from_secs(10), || {
-        sys::listening(NS, true, TGT_PORT)
-    })?;
-    Ok(t)
+    for (i, (iqn, image)) in disks.iter().enumerate() {
+        let tid = (i + 1).to_string();
+        adm(&["--op", "new", "--mode", "target", "--tid", &tid, "-T", iqn])?;
+        adm(&[
+            "--op",
+            "new",
+            "--mode",
+            "logicalunit",
+            "--tid",
+            &tid,
+            "--lun",
+            "1",
+            "-b",
+            &image.display().to_string(),
+        ])?;
+        adm(&[
+            "--op", "bind", "--mode", "target", "--tid", &tid, "-I", "ALL",
+        ])?;
+    }
+    proc.wait_ready(Duration::from_secs(10), || sys::listening(ns, true, port))?;
+    Ok((proc, cp))
 }
 
 fn start_sanboot(bin: &Path, work: &Path) -> Result<Target> {

@@ -24,7 +24,7 @@ use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
@@ -433,59 +433,10 @@ fn start_sanboot(
 }
 
 fn start_tgt(dir: &Path, disks: &[PathBuf]) -> Result<(Proc, u16)> {
-    // A control port of our own (socket /var/run/tgtd/socket.N).
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let cp = 5000 + (nanos % 100) as u16;
-    fs::create_dir_all("/var/run/tgtd")?;
-    let mut c = sys::ns_command(NS, None, "tgtd");
-    c.args([
-        "-f",
-        "-C",
-        &cp.to_string(),
-        "--iscsi",
-        &format!("portal=127.0.0.1:{PORT}"),
-    ]);
-    let mut p = Proc::spawn("tgtd", c, &dir.join("tgtd.log"))?;
-    // tgtd ignores SIGTERM while a session is open.
-    p.kill_first = true;
-    let sock = PathBuf::from(format!("/var/run/tgtd/socket.{cp}"));
-    p.wait_ready(Duration::from_secs(10), || sock.exists())?;
-    let adm = |args: &[&str]| -> Result<()> {
-        let mut c = sys::ns_command(NS, None, "tgtadm");
-        c.args(["-C", &cp.to_string(), "--lld", "iscsi"]).args(args);
-        sys::run(&mut c).map(|_| ())
-    };
-    for (i, d) in disks.iter().enumerate() {
-        let tid = (i + 1).to_string();
-        adm(&[
-            "--op",
-            "new",
-            "--mode",
-            "target",
-            "--tid",
-            &tid,
-            "-T",
-            &iqn(i),
-        ])?;
-        adm(&[
-            "--op",
-            "new",
-            "--mode",
-            "logicalunit",
-            "--tid",
-            &tid,
-            "--lun",
-            "1",
-            "-b",
-            &d.display().to_string(),
-        ])?;
-        adm(&[
-            "--op", "bind", "--mode", "target", "--tid", &tid, "-I", "ALL",
-        ])?;
-    }
-    p.wait_ready(Duration::from_secs(10), || sys::listening(NS, true, PORT))?;
-    Ok((p, cp))
+    let luns: Vec<(String, PathBuf)> = disks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (iqn(i), d.clone()))
+        .collect();
+    super::iscsi::start_tgtd(NS, PORT, dir, &luns)
 }
