@@ -12,5 +12,5 @@ pub mod wire;
 
 pub use boot::{BootChoice, BootFiles, ClientKind, Host};
 pub use leases::{Lease, LeaseState, LeaseTable};
-pub use server::{Config, ConfigError, Mode, Server, Stats, Transmit};
+pub use server::{Config, ConfigError, Mode, Received, Server, Stats, Transmit};
 pub use wire::{Error, MessageType, Op, Packet, Repr};

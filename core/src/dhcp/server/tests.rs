@@ -515,3 +515,27 @@ fn a_host_buffer_too_small_drops_the_reply_and_counts_it() {
     // The next exchange is unaffected.
     assert!(exchange(&mut s, 1, CLIENT, 67, IPXE_BIOS_DISCOVER).is_some());
 }
+
+/// `handle_packet` says what the client asked, so a host can show the
+/// DISCOVER and REQUEST of a boot (not only the replies); garbage is `None`.
+#[test]
+fn handle_packet_reports_the_client_message() {
+    let mut s = Server::<64>::new(full_config()).unwrap();
+    let got = s
+        .handle_packet(t(0), CLIENT, 67, IPXE_BIOS_DISCOVER)
+        .unwrap();
+    let discover = Repr::parse(&Packet::new_checked(IPXE_BIOS_DISCOVER).unwrap()).unwrap();
+    assert_eq!(got.mac, discover.chaddr);
+    assert_eq!(got.message, MessageType::Discover);
+    assert_eq!(got.client, ClientKind::Ipxe);
+    assert!(!got.pxe_port);
+    let _ = s.poll_transmit(t(0), &mut [0u8; 1500]);
+    let got = s
+        .handle_packet(t(1), CLIENT, 67, IPXE_BIOS_REQUEST)
+        .unwrap();
+    assert_eq!(got.message, MessageType::Request);
+    let plain = plain_discover(mac(7), 9);
+    let got = s.handle_packet(t(2), CLIENT, 67, &plain).unwrap();
+    assert_eq!((got.mac, got.client), (mac(7), ClientKind::Plain));
+    assert_eq!(s.handle_packet(t(3), CLIENT, 67, &[1, 2, 3]), None);
+}
