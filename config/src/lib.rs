@@ -14,6 +14,7 @@ pub mod files;
 pub mod image_lock;
 pub mod script;
 pub mod translate;
+pub mod web;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -38,6 +39,8 @@ pub struct Config {
     pub targets: Vec<Target>,
     #[serde(default, rename = "host")]
     pub hosts: Vec<Host>,
+    #[serde(default)]
+    pub web: web::Web,
 }
 
 /// `[server]`: where the appliance lives on the boot LAN.

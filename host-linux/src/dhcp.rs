@@ -146,6 +146,7 @@ async fn serve(config: Arc<Config>, mut stop: watch::Receiver<bool>) -> Result<(
             _ = tick.tick() => {
                 server.handle_timeout(now());
                 persister.maybe_write(&server, false).await;
+                crate::status::dhcp_leases(server.leases(now()).count());
             }
             r = async { match &pxe { Some(s) => s.readable().await, None => std::future::pending().await } } => {
                 r?;
@@ -201,7 +202,9 @@ async fn drain(
         let SocketAddr::V4(from) = from else { continue };
         let Some(bytes) = rx.get(..n) else { continue };
         let t = now();
-        server.handle_packet(t, from, local_port, bytes);
+        if let Some(received) = server.handle_packet(t, from, local_port, bytes) {
+            crate::status::dhcp_received(&received);
+        }
         while let Some(out) = server.poll_transmit(t, tx) {
             let via = if out.src_port == local_port {
                 sock
@@ -213,6 +216,7 @@ async fn drain(
             };
             send(via, payload, out.dst).await;
             log_reply(&out);
+            crate::status::dhcp_sent(&out);
         }
     }
 }

@@ -32,6 +32,7 @@ use tokio::sync::{watch, Notify};
 use crate::config::disk::{Disk, DiskOptions};
 use crate::config::translate::{naa_and_serial, TargetViews};
 use crate::config::{self, Config};
+use crate::status::commands::Counted;
 
 /// SCSI state of one target: up to 16 LUNs, 64 I_T nexus slots, 32
 /// persistent-reservation registrations per LUN.
@@ -316,6 +317,8 @@ async fn connection(
     let mut completions = Vec::new();
     // Last activity reported to the session table (takeover picks by it).
     let mut touched = conn.last_activity();
+    // Commands, bytes and the first READ, for the status page and metrics.
+    let mut clock = crate::status::commands::CommandClock::default();
 
     let end_reason = 'conn: loop {
         // 1. input: whole PDUs.
@@ -324,7 +327,7 @@ async fn connection(
                 shared.now(),
                 rx.get(start..end).unwrap_or_default(),
                 &targets,
-                &mut driver.bind(&luns),
+                &mut Counted::new(driver.bind(&luns), &mut clock),
             );
             if n == 0 {
                 break;
@@ -341,6 +344,7 @@ async fn connection(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .touch(token, touched);
+            clock.report();
         }
         // 2–4 until nothing moves: events, storage, output.
         let mut close = false;
@@ -396,6 +400,17 @@ async fn connection(
                             data_digest = if p.data_digest { "CRC32C" } else { "None" },
                             "iscsi login"
                         );
+                        let auth = match auth_name(t) {
+                            "None" => "None".to_string(),
+                            chap => format!("{chap}: verified"),
+                        };
+                        clock.logged_in(crate::status::iscsi_logged_in(
+                            token,
+                            conn.initiator_name(),
+                            t.map(|t| t.iqn.as_str()),
+                            peer,
+                            &auth,
+                        ));
                         logged_in = Some((conn.initiator_name().to_string(), tname));
                     }
                     Event::Close => close = true,
@@ -405,6 +420,7 @@ async fn connection(
             // thread, so tell tokio to move other tasks elsewhere meanwhile.
             while let Some(req) = conn.poll_storage() {
                 progress = true;
+                clock.storage(&req);
                 match req {
                     StorageRequest::Release { io } => driver.release(io),
                     _ if driver.may_block(&req) => {
@@ -467,7 +483,7 @@ async fn connection(
                 shared.now(),
                 rx.get(start..end).unwrap_or_default(),
                 &targets,
-                &mut driver.bind(&luns),
+                &mut Counted::new(driver.bind(&luns), &mut clock),
             );
             if n > 0 {
                 start += n;
@@ -556,6 +572,15 @@ async fn connection(
         End::Evicted => "closed before login to make room: [iscsi] max_connections reached",
         End::Stop => "sanboot stopping",
     };
+    clock.report();
+    crate::status::iscsi_session_ended(token);
+    if logged_in.is_none() && !conn.initiator_name().is_empty() {
+        let chap = matches!(
+            conn.close_reason(),
+            Some(CloseReason::LoginFailed(LoginStatus::AuthFailure))
+        );
+        crate::status::iscsi_login_failed(conn.initiator_name(), peer, how, chap);
+    }
     let stats = conn.stats();
     // How long the initiator had been silent: a dead station shows it here.
     let idle_secs = shared.now().saturating_since(conn.last_activity()).millis() as f64 / 1000.0;

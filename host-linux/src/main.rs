@@ -5,6 +5,7 @@
 
 mod dhcp;
 mod iscsi;
+mod status;
 mod tftp;
 
 use std::io::IsTerminal;
@@ -39,6 +40,11 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Show each station's boot stage, asking the running server (`[web] listen`).
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Print the iPXE script a machine with this MAC would get.
     Script {
         #[arg(long, short)]
@@ -55,6 +61,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve { config } => serve(config),
         Command::Check { config } => check(config),
         Command::Script { config, mac } => print_script(config, &mac),
+        Command::Status { config } => status::cli::run(&config),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -101,6 +108,7 @@ fn print_script(path: PathBuf, mac: &str) -> Result<()> {
 
 fn serve(path: PathBuf) -> Result<()> {
     let config = Arc::new(config::Config::load(&path)?);
+    let status = status::init(config.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -129,6 +137,11 @@ fn serve(path: PathBuf) -> Result<()> {
                 "iscsi",
             ),
         ]);
+        let mut names = names;
+        if let Some(listen) = config.web.listen {
+            let web = tasks.spawn(status::web::run(status, listen, stop_rx.clone()));
+            names.insert(web.id(), "web");
+        }
         let name = |id| names.get(&id).copied().unwrap_or("a service");
         tracing::info!(config = %path.display(), "sanboot serving");
 

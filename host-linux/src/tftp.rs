@@ -222,6 +222,15 @@ async fn transfer_task(
         Ok(s) => s,
         Err(reason) => {
             tracing::info!(client = %peer.ip(), file = %path, ?reason, "TFTP RRQ refused");
+            report_fetch(
+                peer,
+                &path,
+                false,
+                0,
+                StdInstant::now(),
+                Err(format!("{reason:?}")),
+                true,
+            );
             let mut out = [0u8; MIN_REPLY_LEN];
             if let Ok(t) = incoming.refuse(reason, &mut out) {
                 send_reply(&listen, out.get(..t.len), peer).await;
@@ -233,6 +242,15 @@ async fn transfer_task(
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(client = %peer, "TFTP cannot open a transfer socket: {e:#}");
+            report_fetch(
+                peer,
+                &path,
+                false,
+                0,
+                StdInstant::now(),
+                Err(format!("{e:#}")),
+                true,
+            );
             let mut out = [0u8; MIN_REPLY_LEN];
             if let Ok(t) = incoming.refuse(Refusal::Busy, &mut out) {
                 send_reply(&listen, out.get(..t.len), peer).await;
@@ -240,6 +258,7 @@ async fn transfer_task(
             return;
         }
     };
+    let script = matches!(source, Source::Memory(_));
     let asked = incoming.options();
     let started = StdInstant::now();
     let mut transfer = incoming.accept(shared.now(), source.size(), &shared.transfer);
@@ -254,6 +273,20 @@ async fn transfer_task(
     let result = drive(&shared, &socket, &mut transfer, &mut source, stop).await;
     let ms = started.elapsed().as_millis();
     let s = transfer.stats();
+    let ended = match (&result, transfer.outcome()) {
+        (Ok(()), Some(Outcome::Complete)) => Ok(()),
+        (Ok(()), outcome) => Err(format!("{outcome:?}")),
+        (Err(e), _) => Err(format!("{e:#}")),
+    };
+    report_fetch(
+        peer,
+        &path,
+        script,
+        transfer.bytes_acked(),
+        started,
+        ended,
+        false,
+    );
     match (result, transfer.outcome()) {
         (Ok(()), Some(Outcome::Complete)) => tracing::info!(
             "TFTP done {} to {}: {} bytes in {} ms ({} retransmitted)",
@@ -289,6 +322,29 @@ async fn transfer_task(
             transfer.size()
         ),
     }
+}
+
+/// Tells the status page how a request ended (`refused` when no byte went
+/// out); a generated script or an `.ipxe` file counts as a script.
+fn report_fetch(
+    peer: SocketAddr,
+    path: &str,
+    generated: bool,
+    bytes: u64,
+    started: StdInstant,
+    result: Result<(), String>,
+    refused: bool,
+) {
+    crate::status::fetch(crate::status::Fetch {
+        via: crate::status::Via::Tftp,
+        client: peer.ip(),
+        path,
+        script: generated || path.ends_with(".ipxe"),
+        bytes,
+        took: started.elapsed(),
+        result,
+        refused,
+    });
 }
 
 /// Runs one transfer to its end: drain transmits, then wait for an ACK or the timer.

@@ -1,0 +1,137 @@
+//! What one iSCSI connection counts: SCSI commands by operation code, the
+//! time from a storage command's arrival to its end, bytes moved, and the
+//! session's first READ.
+//!
+//! [`Counted`] wraps the storage driver's `Backend` where the connection
+//! hands it commands: it only looks at the CDB's first byte and the plan
+//! the driver answered, and forwards everything unchanged.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use sanboot_core::iscsi::pdu::TmfFunction;
+use sanboot_core::iscsi::{
+    Backend, IoId, Plan, ReadChunk, Resume, ScsiRequest, StorageRequest, TmfOutcome, WriteChunk,
+};
+use sanboot_core::scsi::IoError;
+
+/// Start times kept at most (commands whose end we never hear of, such as
+/// a parameter list that was not followed by storage, must not pile up).
+const MAX_TRACKED: usize = 1024;
+
+/// Per-connection accounting, reported to [`super`] in batches.
+#[derive(Debug, Default)]
+pub struct CommandClock {
+    started: HashMap<IoId, Instant>,
+    /// The station the session belongs to, once logged in.
+    station: Option<String>,
+    first_read_seen: bool,
+    read: u64,
+    written: u64,
+}
+
+impl CommandClock {
+    /// The session logged in as `station` (its traffic is reported there).
+    pub fn logged_in(&mut self, station: Option<String>) {
+        self.station = station;
+    }
+
+    /// A storage request the connection polled: counts its bytes and
+    /// notes the session's first READ; a `Release` ends the command's clock.
+    pub fn storage(&mut self, req: &StorageRequest) {
+        match *req {
+            StorageRequest::Read { offset, len, .. } => {
+                self.read += u64::from(len);
+                if !self.first_read_seen {
+                    self.first_read_seen = true;
+                    if let Some(s) = &self.station {
+                        super::iscsi_first_read(s, offset, len);
+                    }
+                }
+            }
+            StorageRequest::Write { len, .. } => self.written += u64::from(len),
+            StorageRequest::Release { io } => {
+                if let (Some(t), Some(m)) = (self.started.remove(&io), super::metrics()) {
+                    m.latency(t.elapsed().as_secs_f64());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Hands the bytes counted so far to the station and the counters.
+    pub fn report(&mut self) {
+        if self.read == 0 && self.written == 0 {
+            return;
+        }
+        if let Some(m) = super::metrics() {
+            m.io_bytes(self.read, self.written);
+        }
+        if let Some(s) = &self.station {
+            super::iscsi_bytes(s, self.read, self.written);
+        }
+        (self.read, self.written) = (0, 0);
+    }
+
+    fn command(&mut self, io: IoId, opcode: u8, plan: &Plan) {
+        if let Some(m) = super::metrics() {
+            m.command(opcode);
+        }
+        // A command answered at once has no storage and no Release.
+        if !matches!(plan, Plan::Complete { .. }) {
+            if self.started.len() >= MAX_TRACKED {
+                self.started.clear();
+            }
+            self.started.insert(io, Instant::now());
+        }
+    }
+}
+
+/// The driver, observed: see the module doc.
+#[derive(Debug)]
+pub struct Counted<'c, B> {
+    inner: B,
+    clock: &'c mut CommandClock,
+}
+
+impl<'c, B: Backend> Counted<'c, B> {
+    /// Wraps `inner` for one call into the connection.
+    pub fn new(inner: B, clock: &'c mut CommandClock) -> Self {
+        Counted { inner, clock }
+    }
+}
+
+impl<B: Backend> Backend for Counted<'_, B> {
+    fn scsi_command(&mut self, req: &ScsiRequest<'_>, buf: &mut [u8]) -> Plan {
+        let plan = self.inner.scsi_command(req, buf);
+        let opcode = req.cdb.first().copied().unwrap_or(0);
+        self.clock.command(req.io, opcode, &plan);
+        plan
+    }
+
+    fn scsi_resume(&mut self, req: &ScsiRequest<'_>, why: Resume, buf: &mut [u8]) -> Plan {
+        self.inner.scsi_resume(req, why, buf)
+    }
+
+    fn task_management(
+        &mut self,
+        nexus: u64,
+        target: usize,
+        lun: u64,
+        function: TmfFunction,
+    ) -> TmfOutcome {
+        self.inner.task_management(nexus, target, lun, function)
+    }
+
+    fn nexus_lost(&mut self, nexus: u64) {
+        self.inner.nexus_lost(nexus)
+    }
+
+    fn write_data(&mut self, chunk: WriteChunk<'_>) {
+        self.inner.write_data(chunk)
+    }
+
+    fn read_data(&mut self, chunk: ReadChunk<'_>) -> Result<(), IoError> {
+        self.inner.read_data(chunk)
+    }
+}
