@@ -344,7 +344,6 @@ async fn connection(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .touch(token, touched);
-            clock.report();
         }
         // 2–4 until nothing moves: events, storage, output.
         let mut close = false;
@@ -572,7 +571,6 @@ async fn connection(
         End::Evicted => "closed before login to make room: [iscsi] max_connections reached",
         End::Stop => "sanboot stopping",
     };
-    clock.report();
     crate::status::iscsi_session_ended(token);
     if logged_in.is_none() && !conn.initiator_name().is_empty() {
         let chap = matches!(

@@ -231,6 +231,7 @@ const E2E: &[(&str, &str, &str)] = &[
     ("firmware", "smoltcp_firmware", ""),
     ("peers", "harness_peers", ""),
     ("linux", "linux_station", ""),
+    ("status", "status_page", ""),
 ];
 
 /// `cargo xtask e2e [NAME...]`: builds sanboot, then runs the chosen
@@ -253,6 +254,7 @@ pub fn e2e(args: &[String]) -> Result<()> {
             "smoltcp_iscsi_tools",
             "smoltcp_firmware",
             "harness_peers",
+            "status_page",
         ] {
             push(file, "");
         }

@@ -48,6 +48,8 @@ const NEEDS: &[(&str, &str)] = &[
     ("in.tftpd", "tftpd-hpa"),
     ("atftp", "atftp"),
     ("curl", "curl"),
+    // the status page e2e opens it in a headless browser
+    ("chromium", "chromium"),
     ("tgtd", "tgt"),
     ("tgtadm", "tgt"),
     ("iscsi-test-cu", "libiscsi-bin"),

@@ -7,6 +7,7 @@
 //! the driver answered, and forwards everything unchanged.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use sanboot_core::iscsi::pdu::TmfFunction;
@@ -25,15 +26,15 @@ pub struct CommandClock {
     started: HashMap<IoId, Instant>,
     /// The station the session belongs to, once logged in.
     station: Option<String>,
+    /// Its byte totals.
+    io: Option<Arc<super::store::IoTotals>>,
     first_read_seen: bool,
-    read: u64,
-    written: u64,
 }
 
 impl CommandClock {
     /// The session logged in as `station` (its traffic is reported there).
-    pub fn logged_in(&mut self, station: Option<String>) {
-        self.station = station;
+    pub fn logged_in(&mut self, station: Option<(String, Arc<super::store::IoTotals>)>) {
+        (self.station, self.io) = station.map_or((None, None), |(s, io)| (Some(s), Some(io)));
     }
 
     /// A storage request the connection polled: counts its bytes and
@@ -41,7 +42,7 @@ impl CommandClock {
     pub fn storage(&mut self, req: &StorageRequest) {
         match *req {
             StorageRequest::Read { offset, len, .. } => {
-                self.read += u64::from(len);
+                self.bytes(u64::from(len), 0);
                 if !self.first_read_seen {
                     self.first_read_seen = true;
                     if let Some(s) = &self.station {
@@ -49,7 +50,7 @@ impl CommandClock {
                     }
                 }
             }
-            StorageRequest::Write { len, .. } => self.written += u64::from(len),
+            StorageRequest::Write { len, .. } => self.bytes(0, u64::from(len)),
             StorageRequest::Release { io } => {
                 if let (Some(t), Some(m)) = (self.started.remove(&io), super::metrics()) {
                     m.latency(t.elapsed().as_secs_f64());
@@ -59,18 +60,14 @@ impl CommandClock {
         }
     }
 
-    /// Hands the bytes counted so far to the station and the counters.
-    pub fn report(&mut self) {
-        if self.read == 0 && self.written == 0 {
-            return;
-        }
+    /// Counts bytes for the station and the totals (atomics, no lock).
+    fn bytes(&self, read: u64, written: u64) {
         if let Some(m) = super::metrics() {
-            m.io_bytes(self.read, self.written);
+            m.io_bytes(read, written);
         }
-        if let Some(s) = &self.station {
-            super::iscsi_bytes(s, self.read, self.written);
+        if let Some(io) = &self.io {
+            io.add(read, written);
         }
-        (self.read, self.written) = (0, 0);
     }
 
     fn command(&mut self, io: IoId, opcode: u8, plan: &Plan) {

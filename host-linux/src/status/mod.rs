@@ -377,14 +377,14 @@ pub fn fetch(f: Fetch<'_>) {
 }
 
 /// iSCSI: a session reached full feature phase. Returns the station id the
-/// connection reports its traffic under.
+/// connection reports under and the station's byte totals it adds to.
 pub fn iscsi_logged_in(
     conn: u64,
     initiator: &str,
     target: Option<&str>,
     peer: SocketAddr,
     auth: &str,
-) -> Option<String> {
+) -> Option<(String, Arc<store::IoTotals>)> {
     let s = get()?;
     s.metrics.session(1);
     let (mac, id) = s.station_of_initiator(initiator, peer.ip());
@@ -412,7 +412,9 @@ pub fn iscsi_logged_in(
         let detail = format!("iSCSI login {initiator} to {tname}, auth {auth}");
         s.record(mac, &id, stage, detail);
     }
-    Some(id)
+    // A discovery session of an unknown station has no entry yet.
+    let io = s.store().io(&id)?;
+    Some((id, io))
 }
 
 /// iSCSI: a login was refused or failed (`chap`: CHAP did not verify).
@@ -429,12 +431,6 @@ pub fn iscsi_first_read(station: &str, offset: u64, len: u32) {
     let Some(s) = get() else { return };
     let detail = format!("first READ: {len} bytes at {offset}");
     s.record(None, station, Stage::FirstRead, detail);
-}
-
-/// iSCSI: bytes a session moved since it last reported.
-pub fn iscsi_bytes(station: &str, read: u64, written: u64) {
-    let Some(s) = get() else { return };
-    s.store().add_bytes(station, read, written);
 }
 
 /// iSCSI: the connection `conn` ended (it was logged in if it reported).

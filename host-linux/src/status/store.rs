@@ -5,6 +5,8 @@
 //! events per station (the oldest are dropped).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 use sanboot_core::dhcp::ClientKind;
 use sanboot_core::timeline::Stage;
@@ -73,9 +75,26 @@ pub struct Station {
     pub errors: u64,
 }
 
+/// A station's iSCSI byte totals: its connections add to them without
+/// taking the store's lock.
+#[derive(Debug, Default)]
+pub struct IoTotals {
+    read: AtomicU64,
+    written: AtomicU64,
+}
+
+impl IoTotals {
+    /// Adds bytes read and written.
+    pub fn add(&self, read: u64, written: u64) {
+        self.read.fetch_add(read, Relaxed);
+        self.written.fetch_add(written, Relaxed);
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     station: Station,
+    io: Arc<IoTotals>,
     events: VecDeque<Event>,
     /// (stage, unix ms) of the current boot, first time each.
     reached: Vec<(Stage, u64)>,
@@ -98,6 +117,7 @@ impl Entry {
                 bytes_written: 0,
                 errors: 0,
             },
+            io: Arc::default(),
             events: VecDeque::new(),
             reached: Vec::new(),
         }
@@ -192,12 +212,9 @@ impl Store {
         }
     }
 
-    /// Adds iSCSI traffic to a station's totals.
-    pub fn add_bytes(&mut self, id: &str, read: u64, written: u64) {
-        if let Some(e) = self.entries.get_mut(id) {
-            e.station.bytes_read = e.station.bytes_read.saturating_add(read);
-            e.station.bytes_written = e.station.bytes_written.saturating_add(written);
-        }
+    /// The station's iSCSI byte totals, for a connection to add to.
+    pub fn io(&self, id: &str) -> Option<Arc<IoTotals>> {
+        self.entries.get(id).map(|e| e.io.clone())
     }
 
     /// Whether the station's current boot has reached `stage`.
@@ -214,6 +231,8 @@ impl Store {
                 let mut s = e.station.clone();
                 s.events = e.events.iter().cloned().collect();
                 s.stages = stage_times(&e.reached, s.boot_started_ms);
+                s.bytes_read = e.io.read.load(Relaxed);
+                s.bytes_written = e.io.written.load(Relaxed);
                 s
             })
             .collect();
@@ -395,9 +414,10 @@ mod tests {
     fn bytes_add_up_per_station() {
         let mut store = Store::default();
         boot(&mut store, 0);
-        store.add_bytes(MAC, 512, 0);
-        store.add_bytes(MAC, 1024, 4096);
-        store.add_bytes("nobody", 1, 1);
+        let io = store.io(MAC).unwrap();
+        io.add(512, 0);
+        io.add(1024, 4096);
+        assert!(store.io("nobody").is_none());
         let s = &store.stations()[0];
         assert_eq!((s.bytes_read, s.bytes_written), (1536, 4096));
     }
