@@ -197,7 +197,7 @@ impl Metrics {
         gauge(
             &mut o,
             "sanboot_dhcp_leases",
-            "Bound DHCP leases (full mode).",
+            "Bound DHCP leases (full mode; follows the lease table once a second).",
             self.leases.load(Relaxed),
         );
         header(
