@@ -260,12 +260,15 @@ fn log_event(e: &Event<'_>) {
             );
         }
         Event::DhcpDropped => println!("DHCP reply dropped: socket buffer full"),
+        // Replies are logged; requests only count as boot stages.
+        Event::DhcpRequest(_) => {}
         Event::TftpRequest {
             path,
             peer,
             size,
             blksize,
             windowsize,
+            ..
         } => println!(
             "TFTP RRQ {path} from {} size={size} blksize={blksize} windowsize={windowsize}",
             peer.addr
