@@ -663,6 +663,20 @@ mod tests {
     "#;
 
     #[test]
+    fn web_is_off_unless_listen_is_set() {
+        let c: Config = toml::from_str(MINIMAL).unwrap();
+        assert!(c.web.listen.is_none() && c.web.token.is_none());
+        let text = format!("{MINIMAL}\n[web]\nlisten = \"127.0.0.1:8080\"\ntoken = \"t0k\"\n");
+        let c: Config = toml::from_str(&text).unwrap();
+        assert_eq!(c.web.listen, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(c.web.token.as_deref(), Some("t0k"));
+        let bad = format!("{MINIMAL}\n[web]\nlisten = \"localhost\"\n");
+        assert!(toml::from_str::<Config>(&bad).is_err());
+        let typo = format!("{MINIMAL}\n[web]\nlisten_on = \"127.0.0.1:1\"\n");
+        assert!(toml::from_str::<Config>(&typo).is_err());
+    }
+
+    #[test]
     fn minimal_config_gets_proxy_defaults() {
         let c: Config = toml::from_str(MINIMAL).unwrap();
         c.validate().unwrap();
