@@ -159,6 +159,9 @@ pub struct Received {
     pub client: ClientKind,
     /// It came to the PXE port (4011), not to 67.
     pub pxe_port: bool,
+    /// The address the client has or asks for (`ciaddr`, else option 50):
+    /// in ProxyDHCP mode the only place a host learns a station's address.
+    pub address: Option<Ipv4Addr>,
 }
 
 /// Counters: what came in, what went out, what was dropped and why.
@@ -364,6 +367,9 @@ impl<'a, const N: usize> Server<'a, N> {
             message: msg,
             client: boot::classify(&req),
             pxe_port: dst_port == PXE_PORT,
+            address: Some(req.ciaddr)
+                .filter(|a| !a.is_unspecified())
+                .or(req.requested_ip),
         };
         let reply = if dst_port == PXE_PORT {
             self.pxe_request(src, msg, &req)

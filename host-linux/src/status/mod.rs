@@ -94,6 +94,9 @@ pub struct Snapshot {
 
 static STATUS: OnceLock<Arc<Status>> = OnceLock::new();
 
+/// Address → MAC entries kept (a DHCP flood must not grow memory).
+const MAX_ADDRESSES: usize = 4096;
+
 /// Starts recording (once per process; `sanboot serve` calls it).
 pub fn init(config: Arc<Config>) -> Arc<Status> {
     STATUS.get_or_init(|| Arc::new(Status::new(config))).clone()
@@ -181,6 +184,17 @@ impl Status {
         }
     }
 
+    /// Remembers which station has `ip`. Bounded: when full, the map
+    /// starts over (DHCP traffic fills it again; until then TFTP and iSCSI
+    /// peers show by address).
+    fn learn_ip(&self, ip: std::net::Ipv4Addr, mac: [u8; 6]) {
+        let mut map = self.ip_to_mac.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_ADDRESSES && !map.contains_key(&IpAddr::V4(ip)) {
+            map.clear();
+        }
+        map.insert(IpAddr::V4(ip), mac);
+    }
+
     /// The station a peer address belongs to: its MAC if a DHCP reply
     /// showed it, else the address itself.
     fn station_of_ip(&self, ip: IpAddr) -> (Option<[u8; 6]>, String) {
@@ -251,6 +265,11 @@ fn disks(config: &Config) -> Vec<DiskInfo> {
 pub fn dhcp_received(r: &dhcp::Received) {
     let Some(s) = get() else { return };
     s.metrics.dhcp(false, u8::from(r.message));
+    // ProxyDHCP replies carry no address: the client's REQUEST to the
+    // other server says which one it takes.
+    if let Some(ip) = r.address.filter(|_| r.client != dhcp::ClientKind::Plain) {
+        s.learn_ip(ip, r.mac);
+    }
     if let Some(stage) = Stage::of_dhcp(r.message, r.client) {
         let discover = (r.message == MessageType::Discover).then_some(r.client);
         let via = if r.pxe_port { " on port 4011" } else { "" };
@@ -273,10 +292,7 @@ pub fn dhcp_sent(t: &dhcp::Transmit<'_>) {
     };
     let id = mac_text(t.mac);
     if let Some(ip) = ip {
-        s.ip_to_mac
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(IpAddr::V4(ip), t.mac);
+        s.learn_ip(ip, t.mac);
     }
     if let Some(stage) = Stage::of_dhcp(t.message, t.client) {
         let proto = if t.proxy { "ProxyDHCP" } else { "DHCP" };
@@ -449,4 +465,53 @@ pub fn iscsi_session_ended(conn: u64) {
 /// The counters, for the command path (`None` before [`init`]).
 pub fn metrics() -> Option<&'static metrics::Metrics> {
     get().map(|s| &s.metrics)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn status() -> Status {
+        let config: Config = toml::from_str(
+            r#"
+            [server]
+            address = "192.0.2.1"
+            interface = "br0"
+            [[host]]
+            mac = "52-54-00-E2-E0-01"
+            hostname = "pc1"
+            target = "iqn.2024-01.test:disk"
+            "#,
+        )
+        .unwrap();
+        Status::new(Arc::new(config))
+    }
+
+    const MAC: [u8; 6] = [0x52, 0x54, 0, 0xe2, 0xe0, 1];
+
+    #[test]
+    fn an_initiator_name_from_the_config_finds_its_station() {
+        let s = status();
+        let peer: IpAddr = "192.0.2.77".parse().unwrap();
+        // The name the host's script sets (default template), any case.
+        let (mac, id) = s.station_of_initiator("IQN.2010-04.org.ipxe:pc1-52-54-00-e2-e0-01", peer);
+        assert_eq!((mac, id.as_str()), (Some(MAC), "52:54:00:e2:e0:01"));
+        // Anyone else is shown by address until DHCP told us its MAC.
+        let (mac, id) = s.station_of_initiator("iqn.1993-08.org.debian:01:abc", peer);
+        assert_eq!((mac, id.as_str()), (None, "192.0.2.77"));
+        s.learn_ip("192.0.2.77".parse().unwrap(), MAC);
+        let (mac, _) = s.station_of_initiator("iqn.1993-08.org.debian:01:abc", peer);
+        assert_eq!(mac, Some(MAC));
+    }
+
+    #[test]
+    fn the_address_map_is_bounded() {
+        let s = status();
+        for i in 0..(MAX_ADDRESSES as u32 + 10) {
+            s.learn_ip(std::net::Ipv4Addr::from(0x0a00_0000 + i), MAC);
+        }
+        let n = s.ip_to_mac.lock().unwrap().len();
+        assert!(n <= MAX_ADDRESSES, "{n}");
+    }
 }

@@ -529,11 +529,15 @@ fn handle_packet_reports_the_client_message() {
     assert_eq!(got.message, MessageType::Discover);
     assert_eq!(got.client, ClientKind::Ipxe);
     assert!(!got.pxe_port);
+    assert_eq!(got.address, None, "a DISCOVER has no address yet");
     let _ = s.poll_transmit(t(0), &mut [0u8; 1500]);
     let got = s
         .handle_packet(t(1), CLIENT, 67, IPXE_BIOS_REQUEST)
         .unwrap();
     assert_eq!(got.message, MessageType::Request);
+    let request = Repr::parse(&Packet::new_checked(IPXE_BIOS_REQUEST).unwrap()).unwrap();
+    assert!(request.requested_ip.is_some());
+    assert_eq!(got.address, request.requested_ip);
     let plain = plain_discover(mac(7), 9);
     let got = s.handle_packet(t(2), CLIENT, 67, &plain).unwrap();
     assert_eq!((got.mac, got.client), (mac(7), ClientKind::Plain));
