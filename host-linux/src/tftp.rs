@@ -31,6 +31,7 @@ use tokio::sync::watch;
 
 use crate::config::files::{open_under, tftp_root};
 use crate::config::Config;
+use crate::status::Ended;
 
 /// Bytes fetched per `pread`: 64 blocks of 1428, or one of 65464, per syscall.
 const READ_AHEAD: usize = 128 * 1024;
@@ -228,8 +229,7 @@ async fn transfer_task(
                 false,
                 0,
                 StdInstant::now(),
-                Err(format!("{reason:?}")),
-                true,
+                Ended::Refused(format!("{reason:?}")),
             );
             let mut out = [0u8; MIN_REPLY_LEN];
             if let Ok(t) = incoming.refuse(reason, &mut out) {
@@ -248,8 +248,7 @@ async fn transfer_task(
                 false,
                 0,
                 StdInstant::now(),
-                Err(format!("{e:#}")),
-                true,
+                Ended::Refused(format!("{e:#}")),
             );
             let mut out = [0u8; MIN_REPLY_LEN];
             if let Ok(t) = incoming.refuse(Refusal::Busy, &mut out) {
@@ -274,19 +273,12 @@ async fn transfer_task(
     let ms = started.elapsed().as_millis();
     let s = transfer.stats();
     let ended = match (&result, transfer.outcome()) {
-        (Ok(()), Some(Outcome::Complete)) => Ok(()),
-        (Ok(()), outcome) => Err(format!("{outcome:?}")),
-        (Err(e), _) => Err(format!("{e:#}")),
+        (Ok(()), Some(Outcome::Complete)) => Ended::Complete,
+        (Ok(()), Some(Outcome::PeerError(code))) => Ended::ByClient(format!("{code:?}")),
+        (Ok(()), outcome) => Ended::Failed(format!("{outcome:?}")),
+        (Err(e), _) => Ended::Failed(format!("{e:#}")),
     };
-    report_fetch(
-        peer,
-        &path,
-        script,
-        transfer.bytes_acked(),
-        started,
-        ended,
-        false,
-    );
+    report_fetch(peer, &path, script, transfer.bytes_acked(), started, ended);
     match (result, transfer.outcome()) {
         (Ok(()), Some(Outcome::Complete)) => tracing::info!(
             "TFTP done {} to {}: {} bytes in {} ms ({} retransmitted)",
@@ -324,16 +316,15 @@ async fn transfer_task(
     }
 }
 
-/// Tells the status page how a request ended (`refused` when no byte went
-/// out); a generated script or an `.ipxe` file counts as a script.
+/// Tells the status page how a request ended; a generated script or an
+/// `.ipxe` file counts as a script.
 fn report_fetch(
     peer: SocketAddr,
     path: &str,
     generated: bool,
     bytes: u64,
     started: StdInstant,
-    result: Result<(), String>,
-    refused: bool,
+    ended: Ended,
 ) {
     crate::status::fetch(crate::status::Fetch {
         via: crate::status::Via::Tftp,
@@ -342,8 +333,7 @@ fn report_fetch(
         script: generated || path.ends_with(".ipxe"),
         bytes,
         took: started.elapsed(),
-        result,
-        refused,
+        ended,
     });
 }
 

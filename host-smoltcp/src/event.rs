@@ -116,6 +116,12 @@ impl Event<'_> {
                 outcome: Some(Outcome::Complete),
                 ..
             } => None,
+            // Ended by the client before any data: a PXE ROM's size probe.
+            Event::TftpDone {
+                outcome: Some(Outcome::PeerError(_)),
+                acked: 0,
+                ..
+            } => None,
             Event::TftpDone { .. } => Some(Stage::Error),
             _ => None,
         }

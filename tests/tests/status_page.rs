@@ -308,3 +308,89 @@ fn status_shows_a_real_boot_stage_by_stage() -> Result<()> {
     println!("status page screenshot: {}", shot.display());
     Ok(())
 }
+
+/// A plain PXE client (OVMF's EDK2) first gets `ipxe.efi` over TFTP, and
+/// that iPXE asks DHCP again: one boot, with the binary fetch as its own
+/// stage between the firmware's DHCP and iPXE's script.
+#[test]
+fn uefi_pxe_chain_is_one_boot_with_its_binary_fetch() -> Result<()> {
+    sanboot_tests::require(sanboot_tests::BOOT_TOOLS)?;
+    sanboot_tests::require(&["curl"])?;
+    sanboot_tests::require(Boot::UefiPxe.needs())?;
+    sanboot_tests::require(&["mkfs.vfat", "mmd", "mcopy"])?;
+    let _one = sanboot_tests::one_station_at_a_time();
+    let lab = Lab::new("status_uefi")?;
+    let _pcap = lab.capture()?;
+    let disk = disk::build(lab.dir(), 16, true)?;
+    sanboot::tftp_root(&lab)?;
+    let _ra = peers::router_advertisements(&lab)?;
+    let hosts = sanboot_tests::sanboot_host(&disk.path);
+    let config = sanboot::config(
+        &lab,
+        DhcpMode::Full,
+        &format!("[web]\nlisten = \"{WEB}\"\n\n{hosts}"),
+    );
+    let sanboot = Sanboot::start(&lab, &config)?;
+    let mut station = Station::start(&lab, Boot::UefiPxe)?;
+    station
+        .wait_for("SANBOOT-OK (UEFI)", Duration::from_secs(180))
+        .with_context(|| sanboot.log_tail(60))?;
+
+    let json: Value =
+        serde_json::from_str(&curl(&lab, "/api/stations")?).context("/api/stations is not JSON")?;
+    let st = f(&json, "stations")
+        .as_array()
+        .and_then(|a| a.iter().find(|s| f(s, "id") == sanboot_tests::STATION_MAC))
+        .with_context(|| format!("station missing: {json:#}"))?;
+    ensure!(
+        f(st, "boot") == 1,
+        "iPXE's DHCP after the PXE ROM's started a new boot: {st:#}"
+    );
+    let stages: Vec<&str> = f(st, "stages")
+        .as_array()
+        .context("no stages")?
+        .iter()
+        .filter_map(|t| f(t, "stage").as_str())
+        .collect();
+    // EDK2 asks for ipxe.efi's size first and ends that transfer itself:
+    // no error of the boot.
+    ensure!(
+        !stages.contains(&"error"),
+        "the size probe showed as an error: {stages:?}"
+    );
+    let want = [
+        "dhcp_discover",
+        "dhcp_ack",
+        "boot_file",
+        "script",
+        "iscsi_login",
+        "first_read",
+    ];
+    let mut rest = stages.as_slice();
+    for w in want {
+        match rest.iter().position(|s| *s == w) {
+            Some(i) => rest = rest.get(i + 1..).unwrap_or_default(),
+            None => bail!("stage {w} missing or out of order in {stages:?}"),
+        }
+    }
+    let events: Vec<&str> = f(st, "events")
+        .as_array()
+        .context("no events")?
+        .iter()
+        .filter_map(|e| f(e, "detail").as_str())
+        .collect();
+    ensure!(
+        events.iter().any(|d| d.starts_with("TFTP ipxe.efi")),
+        "no ipxe.efi fetch among {events:?}"
+    );
+    let m = curl(&lab, "/metrics")?;
+    ensure!(
+        metric(
+            &m,
+            r#"sanboot_fetches_total{protocol="tftp",kind="boot_file",result="complete"}"#
+        ) >= 1.0,
+        "no completed boot file fetch:\n{m}"
+    );
+    println!("UEFI PXE stages: {stages:?}");
+    Ok(())
+}

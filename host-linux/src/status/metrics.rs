@@ -28,13 +28,15 @@ pub enum FetchResult {
     Refused,
     /// Started but did not finish (timeout, client error, I/O).
     Failed,
+    /// Ended by the client before any data: a PXE ROM's size probe.
+    Probe,
 }
 
 impl FetchResult {
     fn index(self) -> usize {
         self as usize
     }
-    const NAMES: [&'static str; 3] = ["complete", "refused", "failed"];
+    const NAMES: [&'static str; 4] = ["complete", "refused", "failed", "probe"];
 }
 
 #[derive(Debug, Default)]
@@ -52,7 +54,7 @@ pub struct Metrics {
     dhcp: [[AtomicU64; 8]; 2],
     leases: AtomicI64,
     /// [via tftp/http][script?][result]
-    fetches: [[[AtomicU64; 3]; 2]; 2],
+    fetches: [[[AtomicU64; 4]; 2]; 2],
     fetch_bytes: [AtomicU64; 2],
     iscsi_sessions: AtomicI64,
     iscsi_logins: AtomicU64,
@@ -410,6 +412,7 @@ mod tests {
         m.set_leases(3);
         m.fetch(false, true, FetchResult::Complete, 700);
         m.fetch(false, false, FetchResult::Refused, 0);
+        m.fetch(false, false, FetchResult::Probe, 0);
         m.session(1);
         m.session(1);
         m.session(-1);
@@ -446,6 +449,13 @@ mod tests {
             value(
                 &t,
                 r#"sanboot_fetches_total{protocol="tftp",kind="boot_file",result="refused"}"#
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &t,
+                r#"sanboot_fetches_total{protocol="tftp",kind="boot_file",result="probe"}"#
             ),
             1.0
         );

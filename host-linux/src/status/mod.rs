@@ -351,20 +351,35 @@ pub struct Fetch<'a> {
     pub bytes: u64,
     /// How long it took.
     pub took: Duration,
-    /// How it ended; `Err` says why it failed.
-    pub result: Result<(), String>,
-    /// Refused before any byte went out (not found, busy).
-    pub refused: bool,
+    /// How it ended.
+    pub ended: Ended,
+}
+
+/// How a fetch ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// Every byte delivered.
+    Complete,
+    /// Refused before any byte went out (not found, busy): why.
+    Refused(String),
+    /// The client ended it (TFTP ERROR, HTTP connection closed): why.
+    /// Before any data this is a PXE ROM asking only for the size (EDK2
+    /// does, then asks again), not a failure.
+    ByClient(String),
+    /// It broke (timeout, read error): why.
+    Failed(String),
 }
 
 /// TFTP or HTTP: a boot file or script transfer ended (or was refused).
 /// The HTTP boot service calls this once per request it answers.
 pub fn fetch(f: Fetch<'_>) {
     let Some(s) = get() else { return };
-    let result = match (&f.result, f.refused) {
-        (Ok(()), _) => FetchResult::Complete,
-        (Err(_), true) => FetchResult::Refused,
-        (Err(_), false) => FetchResult::Failed,
+    let probe = matches!(f.ended, Ended::ByClient(_)) && f.bytes == 0;
+    let result = match &f.ended {
+        Ended::Complete => FetchResult::Complete,
+        Ended::Refused(_) => FetchResult::Refused,
+        Ended::ByClient(_) if probe => FetchResult::Probe,
+        Ended::ByClient(_) | Ended::Failed(_) => FetchResult::Failed,
     };
     s.metrics
         .fetch(f.via == Via::Http, f.script, result, f.bytes);
@@ -373,8 +388,8 @@ pub fn fetch(f: Fetch<'_>) {
         Via::Tftp => "TFTP",
         Via::Http => "HTTP",
     };
-    match &f.result {
-        Ok(()) => {
+    match &f.ended {
+        Ended::Complete => {
             let stage = if f.script {
                 Stage::Script
             } else {
@@ -388,7 +403,11 @@ pub fn fetch(f: Fetch<'_>) {
             );
             s.record(mac, &id, stage, detail);
         }
-        Err(why) => s.record(mac, &id, Stage::Error, format!("{proto} {}: {why}", f.path)),
+        // The size probe is no step of the boot.
+        Ended::ByClient(_) if probe => {}
+        Ended::Refused(why) | Ended::ByClient(why) | Ended::Failed(why) => {
+            s.record(mac, &id, Stage::Error, format!("{proto} {}: {why}", f.path))
+        }
     }
 }
 
