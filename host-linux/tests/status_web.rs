@@ -185,3 +185,34 @@ size = 8388608
     assert!(line.contains(INITIATOR), "{line}");
     drop(reader);
 }
+
+/// A web client that never finishes its request does not hold up a stop.
+#[test]
+fn a_stuck_web_client_does_not_delay_sigterm() {
+    use std::io::Write;
+    let web = free_port();
+    let mut s = Sanboot::start(&format!("[web]\nlisten = \"127.0.0.1:{web}\"\n"));
+    assert!(
+        s.wait_log("status page listening", Duration::from_secs(10)),
+        "{}",
+        s.log()
+    );
+    let mut stuck = std::net::TcpStream::connect(("127.0.0.1", web)).unwrap();
+    stuck
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = s.pid().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = s.wait_exit(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|st| st.success()),
+        "sanboot did not stop cleanly within 10 s ({status:?}):\n{}",
+        s.log()
+    );
+    drop(stuck);
+}

@@ -67,12 +67,19 @@ pub async fn run(
         .await
         .with_context(|| format!("[web] listen = {listen}: cannot bind"))?;
     tracing::info!(listen = %listener.local_addr()?, "status page listening");
-    axum::serve(listener, router(status))
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await
-        .context("[web] server")
+    let mut stop2 = stop.clone();
+    let serve = axum::serve(listener, router(status)).with_graceful_shutdown(async move {
+        let _ = stop.wait_for(|s| *s).await;
+    });
+    // Requests in flight get a moment on stop; a client that never
+    // finishes its request must not hold up sanboot's exit.
+    tokio::select! {
+        r = serve => r.context("[web] server"),
+        _ = async {
+            let _ = stop2.wait_for(|s| *s).await;
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        } => Ok(()),
+    }
 }
 
 async fn page() -> Html<&'static str> {
