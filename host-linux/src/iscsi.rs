@@ -501,6 +501,7 @@ async fn connection(
             break End::Disconnect("receive buffer full".into());
         }
         // 5. wait for bytes, a timer, a reinstatement or stop.
+        clock.flush();
         let deadline = conn.poll_timeout().map(|t| {
             tokio::time::Instant::from_std(shared.epoch) + std::time::Duration::from_millis(t.0)
         });
@@ -571,6 +572,7 @@ async fn connection(
         End::Evicted => "closed before login to make room: [iscsi] max_connections reached",
         End::Stop => "sanboot stopping",
     };
+    clock.flush();
     crate::status::iscsi_session_ended(token);
     if logged_in.is_none() && !conn.initiator_name().is_empty() {
         let chap = matches!(

@@ -16,14 +16,21 @@ use sanboot_core::iscsi::{
 };
 use sanboot_core::scsi::IoError;
 
+use super::metrics::CommandBatch;
+
 /// Start times kept at most (commands whose end we never hear of, such as
 /// a parameter list that was not followed by storage, must not pile up).
 const MAX_TRACKED: usize = 1024;
 
-/// Per-connection accounting, reported to [`super`] in batches.
+/// Per-connection accounting, added to the shared counters in batches
+/// ([`CommandClock::flush`]).
 #[derive(Debug, Default)]
 pub struct CommandClock {
     started: HashMap<IoId, Instant>,
+    batch: CommandBatch,
+    /// Bytes for the station's totals since the last flush.
+    read: u64,
+    written: u64,
     /// The station the session belongs to, once logged in.
     station: Option<String>,
     /// Its byte totals.
@@ -52,28 +59,37 @@ impl CommandClock {
             }
             StorageRequest::Write { len, .. } => self.bytes(0, u64::from(len)),
             StorageRequest::Release { io } => {
-                if let (Some(t), Some(m)) = (self.started.remove(&io), super::metrics()) {
-                    m.latency(t.elapsed().as_secs_f64());
+                if let Some(t) = self.started.remove(&io) {
+                    self.batch.latency(t.elapsed().as_secs_f64());
                 }
             }
             _ => {}
         }
     }
 
-    /// Counts bytes for the station and the totals (atomics, no lock).
-    fn bytes(&self, read: u64, written: u64) {
+    fn bytes(&mut self, read: u64, written: u64) {
+        self.batch.io_bytes(read, written);
+        self.read += read;
+        self.written += written;
+    }
+
+    /// Adds what was counted to the shared counters and the station's
+    /// totals. The connection calls it before it waits (so an idle
+    /// session's last commands show) and when it ends.
+    pub fn flush(&mut self) {
         if let Some(m) = super::metrics() {
-            m.io_bytes(read, written);
+            m.add(&mut self.batch);
         }
         if let Some(io) = &self.io {
-            io.add(read, written);
+            if self.read > 0 || self.written > 0 {
+                io.add(self.read, self.written);
+            }
         }
+        (self.read, self.written) = (0, 0);
     }
 
     fn command(&mut self, io: IoId, opcode: u8, plan: &Plan) {
-        if let Some(m) = super::metrics() {
-            m.command(opcode);
-        }
+        self.batch.command(opcode);
         // A command answered at once has no storage and no Release.
         if !matches!(plan, Plan::Complete { .. }) {
             if self.started.len() >= MAX_TRACKED {

@@ -138,29 +138,30 @@ impl Metrics {
         }
     }
 
-    /// A SCSI command with this operation code arrived.
-    pub fn command(&self, opcode: u8) {
-        if let Some(c) = self.commands.get(usize::from(opcode)) {
-            c.fetch_add(1, Relaxed);
+    /// Adds what one connection counted since its last call, and empties
+    /// `b`. Connections count commands in a [`CommandBatch`] of their own
+    /// and add it before they wait: a handful of shared atomics per batch
+    /// of PDUs instead of several per command.
+    pub fn add(&self, b: &mut CommandBatch) {
+        if !b.pending {
+            return;
         }
-    }
-
-    /// Bytes read from and written to the disks.
-    pub fn io_bytes(&self, read: u64, written: u64) {
-        self.read_bytes.fetch_add(read, Relaxed);
-        self.written_bytes.fetch_add(written, Relaxed);
-    }
-
-    /// One command took `secs` from arrival to its end.
-    pub fn latency(&self, secs: f64) {
-        let h = &self.latency;
-        if let Some(i) = LATENCY_BOUNDS.iter().position(|b| secs <= *b) {
-            if let Some(b) = h.buckets.get(i) {
-                b.fetch_add(1, Relaxed);
+        for (op, n) in b.opcodes.drain(..) {
+            if let Some(c) = self.commands.get(usize::from(op)) {
+                c.fetch_add(n, Relaxed);
             }
         }
-        h.count.fetch_add(1, Relaxed);
-        h.sum_us.fetch_add((secs * 1e6) as u64, Relaxed);
+        add_nonzero(&self.read_bytes, b.read);
+        add_nonzero(&self.written_bytes, b.written);
+        for (shared, n) in self.latency.buckets.iter().zip(&b.buckets) {
+            add_nonzero(shared, *n);
+        }
+        add_nonzero(&self.latency.count, b.count);
+        add_nonzero(&self.latency.sum_us, b.sum_us);
+        *b = CommandBatch {
+            opcodes: std::mem::take(&mut b.opcodes),
+            ..CommandBatch::default()
+        };
     }
 
     /// A boot stage happened.
@@ -326,6 +327,55 @@ impl Metrics {
     }
 }
 
+/// One connection's command counts, not yet added to [`Metrics`].
+#[derive(Debug, Default)]
+pub struct CommandBatch {
+    /// (opcode, count): a connection uses a few opcodes at a time.
+    opcodes: Vec<(u8, u64)>,
+    read: u64,
+    written: u64,
+    buckets: [u64; LATENCY_BOUNDS.len()],
+    count: u64,
+    sum_us: u64,
+    pending: bool,
+}
+
+impl CommandBatch {
+    /// A SCSI command with this operation code arrived.
+    pub fn command(&mut self, opcode: u8) {
+        self.pending = true;
+        match self.opcodes.iter_mut().find(|(op, _)| *op == opcode) {
+            Some((_, n)) => *n += 1,
+            None => self.opcodes.push((opcode, 1)),
+        }
+    }
+
+    /// Bytes read from and written to the disks.
+    pub fn io_bytes(&mut self, read: u64, written: u64) {
+        self.pending = true;
+        self.read += read;
+        self.written += written;
+    }
+
+    /// One command took `secs` from arrival to its end.
+    pub fn latency(&mut self, secs: f64) {
+        self.pending = true;
+        if let Some(i) = LATENCY_BOUNDS.iter().position(|b| secs <= *b) {
+            if let Some(b) = self.buckets.get_mut(i) {
+                *b += 1;
+            }
+        }
+        self.count += 1;
+        self.sum_us += (secs * 1e6) as u64;
+    }
+}
+
+fn add_nonzero(c: &AtomicU64, n: u64) {
+    if n > 0 {
+        c.fetch_add(n, Relaxed);
+    }
+}
+
 fn load(c: Option<&AtomicU64>) -> u64 {
     c.map_or(0, |c| c.load(Relaxed))
 }
@@ -417,10 +467,14 @@ mod tests {
         m.session(1);
         m.session(-1);
         m.login_failed(true);
-        m.command(0x28);
-        m.command(0x28);
-        m.command(0x12);
-        m.io_bytes(4096, 512);
+        let mut b = CommandBatch::default();
+        b.command(0x28);
+        b.command(0x28);
+        b.command(0x12);
+        b.io_bytes(4096, 512);
+        m.add(&mut b);
+        // Added once: a second add of the emptied batch changes nothing.
+        m.add(&mut b);
         m.stage(Stage::FirstRead);
         let t = m.render();
         assert_eq!(
@@ -490,10 +544,13 @@ mod tests {
     #[test]
     fn histogram_buckets_are_cumulative_and_count_everything() {
         let m = Metrics::default();
-        m.latency(0.000_05);
-        m.latency(0.002);
-        m.latency(0.002);
-        m.latency(30.0); // beyond the last bound: only in +Inf
+        let mut b = CommandBatch::default();
+        b.latency(0.000_05);
+        b.latency(0.002);
+        m.add(&mut b);
+        b.latency(0.002);
+        b.latency(30.0); // beyond the last bound: only in +Inf
+        m.add(&mut b);
         let t = m.render();
         let b = |le: &str| {
             value(
