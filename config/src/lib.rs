@@ -19,6 +19,7 @@ pub mod overlay;
 pub mod script;
 pub mod stations;
 pub mod translate;
+pub mod web;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -48,6 +49,8 @@ pub struct Config {
     /// Golden images stations boot through their own overlay ([`images`]).
     #[serde(default, rename = "image")]
     pub images: Vec<Image>,
+    #[serde(default)]
+    pub web: web::Web,
 }
 
 /// `[server]`: where the appliance lives on the boot LAN.
@@ -835,6 +838,20 @@ mod tests {
         address = "192.0.2.1"
         interface = "br0"
     "#;
+
+    #[test]
+    fn web_is_off_unless_listen_is_set() {
+        let c: Config = toml::from_str(MINIMAL).unwrap();
+        assert!(c.web.listen.is_none() && c.web.token.is_none());
+        let text = format!("{MINIMAL}\n[web]\nlisten = \"127.0.0.1:8080\"\ntoken = \"t0k\"\n");
+        let c: Config = toml::from_str(&text).unwrap();
+        assert_eq!(c.web.listen, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(c.web.token.as_deref(), Some("t0k"));
+        let bad = format!("{MINIMAL}\n[web]\nlisten = \"localhost\"\n");
+        assert!(toml::from_str::<Config>(&bad).is_err());
+        let typo = format!("{MINIMAL}\n[web]\nlisten_on = \"127.0.0.1:1\"\n");
+        assert!(toml::from_str::<Config>(&typo).is_err());
+    }
 
     #[test]
     fn minimal_config_gets_proxy_defaults() {

@@ -27,3 +27,4 @@ pub mod iscsi;
 pub mod scsi;
 pub mod tftp;
 pub mod time;
+pub mod timeline;

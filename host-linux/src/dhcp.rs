@@ -229,6 +229,7 @@ async fn serve(
                 _ = tick.tick() => {
                     server.handle_timeout(now());
                     persister.maybe_write(&server, false).await;
+                    crate::status::dhcp_leases(server.leases(now()).count());
                     warn_renew_only(&server, &mut renew_warned);
                 }
                 (ip, result) = async { match prober.as_mut() { Some(p) => p.next().await, None => std::future::pending().await } } => {
@@ -241,6 +242,7 @@ async fn serve(
                         if let Some(payload) = tx.get(..out.len) {
                             send(&main, payload, out.dst).await;
                             log_reply(&out);
+                            crate::status::dhcp_sent(&out);
                         }
                     }
                     start_probes(&mut server, prober.as_mut());
@@ -337,7 +339,9 @@ async fn drain(
         let SocketAddr::V4(from) = from else { continue };
         let Some(bytes) = rx.get(..n) else { continue };
         let t = now();
-        server.handle_packet(t, from, local_port, bytes);
+        if let Some(received) = server.handle_packet(t, from, local_port, bytes) {
+            crate::status::dhcp_received(&received);
+        }
         while let Some(out) = server.poll_transmit(t, tx) {
             let via = if out.src_port == local_port {
                 sock
@@ -349,6 +353,7 @@ async fn drain(
             };
             send(via, payload, out.dst).await;
             log_reply(&out);
+            crate::status::dhcp_sent(&out);
         }
         // The address the station takes: who may read its secret script.
         if let Some((mac, ip)) = server.poll_station() {

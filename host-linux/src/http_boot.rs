@@ -42,6 +42,7 @@ use crate::config::files::{open_under, tftp_root};
 use crate::config::script::virtual_file;
 use crate::config::stations::Stations;
 use crate::config::Config;
+use crate::status::Ended;
 
 /// Bytes per `pread` and per body frame. Large, because every chunk is a
 /// hand-off between the reading thread and the connection's task, and on a
@@ -170,6 +171,7 @@ async fn respond(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> R
         Ok(c) => c,
         Err(code) => {
             tracing::info!(client = %peer.ip(), path = %raw, "HTTP {} {code}", req.method());
+            report(peer, &raw, 0, Ended::Refused(code.to_string()));
             return status(code);
         }
     };
@@ -193,6 +195,7 @@ async fn respond(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> R
                 r.headers_mut().insert(header::CONTENT_RANGE, v);
             }
             tracing::info!(client = %peer.ip(), path = %raw, "HTTP range past the end (416)");
+            report(peer, &raw, 0, Ended::Refused("range past the end".into()));
             return r;
         }
     };
@@ -214,7 +217,9 @@ async fn respond(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> R
         }
         (false, Content::File(file, _)) => FileBody::spawn(file, start, count).boxed(),
     };
-    let mut r = Response::new(body);
+    // A HEAD asks only the size (a probe, as a PXE ROM's tsize is).
+    let expected = if head { u64::MAX } else { count };
+    let mut r = Response::new(Reported::new(body, peer, &raw, expected).boxed());
     *r.status_mut() = code;
     let h = r.headers_mut();
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
@@ -235,6 +240,94 @@ async fn respond(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> R
         }
     }
     r
+}
+
+/// Tells the status page how a fetch ended.
+fn report(peer: SocketAddr, path: &str, bytes: u64, ended: Ended) {
+    crate::status::fetch(crate::status::Fetch {
+        via: crate::status::Via::Http,
+        client: peer.ip(),
+        path: path.trim_start_matches('/'),
+        script: path.ends_with(".ipxe"),
+        bytes,
+        took: Duration::ZERO,
+        ended,
+    });
+}
+
+/// A response body that counts what went out and, when hyper drops it
+/// (sent, or the client went away), reports the fetch to the status page.
+struct Reported {
+    inner: BoxedBody,
+    peer: SocketAddr,
+    path: String,
+    expected: u64,
+    sent: u64,
+    failed: Option<String>,
+    started: std::time::Instant,
+}
+
+impl Reported {
+    fn new(inner: BoxedBody, peer: SocketAddr, path: &str, expected: u64) -> Self {
+        Reported {
+            inner,
+            peer,
+            path: path.to_string(),
+            expected,
+            sent: 0,
+            failed: None,
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Body for Reported {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                self.sent += n;
+            }
+            Poll::Ready(Some(Err(e))) => self.failed = Some(e.to_string()),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Reported {
+    fn drop(&mut self) {
+        let ended = match self.failed.take() {
+            Some(e) => Ended::Failed(e),
+            None if self.sent == self.expected => Ended::Complete,
+            None if self.expected == u64::MAX => Ended::ByClient("HEAD: the size only".into()),
+            None => Ended::ByClient("connection closed before the end".into()),
+        };
+        crate::status::fetch(crate::status::Fetch {
+            via: crate::status::Via::Http,
+            client: self.peer.ip(),
+            path: self.path.trim_start_matches('/'),
+            script: self.path.ends_with(".ipxe"),
+            bytes: self.sent,
+            took: self.started.elapsed(),
+            ended,
+        });
+    }
 }
 
 fn status(code: StatusCode) -> Response<BoxedBody> {

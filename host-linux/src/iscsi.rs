@@ -35,6 +35,7 @@ use tokio::sync::{watch, Notify};
 use crate::config::lun_device::LunDevice;
 use crate::config::translate::{naa_and_serial, TargetViews};
 use crate::config::{self, Config};
+use crate::status::commands::Counted;
 
 /// SCSI state of one target: up to 16 LUNs, 64 I_T nexus slots, 32
 /// persistent-reservation registrations per LUN.
@@ -409,6 +410,8 @@ async fn connection(
     let mut completions = Vec::new();
     // Last activity reported to the session table (takeover picks by it).
     let mut touched = conn.last_activity();
+    // Commands, bytes and the first READ, for the status page and metrics.
+    let mut clock = crate::status::commands::CommandClock::default();
 
     let end_reason = 'conn: loop {
         // 1. input: whole PDUs.
@@ -417,7 +420,7 @@ async fn connection(
                 shared.now(),
                 rx.get(start..end).unwrap_or_default(),
                 &targets,
-                &mut driver.bind(&luns),
+                &mut Counted::new(driver.bind(&luns), &mut clock),
             );
             if n == 0 {
                 break;
@@ -491,18 +494,28 @@ async fn connection(
                         let t = target.and_then(|i| config.targets.get(i));
                         let tname = t.map_or("(discovery)".to_string(), |t| t.iqn.clone());
                         let p = conn.params();
+                        let method =
+                            auth_name(target.and_then(|i| configs.get(i)), conn.initiator_name());
                         tracing::info!(
                             %peer,
                             initiator = %conn.initiator_name(),
                             target = %tname,
-                            auth = auth_name(
-                                target.and_then(|i| configs.get(i)),
-                                conn.initiator_name()
-                            ),
+                            auth = method,
                             header_digest = if p.header_digest { "CRC32C" } else { "None" },
                             data_digest = if p.data_digest { "CRC32C" } else { "None" },
                             "iscsi login"
                         );
+                        let auth = match method {
+                            "None" => "None".to_string(),
+                            chap => format!("{chap}: verified"),
+                        };
+                        clock.logged_in(crate::status::iscsi_logged_in(
+                            token,
+                            conn.initiator_name(),
+                            t.map(|t| t.iqn.as_str()),
+                            peer,
+                            &auth,
+                        ));
                         logged_in = Some((conn.initiator_name().to_string(), tname));
                         luns.narrow(target);
                         if let Some(i) = target {
@@ -528,6 +541,7 @@ async fn connection(
             // thread, so tell tokio to move other tasks elsewhere meanwhile.
             while let Some(req) = conn.poll_storage() {
                 progress = true;
+                clock.storage(&req);
                 match req {
                     StorageRequest::Release { io } => driver.release(io),
                     _ if driver.may_block(&req) => {
@@ -590,7 +604,7 @@ async fn connection(
                 shared.now(),
                 rx.get(start..end).unwrap_or_default(),
                 &targets,
-                &mut driver.bind(&luns),
+                &mut Counted::new(driver.bind(&luns), &mut clock),
             );
             if n > 0 {
                 start += n;
@@ -609,6 +623,7 @@ async fn connection(
             break End::Disconnect("receive buffer full".into());
         }
         // 5. wait for bytes, a timer, a reinstatement or stop.
+        clock.flush();
         let deadline = conn.poll_timeout().map(|t| {
             tokio::time::Instant::from_std(shared.epoch) + std::time::Duration::from_millis(t.0)
         });
@@ -687,6 +702,15 @@ async fn connection(
         End::Evicted => "closed before login to make room: [iscsi] max_connections reached",
         End::Stop => "sanboot stopping",
     };
+    clock.flush();
+    crate::status::iscsi_session_ended(token);
+    if logged_in.is_none() && !conn.initiator_name().is_empty() {
+        let chap = matches!(
+            conn.close_reason(),
+            Some(CloseReason::LoginFailed(LoginStatus::AuthFailure))
+        );
+        crate::status::iscsi_login_failed(conn.initiator_name(), peer, how, chap);
+    }
     let stats = conn.stats();
     // How long the initiator had been silent: a dead station shows it here.
     let idle_secs = shared.now().saturating_since(conn.last_activity()).millis() as f64 / 1000.0;

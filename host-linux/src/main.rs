@@ -10,6 +10,7 @@ mod iscsi;
 mod reload;
 mod sd_notify;
 mod stations;
+mod status;
 mod tftp;
 
 use std::io::IsTerminal;
@@ -50,6 +51,11 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Show each station's boot stage, asking the running server (`[web] listen`).
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Print the iPXE script a machine with this MAC would get.
     Script {
         #[arg(long, short)]
@@ -71,6 +77,7 @@ fn main() -> std::process::ExitCode {
         Command::Reload { config } => reload::client(&config).map(|s| println!("reloaded: {s}")),
         Command::Script { config, mac } => print_script(config, &mac),
         Command::Image(cmd) => image_cmd::run(cmd),
+        Command::Status { config } => status::cli::run(&config),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -119,6 +126,7 @@ fn print_script(path: PathBuf, mac: &str) -> Result<()> {
 fn serve(path: PathBuf) -> Result<()> {
     let config = Arc::new(config::Config::load(&path)?);
     reload::init(&path, config.clone());
+    let status = status::init(config.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -171,6 +179,10 @@ fn serve(path: PathBuf) -> Result<()> {
                 ))
                 .id();
             names.insert(id, "http");
+        }
+        if let Some(listen) = config.web.listen {
+            let web = tasks.spawn(status::web::run(status, listen, stop_rx.clone()));
+            names.insert(web.id(), "web");
         }
         let name = |id| names.get(&id).copied().unwrap_or("a service");
         tracing::info!(config = %path.display(), "sanboot serving");

@@ -32,6 +32,7 @@ use tokio::sync::watch;
 use crate::config::files::{open_under, tftp_root};
 use crate::config::stations::Stations;
 use crate::config::Config;
+use crate::status::Ended;
 
 /// Bytes fetched per `pread`: 64 blocks of 1428, or one of 65464, per syscall.
 const READ_AHEAD: usize = 128 * 1024;
@@ -231,6 +232,14 @@ async fn transfer_task(
         Ok(s) => s,
         Err(reason) => {
             tracing::info!(client = %peer.ip(), file = %path, ?reason, "TFTP RRQ refused");
+            report_fetch(
+                peer,
+                &path,
+                false,
+                0,
+                StdInstant::now(),
+                Ended::Refused(format!("{reason:?}")),
+            );
             let mut out = [0u8; MIN_REPLY_LEN];
             if let Ok(t) = incoming.refuse(reason, &mut out) {
                 send_reply(&listen, out.get(..t.len), peer).await;
@@ -242,6 +251,14 @@ async fn transfer_task(
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(client = %peer, "TFTP cannot open a transfer socket: {e:#}");
+            report_fetch(
+                peer,
+                &path,
+                false,
+                0,
+                StdInstant::now(),
+                Ended::Refused(format!("{e:#}")),
+            );
             let mut out = [0u8; MIN_REPLY_LEN];
             if let Ok(t) = incoming.refuse(Refusal::Busy, &mut out) {
                 send_reply(&listen, out.get(..t.len), peer).await;
@@ -249,6 +266,7 @@ async fn transfer_task(
             return;
         }
     };
+    let script = matches!(source, Source::Memory(_));
     let asked = incoming.options();
     let started = StdInstant::now();
     let mut transfer = incoming.accept(shared.now(), source.size(), &shared.transfer);
@@ -263,6 +281,13 @@ async fn transfer_task(
     let result = drive(&shared, &socket, &mut transfer, &mut source, stop).await;
     let ms = started.elapsed().as_millis();
     let s = transfer.stats();
+    let ended = match (&result, transfer.outcome()) {
+        (Ok(()), Some(Outcome::Complete)) => Ended::Complete,
+        (Ok(()), Some(Outcome::PeerError(code))) => Ended::ByClient(format!("{code:?}")),
+        (Ok(()), outcome) => Ended::Failed(format!("{outcome:?}")),
+        (Err(e), _) => Ended::Failed(format!("{e:#}")),
+    };
+    report_fetch(peer, &path, script, transfer.bytes_acked(), started, ended);
     match (result, transfer.outcome()) {
         (Ok(()), Some(Outcome::Complete)) => tracing::info!(
             "TFTP done {} to {}: {} bytes in {} ms ({} retransmitted)",
@@ -298,6 +323,27 @@ async fn transfer_task(
             transfer.size()
         ),
     }
+}
+
+/// Tells the status page how a request ended; a generated script or an
+/// `.ipxe` file counts as a script.
+fn report_fetch(
+    peer: SocketAddr,
+    path: &str,
+    generated: bool,
+    bytes: u64,
+    started: StdInstant,
+    ended: Ended,
+) {
+    crate::status::fetch(crate::status::Fetch {
+        via: crate::status::Via::Tftp,
+        client: peer.ip(),
+        path,
+        script: generated || path.ends_with(".ipxe"),
+        bytes,
+        took: started.elapsed(),
+        ended,
+    });
 }
 
 /// Runs one transfer to its end: drain transmits, then wait for an ACK or the timer.

@@ -274,12 +274,15 @@ fn log_event(e: &Event<'_>, targets: &[TargetConfig<'_>]) {
             println!("DHCP: station {} takes {ip}", mac_str(mac))
         }
         Event::DhcpDropped => println!("DHCP reply dropped: socket buffer full"),
+        // Replies are logged; requests only count as boot stages.
+        Event::DhcpRequest(_) => {}
         Event::TftpRequest {
             path,
             peer,
             size,
             blksize,
             windowsize,
+            ..
         } => println!(
             "TFTP RRQ {path} from {} size={size} blksize={blksize} windowsize={windowsize}",
             peer.addr

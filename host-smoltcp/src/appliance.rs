@@ -2,6 +2,7 @@
 
 use sanboot_core::dhcp::{self, server::PXE_PORT, server::SERVER_PORT, Mode};
 use sanboot_core::time::Instant as CoreInstant;
+use sanboot_core::timeline::StageCounts;
 use smoltcp::iface::{Interface, PollResult, SocketHandle, SocketSet, SocketStorage};
 use smoltcp::phy::Device;
 use smoltcp::socket::udp;
@@ -78,6 +79,8 @@ pub struct Appliance<
     scratch: &'a mut [u8],
     /// The last poll stopped at its round limit with work left.
     busy: bool,
+    /// Boot stages seen, over all stations.
+    stages: StageCounts,
 }
 
 impl<F: Files, D: Disks, const LEASES: usize, const T: usize, const C: usize, const S: usize>
@@ -232,6 +235,7 @@ impl<
             learns_addresses,
             scratch: &mut scratch[..],
             busy: false,
+            stages: StageCounts::new(),
         })
     }
 
@@ -264,6 +268,12 @@ impl<
         }
     }
 
+    /// How often each boot stage happened (DHCP messages of boot clients,
+    /// scripts and boot files served, iSCSI logins, failed transfers).
+    pub fn stages(&self) -> &StageCounts {
+        &self.stages
+    }
+
     /// The DHCP server, if DHCP is on (leases, generation for persistence).
     pub fn dhcp_server(&self) -> Option<&dhcp::Server<'a, LEASES>> {
         self.dhcp.as_ref().map(|d| &d.server)
@@ -279,6 +289,14 @@ impl<
         on_event: &mut dyn FnMut(Event<'_>),
     ) {
         let t = core_instant(now);
+        // Every event passes here on its way out: count its boot stage.
+        let stages = &mut self.stages;
+        let on_event = &mut |e: Event<'_>| {
+            if let Some(s) = e.stage() {
+                stages.record(s);
+            }
+            on_event(e)
+        };
         let mut moved = true;
         for _ in 0..8 {
             self.iface.poll(now, device, &mut self.sockets);

@@ -118,7 +118,9 @@ impl<'a, const N: usize> Dhcp<'a, N> {
                     continue;
                 };
                 let src = SocketAddrV4::new(ip, meta.endpoint.port);
-                self.server.handle_packet(now, src, port, bytes);
+                if let Some(r) = self.server.handle_packet(now, src, port, bytes) {
+                    on_event(Event::DhcpRequest(r));
+                }
                 self.transmit(now, sockets, scratch, on_event);
                 if let Some((mac, ip)) = self.server.poll_station() {
                     on_event(Event::StationAddress { mac, ip });

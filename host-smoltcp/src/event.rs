@@ -2,12 +2,15 @@
 
 use sanboot_core::dhcp;
 use sanboot_core::tftp::{Outcome, Refusal};
+use sanboot_core::timeline::Stage;
 use smoltcp::wire::IpEndpoint;
 
 /// A boot step or a problem, reported through the callback of
 /// [`crate::Appliance::poll`].
 #[derive(Debug, Clone, Copy)]
 pub enum Event<'e> {
+    /// A DHCP client message arrived (DISCOVER, REQUEST, …).
+    DhcpRequest(dhcp::Received),
     /// A DHCP or ProxyDHCP reply went out (see the core's `Transmit`).
     DhcpReply(dhcp::Transmit<'e>),
     /// DHCP saw which address a booting station takes (its lease, its
@@ -27,6 +30,8 @@ pub enum Event<'e> {
         path: &'e str,
         /// The client.
         peer: IpEndpoint,
+        /// A generated iPXE script rather than a file.
+        script: bool,
         /// File size.
         size: u64,
         /// Negotiated block size.
@@ -114,4 +119,33 @@ pub enum Event<'e> {
         /// PDUs sent.
         pdus_out: u64,
     },
+}
+
+impl Event<'_> {
+    /// The boot stage this event is, if any (counted in
+    /// [`crate::Appliance::stages`]).
+    pub fn stage(&self) -> Option<Stage> {
+        match *self {
+            Event::DhcpRequest(r) => Stage::of_dhcp(r.message, r.client),
+            Event::DhcpReply(t) => Stage::of_dhcp(t.message, t.client),
+            Event::TftpRequest { script: true, .. } => Some(Stage::Script),
+            Event::TftpRequest { script: false, .. } => Some(Stage::BootFile),
+            Event::IscsiLogin {
+                target: Some(_), ..
+            } => Some(Stage::IscsiLogin),
+            Event::TftpRefused { .. } => Some(Stage::Error),
+            Event::TftpDone {
+                outcome: Some(Outcome::Complete),
+                ..
+            } => None,
+            // Ended by the client before any data: a PXE ROM's size probe.
+            Event::TftpDone {
+                outcome: Some(Outcome::PeerError(_)),
+                acked: 0,
+                ..
+            } => None,
+            Event::TftpDone { .. } => Some(Stage::Error),
+            _ => None,
+        }
+    }
 }

@@ -273,6 +273,7 @@ impl<H, const T: usize> Tftp<H, T> {
             on_event(Event::TftpRequest {
                 path: incoming.path(),
                 peer,
+                script: matches!(source, Source::Script(_)),
                 size,
                 blksize: transfer.blksize(),
                 windowsize: transfer.windowsize(),

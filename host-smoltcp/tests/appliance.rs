@@ -16,6 +16,7 @@ use std::rc::Rc;
 use sanboot_core::dhcp::{self, Mode};
 use sanboot_core::ipxe::{Chap, DirectEntry, HostBoot, IscsiDisk, Script};
 use sanboot_core::tftp::{Outcome, Refusal, TransferConfig};
+use sanboot_core::timeline::Stage;
 use sanboot_smoltcp::smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet, SocketStorage};
 use sanboot_smoltcp::smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use sanboot_smoltcp::smoltcp::socket::{dhcpv4, udp};
@@ -238,6 +239,9 @@ fn smoltcp_dhcp_client_gets_a_pool_address() {
     assert!(events.iter().any(|e| e.contains("Offer")), "{events:?}");
     assert!(events.iter().any(|e| e.contains("Ack")), "{events:?}");
     assert_eq!(app.stats().dhcp.acks, 1);
+    // smoltcp's client sends no PXE options: an OS getting an address is
+    // not a boot step, so no stage is counted for it.
+    assert_eq!(app.stages().iter().map(|(_, n)| n).sum::<u64>(), 0);
 }
 
 #[test]
@@ -293,6 +297,9 @@ fn tftp_serves_the_per_mac_script_from_a_fresh_port() {
         "{events:?}"
     );
     assert_eq!(app.stats().tftp_running, 0);
+    assert_eq!(app.stages().get(Stage::Script), 1);
+    assert_eq!(app.stages().get(Stage::BootFile), 0);
+    assert_eq!(app.stages().get(Stage::Error), 0);
 }
 
 #[test]

@@ -240,6 +240,7 @@ const E2E: &[(&str, &str, &str)] = &[
     ("peers", "harness_peers", ""),
     ("linux", "linux_station", ""),
     ("linux", "golden_image", ""),
+    ("status", "status_page", ""),
 ];
 
 /// `cargo xtask e2e [NAME...]`: builds sanboot, then runs the chosen
@@ -264,6 +265,7 @@ pub fn e2e(args: &[String]) -> Result<()> {
             "smoltcp_iscsi_tools",
             "smoltcp_firmware",
             "harness_peers",
+            "status_page",
         ] {
             push(file, "");
         }

@@ -50,6 +50,8 @@ const NEEDS: &[(&str, &str)] = &[
     ("curl", "curl"),
     // bench http's peer (the bench skips it when missing)
     ("nginx", "nginx-light"),
+    // the status page e2e opens it in a headless browser
+    ("chromium", "chromium"),
     ("tgtd", "tgt"),
     ("tgtadm", "tgt"),
     ("iscsi-test-cu", "libiscsi-bin"),

@@ -14,5 +14,5 @@ pub mod wire;
 pub use boot::{BootChoice, BootFile, BootFiles, ClientKind, Host};
 pub use leases::{Lease, LeaseState, LeaseTable};
 pub use probe::ProbeResult;
-pub use server::{Config, ConfigError, Mode, Server, Stats, Transmit};
+pub use server::{Config, ConfigError, Mode, Received, Server, Stats, Transmit};
 pub use wire::{Error, MessageType, Op, Packet, Repr};

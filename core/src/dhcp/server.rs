@@ -189,6 +189,25 @@ impl Transmit<'_> {
     }
 }
 
+/// A client message [`Server::handle_packet`] parsed: what a host's boot
+/// timeline and counters record (DISCOVER and REQUEST, which no reply
+/// shows when the server stays silent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Received {
+    /// The client's hardware address (`chaddr`).
+    pub mac: [u8; 6],
+    /// DISCOVER, REQUEST, DECLINE, RELEASE or INFORM.
+    pub message: MessageType,
+    /// What kind of boot client it is (PXE ROM, iPXE, HTTP boot, none).
+    pub client: ClientKind,
+    /// It came to the PXE port (4011), not to 67.
+    pub pxe_port: bool,
+    /// The address the client has or asks for (`ciaddr`, else option 50):
+    /// in ProxyDHCP mode the only place a host learns a station's address.
+    pub address: Option<Ipv4Addr>,
+}
+
 /// Counters: what came in, what went out, what was dropped and why.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -478,26 +497,43 @@ impl<'a, const N: usize, const P: usize> Server<'a, N, P> {
 
     /// Handles one datagram from `src` received on local port `dst_port`
     /// ([`SERVER_PORT`] or [`PXE_PORT`]). Never fails: bad input is counted.
-    pub fn handle_packet(&mut self, now: Instant, src: SocketAddrV4, dst_port: u16, bytes: &[u8]) {
+    /// Returns what the client asked (for a host's boot timeline and
+    /// counters), or `None` for a datagram that was not a client message.
+    pub fn handle_packet(
+        &mut self,
+        now: Instant,
+        src: SocketAddrV4,
+        dst_port: u16,
+        bytes: &[u8],
+    ) -> Option<Received> {
         self.stats.received = self.stats.received.wrapping_add(1);
         let req = match Packet::new_checked(bytes).and_then(|p| Repr::parse(&p)) {
             Ok(r) => r,
             Err(wire::Error::NotEthernet) => {
                 bump(&mut self.stats.not_ethernet);
-                return;
+                return None;
             }
             Err(_) => {
                 bump(&mut self.stats.malformed);
-                return;
+                return None;
             }
         };
         if req.op != Op::Request {
             bump(&mut self.stats.not_request);
-            return;
+            return None;
         }
         let Some(msg) = req.message_type else {
             bump(&mut self.stats.no_message_type);
-            return;
+            return None;
+        };
+        let received = Received {
+            mac: req.chaddr,
+            message: msg,
+            client: boot::classify(&req),
+            pxe_port: dst_port == PXE_PORT,
+            address: Some(req.ciaddr)
+                .filter(|a| !a.is_unspecified())
+                .or(req.requested_ip),
         };
         let reply = if dst_port == PXE_PORT {
             self.pxe_request(src, msg, &req)
@@ -517,6 +553,7 @@ impl<'a, const N: usize, const P: usize> Server<'a, N, P> {
                 bump(&mut self.stats.overrun);
             }
         }
+        Some(received)
     }
 
     /// Writes the pending reply, if any, into `buf`.

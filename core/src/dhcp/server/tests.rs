@@ -829,3 +829,31 @@ fn probes_are_bounded_and_give_up() {
     let mut buf = [0u8; 1500];
     assert!(s.poll_transmit(t(10_012), &mut buf).is_none());
 }
+
+/// `handle_packet` says what the client asked, so a host can show the
+/// DISCOVER and REQUEST of a boot (not only the replies); garbage is `None`.
+#[test]
+fn handle_packet_reports_the_client_message() {
+    let mut s = Server::<64>::new(full_config()).unwrap();
+    let got = s
+        .handle_packet(t(0), CLIENT, 67, IPXE_BIOS_DISCOVER)
+        .unwrap();
+    let discover = Repr::parse(&Packet::new_checked(IPXE_BIOS_DISCOVER).unwrap()).unwrap();
+    assert_eq!(got.mac, discover.chaddr);
+    assert_eq!(got.message, MessageType::Discover);
+    assert_eq!(got.client, ClientKind::Ipxe);
+    assert!(!got.pxe_port);
+    assert_eq!(got.address, None, "a DISCOVER has no address yet");
+    let _ = s.poll_transmit(t(0), &mut [0u8; 1500]);
+    let got = s
+        .handle_packet(t(1), CLIENT, 67, IPXE_BIOS_REQUEST)
+        .unwrap();
+    assert_eq!(got.message, MessageType::Request);
+    let request = Repr::parse(&Packet::new_checked(IPXE_BIOS_REQUEST).unwrap()).unwrap();
+    assert!(request.requested_ip.is_some());
+    assert_eq!(got.address, request.requested_ip);
+    let plain = plain_discover(mac(7), 9);
+    let got = s.handle_packet(t(2), CLIENT, 67, &plain).unwrap();
+    assert_eq!((got.mac, got.client), (mac(7), ClientKind::Plain));
+    assert_eq!(s.handle_packet(t(3), CLIENT, 67, &[1, 2, 3]), None);
+}
