@@ -193,7 +193,6 @@ impl Transmit<'_> {
 /// timeline and counters record (DISCOVER and REQUEST, which no reply
 /// shows when the server stays silent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Received {
     /// The client's hardware address (`chaddr`).
     pub mac: [u8; 6],
