@@ -144,6 +144,10 @@ impl Station {
                     "if=pflash,format=raw,unit=1,file={}",
                     vars.display()
                 ));
+                // No PXE over IPv6: the lab has no DHCPv6 server, and OVMF
+                // would wait out its solicits before an HTTP boot option.
+                args.push("-fw_cfg".into());
+                args.push("name=opt/org.tianocore/IPv6PXESupport,string=no".into());
                 args.push("-device".into());
                 args.push(if boot == Boot::UefiPxe {
                     // romfile= (empty) keeps iPXE out: EDK2's PXE does the first boot.
