@@ -171,7 +171,13 @@ async fn respond(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> R
         Ok(c) => c,
         Err(code) => {
             tracing::info!(client = %peer.ip(), path = %raw, "HTTP {} {code}", req.method());
-            report(peer, &raw, 0, Ended::Refused(code.to_string()));
+            report(
+                peer,
+                &raw,
+                0,
+                Duration::ZERO,
+                Ended::Refused(code.to_string()),
+            );
             return status(code);
         }
     };
@@ -195,7 +201,13 @@ async fn respond(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> R
                 r.headers_mut().insert(header::CONTENT_RANGE, v);
             }
             tracing::info!(client = %peer.ip(), path = %raw, "HTTP range past the end (416)");
-            report(peer, &raw, 0, Ended::Refused("range past the end".into()));
+            report(
+                peer,
+                &raw,
+                0,
+                Duration::ZERO,
+                Ended::Refused("range past the end".into()),
+            );
             return r;
         }
     };
@@ -243,14 +255,14 @@ async fn respond(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> R
 }
 
 /// Tells the status page how a fetch ended.
-fn report(peer: SocketAddr, path: &str, bytes: u64, ended: Ended) {
+fn report(peer: SocketAddr, path: &str, bytes: u64, took: Duration, ended: Ended) {
     crate::status::fetch(crate::status::Fetch {
         via: crate::status::Via::Http,
         client: peer.ip(),
         path: path.trim_start_matches('/'),
         script: path.ends_with(".ipxe"),
         bytes,
-        took: Duration::ZERO,
+        took,
         ended,
     });
 }
@@ -318,15 +330,13 @@ impl Drop for Reported {
             None if self.expected == u64::MAX => Ended::ByClient("HEAD: the size only".into()),
             None => Ended::ByClient("connection closed before the end".into()),
         };
-        crate::status::fetch(crate::status::Fetch {
-            via: crate::status::Via::Http,
-            client: self.peer.ip(),
-            path: self.path.trim_start_matches('/'),
-            script: self.path.ends_with(".ipxe"),
-            bytes: self.sent,
-            took: self.started.elapsed(),
+        report(
+            self.peer,
+            &self.path,
+            self.sent,
+            self.started.elapsed(),
             ended,
-        });
+        );
     }
 }
 
@@ -360,14 +370,8 @@ fn open(
         StatusCode::FORBIDDEN
     })?;
     if let Some(text) = virtual_file(config, &path) {
-        // A script with a secret goes only to its station, as over TFTP.
-        if let Err(why) = stations.check(config, &path, client) {
-            tracing::warn!("HTTP GET {path} from {client} refused: {why}");
+        if !crate::stations::script_requested(stations, config, &path, client, "HTTP GET") {
             return Err(StatusCode::NOT_FOUND);
-        }
-        // A golden-image station fetching its script starts a boot.
-        if let Some(registry) = crate::stations::registry() {
-            registry.script_fetched(&path);
         }
         return Ok(Content::Memory(Bytes::from(text)));
     }

@@ -71,6 +71,27 @@ pub fn registry() -> Option<&'static Arc<Registry>> {
     REGISTRY.get()
 }
 
+/// A client asks for the generated script `path` (by `request`, "TFTP
+/// RRQ" or "HTTP GET" in the log): may it have it? A script with a secret goes
+/// only to its station's address (`config::stations`); a script handed
+/// out to a golden-image station marks the start of its boot.
+pub fn script_requested(
+    access: &crate::config::stations::Stations,
+    config: &crate::config::Config,
+    path: &str,
+    client: std::net::IpAddr,
+    request: &str,
+) -> bool {
+    if let Err(why) = access.check(config, path, client) {
+        tracing::warn!("{request} {path} from {client} refused: {why}");
+        return false;
+    }
+    if let Some(stations) = registry() {
+        stations.script_fetched(path);
+    }
+    true
+}
+
 /// At `serve`'s start, before the targets are opened: locks every station,
 /// applies what was pending, records each overlay's base version.
 pub fn start(config: &Config) -> Result<()> {

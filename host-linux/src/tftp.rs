@@ -579,14 +579,8 @@ fn open(shared: &Shared, path: &str, client: IpAddr) -> Result<Source, Refusal> 
     // Scripts follow a reload (`crate::reload`); the root and limits do not.
     let config = crate::reload::current().unwrap_or_else(|| shared.config.clone());
     if let Some(bytes) = crate::config::script::virtual_file(&config, path) {
-        // A script with a secret goes only to its station (config::stations).
-        if let Err(why) = shared.stations.check(&config, path, client) {
-            tracing::warn!("TFTP RRQ {path} from {client} refused: {why}");
+        if !crate::stations::script_requested(&shared.stations, &config, path, client, "TFTP RRQ") {
             return Err(Refusal::NotFound);
-        }
-        // A golden-image station fetching its script starts a boot.
-        if let Some(stations) = crate::stations::registry() {
-            stations.script_fetched(path);
         }
         return Ok(Source::Memory(bytes));
     }

@@ -206,6 +206,14 @@ pub fn bench(opts: &Opts) -> Result<()> {
     Ok(())
 }
 
+/// The number after `key=` in iscsi-load's result line
+/// (`ios=… bytes=… mbps=…`).
+pub(super) fn load_field(line: &str, key: &str) -> Option<f64> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        .and_then(|v| v.parse::<f64>().ok())
+}
+
 /// Compiles the load generator when its source changed.
 pub(super) fn build_load(dir: &Path) -> Result<PathBuf> {
     let src = dir.join("iscsi-load.c");
@@ -369,12 +377,7 @@ fn workload(
             text.trim().replace('\n', " | ")
         );
     };
-    let num = |k: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let num = |k: &str| load_field(line, k).unwrap_or(0.0);
     let d = after.since(&before);
     let gb = num("bytes") / 1e9;
     let errors = num("errors");

@@ -343,12 +343,8 @@ fn stations(
         let text = fs::read_to_string(&*out)?;
         let line = text.lines().rev().find(|l| l.starts_with("ios="));
         let num = |k: &str| {
-            line.and_then(|l| {
-                l.split_whitespace()
-                    .find_map(|w| w.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
-                    .and_then(|v| v.parse::<f64>().ok())
-            })
-            .unwrap_or(f64::NAN)
+            line.and_then(|l| super::iscsi::load_field(l, k))
+                .unwrap_or(f64::NAN)
         };
         if !st.success() || line.is_none() || num("unreplayed") != 0.0 {
             errors.push(format!(
