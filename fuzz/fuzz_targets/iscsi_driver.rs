@@ -216,15 +216,10 @@ impl World {
             while let Some(ev) = self.conn.poll_event() {
                 progress = true;
                 if let Event::SessionRequest(req) = ev {
-                    let name: String = self.conn.initiator_name().into();
-                    match self.sessions.admit(&name, &req, 1) {
-                        Ok(a) => {
-                            self.driver
-                                .set_nexus(a.nexus, 0, &name, req.isid, req.target);
-                            self.conn.session_admitted(&a);
-                        }
-                        Err(s) => self.conn.session_refused(s),
-                    }
+                    let now = Instant::from_millis(self.now);
+                    let _ = self
+                        .driver
+                        .admit(&mut self.conn, &mut self.sessions, now, &req);
                 }
             }
             let mut reqs = Vec::new();

@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::{Context, Result};
 use sanboot_core::iscsi::{
-    Access, CloseReason, Connection, Driver, Event, LoginStatus, Luns, SessionTable,
-    StorageRequest, TargetConfig, Targets,
+    Access, CloseReason, Connection, Driver, Event, LoginStatus, Luns, SessionTable, TargetConfig,
+    Targets,
 };
 use sanboot_core::scsi::{self, Units};
 use sanboot_core::time::Instant;
@@ -407,7 +407,6 @@ async fn connection(
     let (mut start, mut end) = (0usize, 0usize);
     let mut tx = vec![0u8; LOGIN_BUF];
     let mut logged_in: Option<(String, String)> = None;
-    let mut completions = Vec::new();
     // Last activity reported to the session table (takeover picks by it).
     let mut touched = conn.last_activity();
     // Commands, bytes and the first READ, for the status page and metrics.
@@ -455,7 +454,20 @@ async fn connection(
                                 station_io::boot(&shared, reg, work).await;
                             }
                         }
-                        match admit(&shared, &name, &req, token) {
+                        if req.target.is_some() {
+                            // Storage buffers come with a normal session.
+                            driver = Driver::new(vec![0u8; COLLECT], vec![0u8; BOUNCE]);
+                        }
+                        // The table holds `[iscsi] max_sessions` and, counted
+                        // apart, `max_discovery_sessions`; when full, a
+                        // rebooted station takes over its own abandoned session.
+                        let admitted = driver.admit(
+                            &mut conn,
+                            &mut shared.sessions.lock().unwrap_or_else(|e| e.into_inner()),
+                            shared.now(),
+                            &req,
+                        );
+                        match admitted {
                             Ok(adm) => {
                                 if let (Some(t), Some(reg)) = (req.target, stations) {
                                     reg.logged_in(t, token);
@@ -474,16 +486,9 @@ async fn connection(
                                         k.notify_one();
                                     }
                                 }
-                                if req.target.is_some() {
-                                    // Storage buffers come with a normal session.
-                                    driver = Driver::new(vec![0u8; COLLECT], vec![0u8; BOUNCE]);
-                                }
-                                driver.set_nexus(adm.nexus, adm.slot, &name, req.isid, req.target);
-                                conn.session_admitted(&adm);
                             }
                             Err(status) => {
                                 tracing::info!(%peer, initiator = %name, ?status, "iscsi login refused");
-                                conn.session_refused(status);
                             }
                         }
                     }
@@ -537,27 +542,23 @@ async fn connection(
                     Event::Close => close = true,
                 }
             }
-            // Storage, in place. Durable work (fdatasync) blocks this worker
-            // thread, so tell tokio to move other tasks elsewhere meanwhile.
-            while let Some(req) = conn.poll_storage() {
-                progress = true;
-                clock.storage(&req);
-                match req {
-                    StorageRequest::Release { io } => driver.release(io),
-                    _ if driver.may_block(&req) => {
-                        let r = tokio::task::block_in_place(|| driver.bind(&luns).perform(&req));
-                        completions.push((req.io(), r));
+            // Storage, in place; the core completes each request after its
+            // work returned, so only the output below can carry its status.
+            // Durable work (fdatasync) blocks this worker thread, so tell
+            // tokio to move other tasks elsewhere meanwhile.
+            let ran = driver.bind(&luns).run_storage_with(
+                &mut conn,
+                shared.now(),
+                |req, may_block, work| {
+                    clock.storage(req);
+                    if may_block {
+                        tokio::task::block_in_place(work);
+                    } else {
+                        work();
                     }
-                    _ => {
-                        let r = driver.bind(&luns).perform(&req);
-                        completions.push((req.io(), r));
-                    }
-                }
-            }
-            // Only now, after the storage work returned, may statuses go out.
-            for (io, r) in completions.drain(..) {
-                conn.complete_storage(shared.now(), io, r, &mut driver.bind(&luns));
-            }
+                },
+            );
+            progress |= ran > 0;
             // Output, batched into one write.
             let mut filled = 0;
             // (Before login, the small buffer takes one PDU per write.)
@@ -650,14 +651,7 @@ async fn connection(
         }
     };
 
-    if !conn.is_closed() {
-        conn.abort(&mut driver.bind(&luns));
-    }
-    while let Some(req) = conn.poll_storage() {
-        if let StorageRequest::Release { io } = req {
-            driver.release(io);
-        }
-    }
+    driver.bind(&luns).end(&mut conn);
     shared
         .sessions
         .lock()
@@ -732,19 +726,6 @@ async fn connection(
         ),
         None => tracing::debug!(%peer, reason = how, "iscsi connection ended before login"),
     }
-}
-
-fn admit(
-    shared: &Shared,
-    initiator: &str,
-    req: &sanboot_core::iscsi::SessionRequest,
-    token: u64,
-) -> Result<sanboot_core::iscsi::Admission, LoginStatus> {
-    // The table holds `[iscsi] max_sessions` and, counted apart,
-    // `max_discovery_sessions`; when full, a rebooted station takes over its
-    // own abandoned session.
-    let mut table = shared.sessions.lock().unwrap_or_else(|e| e.into_inner());
-    table.admit_at(shared.now(), initiator, req, token)
 }
 
 /// A login at the session limit took over session `old` of the same

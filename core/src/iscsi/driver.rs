@@ -31,10 +31,17 @@
 //!
 //! # Host loop
 //!
-//! After feeding input, drain the storage requests and run them:
-//! [`Driver::run_storage`] does it in place (a host that must not block its
-//! event loop on a flush checks [`Driver::may_block`] per request and calls
-//! [`Driver::perform`] where it may block).
+//! The order is the core's; a host only moves bytes and decides where work
+//! that may block runs:
+//! 1. feed input to [`Connection::handle_input`];
+//! 2. answer a [`super::Event::SessionRequest`] with [`Driver::admit`];
+//! 3. run the storage requests with [`Bound::run_storage`] (in place), or
+//!    [`Bound::run_storage_with`] when a flush must not block the host's
+//!    event loop: it says which requests may block and lets the host run
+//!    each where it wants, then completes it;
+//! 4. only then [`Connection::poll_transmit`]: a status can leave only after
+//!    the storage work it reports on returned;
+//! 5. when the connection ends for any reason, [`Bound::end`].
 //!
 //! [`Connection`]: super::Connection
 
@@ -45,7 +52,8 @@ use super::backend::{
 };
 use super::login::MAX_NAME_LEN;
 use super::pdu::TmfFunction;
-use super::Connection;
+use super::session::{Admission, SessionTable};
+use super::{Connection, LoginStatus, SessionRequest};
 use crate::block::{BlockDevice, BlockError};
 use crate::scsi::{self, asc, Io, IoError, IoResult, Response, Sense, SenseKey, Step, Units};
 use crate::time::Instant;
@@ -376,6 +384,36 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, const TASKS: usize> Driver<B, TASKS> {
         });
     }
 
+    /// Answers `conn`'s [`super::Event::SessionRequest`] `req` from the
+    /// host's session `table`: admitted, the driver takes the new I_T nexus
+    /// and the connection goes on to full feature phase; refused, the
+    /// connection sends the status and closes. Returns what the table
+    /// decided: an admission may name a connection the host must close now
+    /// ([`Admission::reinstated`]).
+    pub fn admit<const N: usize, const S: usize>(
+        &mut self,
+        conn: &mut Connection<TASKS, S>,
+        table: &mut SessionTable<N>,
+        now: Instant,
+        req: &SessionRequest,
+    ) -> Result<Admission, LoginStatus> {
+        let result = table.admit_at(now, conn.initiator_name(), req, conn.token());
+        match &result {
+            Ok(adm) => {
+                self.set_nexus(
+                    adm.nexus,
+                    adm.slot,
+                    conn.initiator_name(),
+                    req.isid,
+                    req.target,
+                );
+                conn.session_admitted(adm);
+            }
+            Err(status) => conn.session_refused(*status),
+        }
+        result
+    }
+
     fn pending_mut(&mut self, io: IoId) -> Option<&mut Pending> {
         self.pending
             .get_mut(io.slot())?
@@ -631,16 +669,49 @@ impl<L: Luns, B: AsRef<[u8]> + AsMut<[u8]>, const TASKS: usize> Bound<'_, L, B, 
         conn: &mut Connection<TASKS, S>,
         now: Instant,
     ) -> usize {
+        self.run_storage_with(conn, now, |_, _, work| work())
+    }
+
+    /// [`Bound::run_storage`] for a host that must not block its event loop:
+    /// for each request, `run(request, may_block, work)` must call `work`
+    /// once (in place, or where blocking is allowed when `may_block`: a
+    /// flush, a FUA write, a fill or copy) and may look at the request
+    /// (metrics). The request is completed after `work` returned.
+    pub fn run_storage_with<const S: usize>(
+        &mut self,
+        conn: &mut Connection<TASKS, S>,
+        now: Instant,
+        mut run: impl FnMut(&StorageRequest, bool, &mut dyn FnMut()),
+    ) -> usize {
         let mut n = 0;
         while let Some(req) = conn.poll_storage() {
             n += 1;
             let io = req.io();
-            let result = self.perform(&req);
+            let may_block = self.d.may_block(&req);
+            // A host that fails to call `work` must not turn into a GOOD
+            // status: the request fails unless the work ran.
+            let mut result = Err(IoError::Other);
+            run(&req, may_block, &mut || result = self.perform(&req));
             if !matches!(req, StorageRequest::Release { .. }) {
                 conn.complete_storage(now, io, result, self);
             }
         }
         n
+    }
+
+    /// The connection ended (logout, protocol error, TCP loss, reinstated,
+    /// shut down): abort what is still open and drop everything the driver
+    /// kept for its tasks. The host then releases the session
+    /// ([`SessionTable::release`]).
+    pub fn end<const S: usize>(&mut self, conn: &mut Connection<TASKS, S>) {
+        if !conn.is_closed() {
+            conn.abort(self);
+        }
+        while let Some(req) = conn.poll_storage() {
+            if let StorageRequest::Release { io } = req {
+                self.d.release(io);
+            }
+        }
     }
 
     /// Runs one storage request to its end (blocking); hand the result to

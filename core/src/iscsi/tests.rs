@@ -319,16 +319,19 @@ pub(crate) struct Harness<'a> {
     pub targets: Targets<'a>,
     pub now: Instant,
     pub closed: bool,
-    /// Perform storage requests at once (else keep them in `pending` until
-    /// [`Harness::complete`] performs and completes them, in any order).
+    /// Perform storage requests at once, as a host does
+    /// (`Bound::run_storage_with`), else keep them in `pending` until
+    /// [`Harness::complete`] performs and completes them, in any order.
     pub sync_storage: bool,
+    /// Each request `run_storage_with` handed over, with its "may block".
+    pub seen: Vec<(StorageRequest, bool)>,
+    /// Play a broken host that never runs the storage work it is handed.
+    pub skip_work: bool,
     pub pending: Vec<IoId>,
     deferred: HashMap<IoId, StorageRequest>,
     /// `StorageRequest::Write`s performed: one per write command, after all
     /// its Data-Out arrived.
     pub writes: usize,
-    /// Storage results handed to the connection, in order.
-    pub results: Vec<(IoId, Result<(), scsi::IoError>)>,
     pub rx_digests: Digests,
 }
 
@@ -357,10 +360,11 @@ impl<'a> Harness<'a> {
             now: Instant::from_millis(0),
             closed: false,
             sync_storage: true,
+            seen: Vec::new(),
+            skip_work: false,
             pending: Vec::new(),
             deferred: HashMap::new(),
             writes: 0,
-            results: Vec::new(),
             rx_digests: Digests::default(),
         }
     }
@@ -427,7 +431,6 @@ impl<'a> Harness<'a> {
     }
 
     fn finish(&mut self, io: IoId, r: Result<(), scsi::IoError>) {
-        self.results.push((io, r));
         self.conn
             .complete_storage(self.now, io, r, &mut self.driver.bind(&self.luns));
     }
@@ -441,20 +444,28 @@ impl<'a> Harness<'a> {
                 progress = true;
                 match ev {
                     Event::SessionRequest(req) => {
-                        let name: heapless::String<256> =
-                            heapless::String::try_from(self.conn.initiator_name()).unwrap();
-                        match self.sessions.admit(&name, &req, self.conn.token()) {
-                            Ok(a) => {
-                                self.driver
-                                    .set_nexus(a.nexus, NEXUS_SLOT, &name, req.isid, req.target);
-                                self.conn.session_admitted(&a)
-                            }
-                            Err(s) => self.conn.session_refused(s),
-                        }
+                        let _ =
+                            self.driver
+                                .admit(&mut self.conn, &mut self.sessions, self.now, &req);
                     }
                     Event::LoggedIn { .. } => {}
                     Event::Close => self.closed = true,
                 }
+            }
+            if self.sync_storage {
+                let (writes, seen, skip) = (&mut self.writes, &mut self.seen, self.skip_work);
+                let ran = self.driver.bind(&self.luns).run_storage_with(
+                    &mut self.conn,
+                    self.now,
+                    |req, may_block, work| {
+                        *writes += usize::from(matches!(req, StorageRequest::Write { .. }));
+                        seen.push((*req, may_block));
+                        if !skip {
+                            work();
+                        }
+                    },
+                );
+                progress |= ran > 0;
             }
             let mut reqs = Vec::new();
             while let Some(req) = self.conn.poll_storage() {
@@ -465,9 +476,6 @@ impl<'a> Harness<'a> {
                 let io = req.io();
                 if matches!(req, StorageRequest::Release { .. }) {
                     self.driver.release(io);
-                } else if self.sync_storage {
-                    let r = self.perform(&req);
-                    self.finish(io, r);
                 } else {
                     self.pending.push(io);
                     self.deferred.insert(io, req);

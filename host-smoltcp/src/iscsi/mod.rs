@@ -13,8 +13,8 @@ use core::cell::RefCell;
 
 use sanboot_core::block::BlockDevice;
 use sanboot_core::iscsi::{
-    Access, CloseReason, Connection, Driver, Event as IscsiEvent, Luns, SessionTable,
-    StorageRequest, TargetLimits, Targets,
+    Access, CloseReason, Connection, Driver, Event as IscsiEvent, Luns, SessionTable, TargetLimits,
+    Targets,
 };
 use sanboot_core::scsi::{self, Units};
 use sanboot_core::time::Instant;
@@ -330,14 +330,7 @@ impl<'a, D: Disks, const C: usize, const S: usize> Iscsi<'a, D, C, S> {
             return;
         };
         let luns = SmolLuns::new(self.scsi, &mut self.disks);
-        if !conn.is_closed() {
-            conn.abort(&mut slot.driver.bind(&luns));
-        }
-        while let Some(req) = conn.poll_storage() {
-            if let StorageRequest::Release { io } = req {
-                slot.driver.release(io);
-            }
-        }
+        slot.driver.bind(&luns).end(&mut conn);
         self.sessions.release(conn.token());
         slot.start = 0;
         slot.end = 0;
@@ -447,31 +440,16 @@ impl<'a, D: Disks, const C: usize, const S: usize> Iscsi<'a, D, C, S> {
                 progress = true;
                 match ev {
                     IscsiEvent::SessionRequest(req) => {
-                        let token = conn.token();
-                        match self
-                            .sessions
-                            .admit_at(now, conn.initiator_name(), &req, token)
-                        {
-                            Ok(adm) => {
-                                if let (Some(peer), Some(over)) = (slot.peer, adm.takeover) {
-                                    on_event(Event::IscsiTakeover {
-                                        peer,
-                                        initiator: conn.initiator_name(),
-                                        old_tsih: over.tsih,
-                                        old_idle_ms: over.idle.millis(),
-                                    });
-                                }
-                                reinstated = reinstated.or(adm.reinstated);
-                                slot.driver.set_nexus(
-                                    adm.nexus,
-                                    adm.slot,
-                                    conn.initiator_name(),
-                                    req.isid,
-                                    req.target,
-                                );
-                                conn.session_admitted(&adm);
+                        if let Ok(adm) = slot.driver.admit(conn, &mut self.sessions, now, &req) {
+                            if let (Some(peer), Some(over)) = (slot.peer, adm.takeover) {
+                                on_event(Event::IscsiTakeover {
+                                    peer,
+                                    initiator: conn.initiator_name(),
+                                    old_tsih: over.tsih,
+                                    old_idle_ms: over.idle.millis(),
+                                });
                             }
-                            Err(status) => conn.session_refused(status),
+                            reinstated = reinstated.or(adm.reinstated);
                         }
                     }
                     IscsiEvent::LoggedIn { target, .. } => {

@@ -866,3 +866,51 @@ fn extended_copy_from_a_failing_block() {
     assert_eq!((o.status, o.sense), (CHECK, MEDIUM_READ));
     assert!(i.idle());
 }
+
+// ------------------------------------------------------- the host's share
+
+/// What a host learns from `run_storage_with`: a read or a write into the
+/// volatile cache runs in place, a FUA write or a cache flush may block (an
+/// event-loop host moves it off its loop).
+#[test]
+fn host_is_told_which_storage_work_may_block() {
+    let mut i = Ini::plain();
+    let may_block = |i: &mut Ini, f: fn(&StorageRequest) -> bool| -> Vec<bool> {
+        let seen = core::mem::take(&mut i.h.seen);
+        seen.into_iter()
+            .filter(|(r, _)| f(r))
+            .map(|(_, b)| b)
+            .collect()
+    };
+    assert_eq!(i.read(10, 4).status, GOOD);
+    let reads = may_block(&mut i, |r| matches!(r, StorageRequest::Read { .. }));
+    assert_eq!(reads, [false]);
+    assert_eq!(i.write(10, &pattern(2048, 1)).status, GOOD);
+    let writes = may_block(&mut i, |r| matches!(r, StorageRequest::Write { .. }));
+    assert_eq!(writes, [false], "the LUN has a write-back cache");
+    let fua = rw16(0x8a, 10, 4, 0x08);
+    assert_eq!(i.run(&fua, 2048, false, &pattern(2048, 2)).status, GOOD);
+    let writes = may_block(&mut i, |r| matches!(r, StorageRequest::Write { .. }));
+    assert_eq!(writes, [true], "FUA: durable before the status");
+    assert_eq!(i.run(&SYNC_CACHE_10, 0, false, &[]).status, GOOD);
+    let other = may_block(&mut i, |r| !matches!(r, StorageRequest::Release { .. }));
+    assert_eq!(other, [true], "a flush may block");
+}
+
+/// A host that drops the work it was handed does not turn it into GOOD:
+/// the command fails (HARDWARE ERROR) and no read data is sent. (A plain
+/// write's data reached the device as it arrived; the dropped work is the
+/// step that decides its status.)
+#[test]
+fn storage_work_the_host_never_ran_is_not_good() {
+    let mut i = Ini::plain();
+    i.h.skip_work = true;
+    let o = i.write(20, &pattern(2048, 3));
+    assert_eq!((o.status, o.sense), (CHECK, Some((4, 0x44, 0))));
+    let o = i.read(20, 4);
+    assert_eq!((o.status, o.sense), (CHECK, Some((4, 0x44, 0))));
+    assert!(o.data.is_empty());
+    i.h.skip_work = false;
+    assert_eq!(i.read(20, 4).status, GOOD, "the session goes on");
+    assert!(i.idle());
+}
