@@ -12,6 +12,7 @@
 
 pub mod disk;
 pub mod lab;
+pub mod libiscsi;
 pub mod linux_disk;
 pub mod peers;
 pub mod process;
