@@ -92,6 +92,17 @@ fn long_commands_are_refused_or_streamed_and_aborts_free_everything() {
     assert_eq!(r.status, 0, "VERIFY of zeros on a sparse LUN: {r:02x?}");
     peak = peak.max(rss_kib(s.pid()));
 
+    // So does the longest allowed ORWRITE (zeros ORed into zeros, 4 GiB in).
+    let r = a
+        .command_pausing(&cdb16(ORWRITE_16, 0, 1 << 23, max), &zeros, 0, &mut || {
+            let rd = b.read10(1000, 256).unwrap();
+            assert_eq!(rd.status, 0);
+            peak = peak.max(rss_kib(s.pid()));
+        })
+        .unwrap();
+    assert_eq!(r.status, 0, "ORWRITE of {max} blocks: {r:02x?}");
+    peak = peak.max(rss_kib(s.pid()));
+
     // ORWRITE(16) streams too: OR a pattern into blocks 16..24.
     let mut or = vec![0u8; 8 * 512];
     or.iter_mut()
@@ -108,11 +119,11 @@ fn long_commands_are_refused_or_streamed_and_aborts_free_everything() {
     assert_eq!(r.status, 2);
     assert_eq!(r.sense[2] & 0x0f, 0x0e, "MISCOMPARE: {:02x?}", r.sense);
 
-    // Aborted halfway through its Data-Out: everything held for it is
-    // released, and the session and the other one go on.
-    for _ in 0..4 {
-        let resp = a.abort_at_first_r2t(&verify16(0, max), max * 512).unwrap();
-        assert_eq!(resp, 0, "ABORT TASK: function complete");
+    // VERIFY or ORWRITE aborted halfway through its Data-Out: everything
+    // held for it is released, and the session and the other one go on.
+    for cdb in [verify16(0, max), cdb16(ORWRITE_16, 0, 0, max)].repeat(2) {
+        let resp = a.abort_at_first_r2t(&cdb, max * 512).unwrap();
+        assert_eq!(resp, 0, "ABORT TASK of {:02x}: function complete", cdb[0]);
         let r = a.command(&verify16(0, 8), &zeros[..8 * 512], 0).unwrap();
         assert_eq!(r.status, 0, "a VERIFY after the abort: {r:02x?}");
         assert_eq!(b.read10(0, 64).unwrap().status, 0);
