@@ -494,8 +494,14 @@ async fn connection(
                     }
                     Event::LoggedIn { target, .. } => {
                         permit.logged_in();
-                        rx.resize(conn.max_pdu_len() + (256 << 10), 0);
-                        tx.resize(TX_BATCH + conn.max_pdu_len(), 0);
+                        // A normal session batches data both ways; a
+                        // discovery session exchanges one text PDU at a time.
+                        let (slack, batch) = match target {
+                            Some(_) => (256 << 10, TX_BATCH),
+                            None => (0, 0),
+                        };
+                        rx.resize(conn.max_pdu_len() + slack, 0);
+                        tx.resize(batch + conn.max_pdu_len(), 0);
                         let t = target.and_then(|i| config.targets.get(i));
                         let tname = t.map_or("(discovery)".to_string(), |t| t.iqn.clone());
                         let p = conn.params();
