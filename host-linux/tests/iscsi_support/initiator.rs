@@ -51,6 +51,18 @@ pub struct LoginOptions {
     pub data_digest: bool,
     /// Last byte of the ISID (same name + same ISID = same session).
     pub isid_qualifier: u8,
+    /// A discovery session (`SessionType=Discovery`, no target).
+    pub discovery: bool,
+}
+
+/// What the target answered a task management request with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TmfAnswer {
+    /// A Task Management Function Response with this response code
+    /// (0 = function complete, 5 = not supported, 255 = rejected).
+    Response(u8),
+    /// A Reject PDU with this reason code.
+    Reject(u8),
 }
 
 fn pad4(n: usize) -> usize {
@@ -141,12 +153,20 @@ impl Initiator {
         };
         let isid = [0x80, 0, 0, 0x51, 0x42, opts.isid_qualifier];
         // Security stage, then operational: iPXE's shape.
-        let sec = text(&[
-            ("InitiatorName", initiator),
-            ("TargetName", target),
-            ("SessionType", "Normal"),
-            ("AuthMethod", "None"),
-        ]);
+        let sec = if opts.discovery {
+            text(&[
+                ("InitiatorName", initiator),
+                ("SessionType", "Discovery"),
+                ("AuthMethod", "None"),
+            ])
+        } else {
+            text(&[
+                ("InitiatorName", initiator),
+                ("TargetName", target),
+                ("SessionType", "Normal"),
+                ("AuthMethod", "None"),
+            ])
+        };
         let (flags, _) = me.login_step(isid, 0x81, &sec)?; // T, CSG=0, NSG=1
         let mut csg_nsg = flags & 0x0f;
         if flags & 0x80 == 0 || csg_nsg & 0x3 != 1 {
@@ -471,6 +491,33 @@ impl Initiator {
                 }
                 op => return Err(proto(format!("unexpected opcode {op:#x} after ABORT TASK"))),
             }
+        }
+    }
+
+    /// Sends task management function `function` (5 = LOGICAL UNIT RESET,
+    /// 6 = TARGET WARM RESET, 7 = TARGET COLD RESET) for this initiator's
+    /// LUN, as an immediate request, and returns the target's answer.
+    pub fn task_management(&mut self, function: u8) -> io::Result<TmfAnswer> {
+        let mut t = [0u8; BHS];
+        t[0] = 0x40 | 0x02; // immediate Task Management Function Request
+        t[1] = 0x80 | function;
+        t[8..16].copy_from_slice(&lun_field(self.lun));
+        put32(&mut t, 16, self.itt);
+        self.itt = self.itt.wrapping_add(1);
+        put32(&mut t, 20, 0xffff_ffff);
+        put32(&mut t, 24, self.cmd_sn);
+        put32(&mut t, 28, self.exp_stat_sn);
+        self.send(&t, &[])?;
+        let (r, _) = self.recv()?;
+        match r[0] & 0x3f {
+            0x22 => {
+                self.exp_stat_sn = be32(&r, 24).wrapping_add(1);
+                Ok(TmfAnswer::Response(r[2]))
+            }
+            0x3f => Ok(TmfAnswer::Reject(r[2])),
+            op => Err(proto(format!(
+                "unexpected opcode {op:#x} after a TMF request"
+            ))),
         }
     }
 

@@ -1,0 +1,73 @@
+//! Task management reaches only the target a normal session logged in to:
+//! a discovery session asking for a LUN or target reset is rejected and
+//! resets nothing (before, it reached target 0's LUNs), while the same
+//! request from a normal session does reset (the check below sees it).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod iscsi_support;
+
+use iscsi_support::initiator::{Initiator, LoginOptions, TmfAnswer};
+use iscsi_support::{Sanboot, IQN};
+
+const LUN_RESET: u8 = 5;
+const TARGET_WARM_RESET: u8 = 6;
+const TARGET_COLD_RESET: u8 = 7;
+
+/// TEST UNIT READY from `a`: `None` when GOOD, else the sense's
+/// (key, ASC, ASCQ) — a reset shows as UNIT ATTENTION 06/29/xx.
+fn unit_attention(a: &mut Initiator) -> Option<(u8, u8, u8)> {
+    let r = a.command(&[0u8; 6], &[], 0).unwrap();
+    (r.status != 0).then(|| (r.sense[2] & 0x0f, r.sense[12], r.sense[13]))
+}
+
+#[test]
+fn discovery_sessions_reset_nothing() {
+    let s = Sanboot::start(&format!(
+        "[[target]]\niqn = \"{IQN}\"\n[[target.lun]]\nid = 0\nimage = \"disk.img\"\nsize = {}\n",
+        16u64 << 20
+    ));
+    let mut a = Initiator::login(s.port, "iqn.2026-12.test:a", IQN, 0)
+        .unwrap_or_else(|e| panic!("login a: {e}\n{}", s.log()));
+    a.ready().unwrap();
+    assert_eq!(unit_attention(&mut a), None);
+
+    let discovery = LoginOptions {
+        discovery: true,
+        ..LoginOptions::default()
+    };
+    let mut d = Initiator::login_with(s.port, "iqn.2026-12.test:d", "", 0, discovery)
+        .unwrap_or_else(|e| panic!("discovery login: {e}\n{}", s.log()));
+    for f in [LUN_RESET, TARGET_WARM_RESET, TARGET_COLD_RESET] {
+        let answer = d.task_management(f).unwrap();
+        assert!(
+            matches!(answer, TmfAnswer::Reject(_) | TmfAnswer::Response(255)),
+            "function {f} in a discovery session: {answer:?}"
+        );
+    }
+    // Nothing was reset: no unit attention, and the normal session (a
+    // cold reset would have closed it) still reads.
+    assert_eq!(
+        unit_attention(&mut a),
+        None,
+        "a discovery TMF reset the LUN"
+    );
+    assert_eq!(a.read10(0, 8).unwrap().status, 0);
+
+    // The same LOGICAL UNIT RESET from a normal session is carried out:
+    // the other nexus sees the unit attention.
+    let mut b = Initiator::login(s.port, "iqn.2026-12.test:b", IQN, 0).unwrap();
+    b.ready().unwrap();
+    assert_eq!(
+        b.task_management(LUN_RESET).unwrap(),
+        TmfAnswer::Response(0)
+    );
+    assert_eq!(
+        unit_attention(&mut a).map(|(k, asc, _)| (k, asc)),
+        Some((6, 0x29))
+    );
+}
