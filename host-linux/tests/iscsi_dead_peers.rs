@@ -87,6 +87,47 @@ fn an_initiator_that_stops_answering_is_reaped_after_interval_plus_timeout() {
         .unwrap();
 }
 
+/// TCP-level dead-peer detection beside the pings: sanboot's side of an
+/// idle session's socket runs the kernel's keepalive timer, first probe
+/// after `nop_interval_secs` of silence (`ss -o` shows what is left of it).
+#[test]
+fn an_idle_session_socket_runs_tcp_keepalive() {
+    require_tool("ss", "iproute2");
+    let s = sanboot(&["nop_interval_secs = 7", "nop_timeout_secs = 30"]);
+    let mut station = Initiator::login_with(s.port, NAME, IQN, 0, isid(1)).unwrap();
+    station.ready().unwrap();
+    let filter = format!(
+        "( sport = :{} and dport = :{} )",
+        s.port,
+        station.local_port()
+    );
+    // Until the initiator's (delayed) ACK of the last answer arrives the
+    // socket's timer is the retransmission one.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let (line, left) = loop {
+        let out = Command::new("ss")
+            .args(["-tnoH", "state", "established", &filter])
+            .output()
+            .unwrap();
+        let line = String::from_utf8_lossy(&out.stdout).to_string();
+        // "... timer:(keepalive,6.9sec,0)"
+        let left: Option<f64> = line
+            .split("timer:(keepalive,")
+            .nth(1)
+            .and_then(|t| t.split("sec").next())
+            .and_then(|t| t.parse().ok());
+        if left.is_some() || Instant::now() > deadline {
+            break (line, left);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let left = left.unwrap_or_else(|| panic!("no keepalive timer on sanboot's socket: {line:?}"));
+    assert!(
+        left > 0.0 && left <= 7.0,
+        "keepalive fires in {left} s, expected within nop_interval_secs = 7"
+    );
+}
+
 #[test]
 fn a_libiscsi_session_idle_far_longer_than_the_interval_stays_up() {
     require_tool("cc", "gcc");

@@ -26,6 +26,7 @@ use crate::util;
 const NEEDS: &[(&str, &str)] = &[
     // the namespace lab
     ("ip", "iproute2"),
+    ("ss", "iproute2"),
     ("setpriv", "util-linux"),
     ("/etc/ssl/certs/ca-certificates.crt", "ca-certificates"),
     // stations

@@ -494,6 +494,11 @@ impl Initiator {
         }
     }
 
+    /// This initiator's TCP port (to find the connection in `ss`).
+    pub fn local_port(&self) -> u16 {
+        self.sock.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
     /// Sends task management function `function` (5 = LOGICAL UNIT RESET,
     /// 6 = TARGET WARM RESET, 7 = TARGET COLD RESET) for this initiator's
     /// LUN, as an immediate request, and returns the target's answer.
