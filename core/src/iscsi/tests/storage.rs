@@ -595,6 +595,18 @@ fn collection_buffer_is_released_by_lun_reset() {
 }
 
 #[test]
+fn collection_buffer_is_released_by_target_warm_reset() {
+    let mut i = Ini::plain();
+    start_caw(&mut i, 20);
+    assert_eq!(
+        i.tmf(TmfFunction::TargetWarmReset, RESERVED_TAG),
+        TmfResponse::Complete
+    );
+    i.h.clear_unit_attentions();
+    buffer_free_again(&mut i);
+}
+
+#[test]
 fn collection_buffer_is_released_by_a_bad_data_out() {
     let mut i = Ini::plain();
     let (itt, ttt, data) = start_caw(&mut i, 20);
