@@ -71,3 +71,34 @@ fn discovery_sessions_reset_nothing() {
         Some((6, 0x29))
     );
 }
+
+/// A normal session's reset reaches only the target it logged in to: a
+/// LOGICAL UNIT RESET and a TARGET WARM RESET on target B leave target A's
+/// LUN 0 (same LUN number, other target) without a unit attention.
+#[test]
+fn a_reset_stays_within_the_sessions_own_target() {
+    let other = "iqn.2026-12.test.sanboot:other";
+    let s = Sanboot::start(&format!(
+        "[[target]]\niqn = \"{IQN}\"\n[[target.lun]]\nid = 0\nimage = \"a.img\"\nsize = {size}\n\
+         [[target]]\niqn = \"{other}\"\n[[target.lun]]\nid = 0\nimage = \"b.img\"\nsize = {size}\n",
+        size = 16u64 << 20
+    ));
+    let mut a = Initiator::login(s.port, "iqn.2026-12.test:a", IQN, 0)
+        .unwrap_or_else(|e| panic!("login a: {e}\n{}", s.log()));
+    a.ready().unwrap();
+    let mut b1 = Initiator::login(s.port, "iqn.2026-12.test:b1", other, 0).unwrap();
+    b1.ready().unwrap();
+    let mut b2 = Initiator::login(s.port, "iqn.2026-12.test:b2", other, 0).unwrap();
+    b2.ready().unwrap();
+    for f in [LUN_RESET, TARGET_WARM_RESET] {
+        assert_eq!(b1.task_management(f).unwrap(), TmfAnswer::Response(0));
+        // The other session on B sees it ...
+        assert_eq!(
+            unit_attention(&mut b2).map(|(k, asc, _)| (k, asc)),
+            Some((6, 0x29)),
+            "function {f} did not reset target B"
+        );
+        // ... the session on A does not.
+        assert_eq!(unit_attention(&mut a), None, "function {f} on B reset A");
+    }
+}
