@@ -77,31 +77,23 @@ fn long_commands_are_refused_or_streamed_and_aborts_free_everything() {
         );
     }
 
-    // The longest allowed VERIFY streams: memory stays flat while its
-    // Data-Out arrives, and the other session keeps reading meanwhile.
+    // The longest allowed VERIFY and ORWRITE (zeros ORed into zeros, 4 GiB
+    // in) stream: memory stays flat while their Data-Out arrives, and the
+    // other session keeps reading meanwhile.
     let len = max as usize * 512;
     let zeros = vec![0u8; len];
     let mut peak = 0;
-    let r = a
-        .command_pausing(&verify16(0, max), &zeros, 0, &mut || {
-            let rd = b.read10(1000, 256).unwrap();
-            assert_eq!(rd.status, 0);
-            peak = peak.max(rss_kib(s.pid()));
-        })
-        .unwrap();
-    assert_eq!(r.status, 0, "VERIFY of zeros on a sparse LUN: {r:02x?}");
-    peak = peak.max(rss_kib(s.pid()));
-
-    // So does the longest allowed ORWRITE (zeros ORed into zeros, 4 GiB in).
-    let r = a
-        .command_pausing(&cdb16(ORWRITE_16, 0, 1 << 23, max), &zeros, 0, &mut || {
-            let rd = b.read10(1000, 256).unwrap();
-            assert_eq!(rd.status, 0);
-            peak = peak.max(rss_kib(s.pid()));
-        })
-        .unwrap();
-    assert_eq!(r.status, 0, "ORWRITE of {max} blocks: {r:02x?}");
-    peak = peak.max(rss_kib(s.pid()));
+    for cdb in [verify16(0, max), cdb16(ORWRITE_16, 0, 1 << 23, max)] {
+        let r = a
+            .command_pausing(&cdb, &zeros, 0, &mut || {
+                let rd = b.read10(1000, 256).unwrap();
+                assert_eq!(rd.status, 0);
+                peak = peak.max(rss_kib(s.pid()));
+            })
+            .unwrap();
+        assert_eq!(r.status, 0, "{:02x} of {max} zero blocks: {r:02x?}", cdb[0]);
+        peak = peak.max(rss_kib(s.pid()));
+    }
 
     // ORWRITE(16) streams too: OR a pattern into blocks 16..24.
     let mut or = vec![0u8; 8 * 512];
