@@ -15,12 +15,19 @@
 //! [`Disk::syncs`] counts completed `fdatasync` calls, and each one is
 //! logged at trace level (`SANBOOT_LOG=sanboot::disk=trace`) so tests can
 //! see it.
+//!
+//! A failed `fdatasync` is final for the open image: Linux reports a
+//! writeback error to one `fdatasync` and may drop the dirty pages it could
+//! not write, so a later call that returns 0 does not mean the writes
+//! acknowledged from the cache before it are stored. Every later flush of
+//! this [`Disk`] fails too (FUA writes and SYNCHRONIZE CACHE get WRITE
+//! ERROR), until sanboot opens the image again.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use anyhow::{bail, Context, Result};
@@ -68,6 +75,8 @@ pub struct Disk {
     /// it shared (see [`Disk::with_device`]).
     lock: RwLock<()>,
     syncs: AtomicU64,
+    /// An `fdatasync` failed: no later flush may claim durability.
+    flush_failed: AtomicBool,
 }
 
 fn block_error(e: &io::Error) -> BlockError {
@@ -142,6 +151,7 @@ impl Disk {
             opts,
             lock: RwLock::new(()),
             syncs: AtomicU64::new(0),
+            flush_failed: AtomicBool::new(false),
         })
     }
 
@@ -185,9 +195,24 @@ impl Disk {
     }
 
     /// `fdatasync`: every write that returned before is on stable storage
-    /// when this returns `Ok`.
+    /// when this returns `Ok`. Once it failed, it fails for good (see the
+    /// module docs).
     pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()?;
+        if self.flush_failed.load(Ordering::Acquire) {
+            return Err(io::Error::other(
+                "an earlier fdatasync of this image failed: writes acknowledged before it may be lost; \
+                 every flush fails until sanboot opens the image again",
+            ));
+        }
+        if let Err(e) = self.file.sync_data() {
+            self.flush_failed.store(true, Ordering::Release);
+            log::error!(
+                "{}: fdatasync failed ({e}): writes acknowledged from the page cache may be lost; \
+                 every later flush (SYNCHRONIZE CACHE, FUA) of this image fails until sanboot opens it again",
+                self.path.display()
+            );
+            return Err(e);
+        }
         let n = self.syncs.fetch_add(1, Ordering::Relaxed) + 1;
         // Written after fdatasync returned and before any status that
         // depends on it: the durability test counts these lines.
