@@ -89,39 +89,46 @@ fn an_initiator_that_stops_answering_is_reaped_after_interval_plus_timeout() {
 
 /// TCP-level dead-peer detection beside the pings: sanboot's side of an
 /// idle session's socket runs the kernel's keepalive timer, first probe
-/// after `nop_interval_secs` of silence (`ss -o` shows what is left of it).
+/// after `nop_interval_secs` of silence.
 #[test]
 fn an_idle_session_socket_runs_tcp_keepalive() {
-    require_tool("ss", "iproute2");
     let s = sanboot(&["nop_interval_secs = 7", "nop_timeout_secs = 30"]);
     let mut station = Initiator::login_with(s.port, NAME, IQN, 0, isid(1)).unwrap();
     station.ready().unwrap();
-    let filter = format!(
-        "( sport = :{} and dport = :{} )",
-        s.port,
-        station.local_port()
+    // /proc/net/tcp: "sl local rem st tx:rx tr:when ...", ports in hex; timer
+    // 02 is keepalive, `when` is in USER_HZ ticks (100 per second). Until
+    // the initiator's (delayed) ACK of the last answer arrives, the socket's
+    // timer is the retransmission one (01).
+    let (local, remote) = (
+        format!(":{:04X}", s.port),
+        format!(":{:04X}", station.local_port()),
     );
-    // Until the initiator's (delayed) ACK of the last answer arrives the
-    // socket's timer is the retransmission one.
     let deadline = Instant::now() + Duration::from_secs(3);
     let (line, left) = loop {
-        let out = Command::new("ss")
-            .args(["-tnoH", "state", "established", &filter])
-            .output()
-            .unwrap();
-        let line = String::from_utf8_lossy(&out.stdout).to_string();
-        // "... timer:(keepalive,6.9sec,0)"
-        let left: Option<f64> = line
-            .split("timer:(keepalive,")
-            .nth(1)
-            .and_then(|t| t.split("sec").next())
-            .and_then(|t| t.parse().ok());
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        let line = table
+            .lines()
+            .find(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 5 && f[1].ends_with(&local) && f[2].ends_with(&remote)
+            })
+            .unwrap_or_else(|| panic!("sanboot's socket is not in /proc/net/tcp:\n{table}"))
+            .to_string();
+        let timer = line
+            .split_whitespace()
+            .nth(5)
+            .unwrap_or_default()
+            .to_string();
+        let left = match timer.split_once(':') {
+            Some(("02", when)) => u64::from_str_radix(when, 16).ok().map(|t| t as f64 / 100.0),
+            _ => None,
+        };
         if left.is_some() || Instant::now() > deadline {
             break (line, left);
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let left = left.unwrap_or_else(|| panic!("no keepalive timer on sanboot's socket: {line:?}"));
+    let left = left.unwrap_or_else(|| panic!("no keepalive timer on sanboot's socket: {line}"));
     assert!(
         left > 0.0 && left <= 7.0,
         "keepalive fires in {left} s, expected within nop_interval_secs = 7"
