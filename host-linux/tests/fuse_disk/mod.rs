@@ -7,7 +7,8 @@
 //! answers the kernel's requests on a background thread. The file system
 //! holds one regular file, `disk.img`, whose bytes live in a `Vec`. Reads
 //! that touch a block in the "bad read" set and writes that touch a block
-//! in the "bad write" set answer `EIO`; `fsync` can be made to fail too.
+//! in the "bad write" set answer `EIO`; `fsync` can be made to fail too;
+//! reads of "slow" blocks are answered late (each from its own thread).
 //! The sets change while the file system is mounted.
 //!
 //! The file is opened with `FOPEN_DIRECT_IO`: no page cache in between,
@@ -72,6 +73,10 @@ struct State {
     bad_reads: BTreeSet<u64>,
     bad_writes: BTreeSet<u64>,
     fail_fsync: bool,
+    /// Reads touching these blocks are answered after `slow_delay`, each
+    /// from a thread of its own (others are served meanwhile).
+    slow_reads: BTreeSet<u64>,
+    slow_delay: std::time::Duration,
     stats: Stats,
 }
 
@@ -117,6 +122,8 @@ impl FuseDisk {
             bad_reads: BTreeSet::new(),
             bad_writes: BTreeSet::new(),
             fail_fsync: false,
+            slow_reads: BTreeSet::new(),
+            slow_delay: std::time::Duration::ZERO,
             stats: Stats::default(),
         }));
         let stop = Arc::new(AtomicBool::new(false));
@@ -154,6 +161,14 @@ impl FuseDisk {
     /// (and change nothing).
     pub fn set_bad_writes(&self, blocks: &[u64]) {
         self.state().bad_writes = blocks.iter().copied().collect();
+    }
+
+    /// From now on, reads touching any of these blocks take `delay` (a
+    /// slow or spun-down disk); other requests are answered meanwhile.
+    pub fn set_slow_reads(&self, blocks: &[u64], delay: std::time::Duration) {
+        let mut s = self.state();
+        s.slow_reads = blocks.iter().copied().collect();
+        s.slow_delay = delay;
     }
 
     /// From now on, `fsync`/`fdatasync` fail with `EIO` (or succeed again).
@@ -290,11 +305,31 @@ fn serve(dev: File, state: &Mutex<State>, stop: &AtomicBool) {
             let _ = (&dev).write(&reply(req.unique, Ok(&[])));
             return;
         }
+        let delay = slow(&req, state);
         if let Some(out) = answer(&req, state) {
             // One write per reply; ENOENT means the request was interrupted.
-            let _ = (&dev).write(&reply(req.unique, out.as_deref().map_err(|&e| e)));
+            let bytes = reply(req.unique, out.as_deref().map_err(|&e| e));
+            match (delay, dev.try_clone()) {
+                (Some(d), Ok(dev)) => {
+                    std::thread::spawn(move || {
+                        std::thread::sleep(d);
+                        let _ = (&dev).write(&bytes);
+                    });
+                }
+                _ => {
+                    let _ = (&dev).write(&bytes);
+                }
+            }
         }
     }
+}
+
+/// How long to hold back the answer to `req`: a read of a slow block.
+fn slow(req: &Request<'_>, state: &Mutex<State>) -> Option<std::time::Duration> {
+    let s = lock(state);
+    let (offset, len) = (u64_at(req.arg, 8), u64::from(u32_at(req.arg, 16)));
+    (req.opcode == op::READ && touches(&s.slow_reads, offset, offset.saturating_add(len)))
+        .then_some(s.slow_delay)
 }
 
 /// `fuse_out_header` and the payload, or the header alone with `-errno`.
