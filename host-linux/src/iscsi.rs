@@ -460,7 +460,8 @@ async fn connection(
     let mut clock = crate::status::commands::CommandClock::default();
 
     // Set when a normal session logged in: its loop moves to a thread of
-    // its own, where storage may block (see `run_on_own_thread`).
+    // its own, where storage may block (see `run_on_own_thread`). Atomics
+    // rather than `Cell`s: the loop's future must stay `Send`.
     let wants_thread = AtomicBool::new(false);
     let on_thread = AtomicBool::new(false);
     let mut run = async |sock: &mut TcpStream| -> End {
