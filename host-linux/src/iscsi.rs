@@ -113,8 +113,9 @@ impl Shared {
             .clone()
     }
 
-    /// Wakes connection `token` to close it; `why` is logged when it ends.
-    fn close_connection(&self, token: u64, why: &str) {
+    /// Wakes connection `token` to close it; `why`, when given, is logged
+    /// when it ends.
+    fn close_connection(&self, token: u64, why: Option<&str>) {
         let kill = self
             .kills
             .lock()
@@ -122,10 +123,12 @@ impl Shared {
             .get(&token)
             .cloned();
         if let Some(k) = kill {
-            self.replaced
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(token, why.to_string());
+            if let Some(why) = why {
+                self.replaced
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(token, why.to_string());
+            }
             k.notify_one();
         }
     }
@@ -530,15 +533,8 @@ async fn connection(
                                         log_takeover(&shared, peer, &name, old, over);
                                     }
                                     if let Some(old) = adm.reinstated {
-                                        let k = shared
-                                            .kills
-                                            .lock()
-                                            .unwrap_or_else(|e| e.into_inner())
-                                            .get(&old)
-                                            .cloned();
-                                        if let Some(k) = k {
-                                            k.notify_one();
-                                        }
+                                        // (A takeover's reason was noted above.)
+                                        shared.close_connection(old, None);
                                     }
                                 }
                                 Err(status) => {
@@ -598,7 +594,7 @@ async fn connection(
                                 let ours = luns.0.get(i).cloned().flatten();
                                 if !matches!((now_served, ours), (Some(a), Some(b)) if Arc::ptr_eq(&a, &b))
                                 {
-                                    shared.close_connection(token, "target removed or moved by a configuration reload during login");
+                                    shared.close_connection(token, Some("target removed or moved by a configuration reload during login"));
                                 }
                             }
                         }

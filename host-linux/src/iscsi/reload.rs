@@ -207,7 +207,7 @@ pub(crate) fn commit(shared: &Shared, p: Prepared) {
         let Some((_, why)) = p.close.iter().find(|(i, _)| *i == index) else {
             continue;
         };
-        shared.close_connection(token, why);
+        shared.close_connection(token, Some(why));
     }
 }
 
