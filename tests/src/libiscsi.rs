@@ -10,6 +10,10 @@ use std::collections::BTreeMap;
 /// every host to keep it.
 pub const MIN_PASS: usize = 203;
 
+/// The two initiator names the suite logs in with (its defaults).
+pub const INITIATOR: &str = "iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test";
+pub const INITIATOR_2: &str = "iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test-2";
+
 /// `iscsi-test-cu`'s arguments for family ALL against LUN `url`:
 /// destructive tests allowed (`-d`), SCSI-level tests too (`-S`), two
 /// initiator names for the reservation and multipath tests, and the same

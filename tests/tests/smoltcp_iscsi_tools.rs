@@ -10,16 +10,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use sanboot_tests::lab::{ip, BRIDGE};
-use sanboot_tests::libiscsi::{self, Outcome, MIN_PASS};
+use sanboot_tests::libiscsi::{self, Outcome, INITIATOR, INITIATOR_2, MIN_PASS};
 use sanboot_tests::process::Stop;
 use sanboot_tests::Lab;
 
 const TAP: &str = "tap1";
 const IQN: &str = "iqn.2024-01.test.e2e:smoltcp";
-
-/// libiscsi's initiator names, as host-linux's suite run uses them.
-const INITIATOR: &str = "iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test";
-const INITIATOR_2: &str = "iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test-2";
 
 fn binary() -> Result<PathBuf> {
     if let Some(bin) = std::env::var_os("SANBOOT_SMOLTCP_BIN") {

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 /// Target IQN used by the tests.
 pub const IQN: &str = "iqn.2026-11.test.sanboot:disk1";
-/// The libiscsi suite's two initiator names.
-pub const INITIATOR: &str = "iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test";
-pub const INITIATOR_2: &str = "iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test-2";
+/// The libiscsi suite's two initiator names (not every test uses them).
+#[allow(unused_imports)]
+pub use sanboot_tests::libiscsi::{INITIATOR, INITIATOR_2};
 
 /// Whether `tool` is on PATH.
 pub fn has_tool(tool: &str) -> bool {
