@@ -445,8 +445,9 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>, const TASKS: usize> Driver<B, TASKS> {
     }
 
     /// Whether `req` may block for long (a flush, a large fill or copy):
-    /// an event-loop host runs such requests off its loop.
-    pub fn may_block(&self, req: &StorageRequest) -> bool {
+    /// what [`Bound::run_storage_with`] tells the host, which may run such
+    /// work off its event loop.
+    fn may_block(&self, req: &StorageRequest) -> bool {
         let p = self
             .pending
             .get(req.io().slot())
