@@ -48,8 +48,8 @@ fn blocks(first: u32, n: u32) -> Vec<u8> {
 fn sense_of(r: &ScsiResult, what: &str) -> (u8, u8, u8) {
     assert_eq!(r.status, 2, "{what}: CHECK CONDITION expected: {r:02x?}");
     assert_eq!(r.response, 0, "{what}: {r:02x?}");
-    assert!(r.sense.len() >= 14, "{what}: no sense data: {r:02x?}");
-    (r.sense[2] & 0x0f, r.sense[12], r.sense[13])
+    r.sense_code()
+        .unwrap_or_else(|| panic!("{what}: no sense data: {r:02x?}"))
 }
 
 const READ_ERROR: (u8, u8, u8) = (0x03, 0x11, 0x00);

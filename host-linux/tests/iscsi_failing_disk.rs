@@ -18,7 +18,8 @@ use iscsi_support::{Sanboot, IQN};
 
 fn sense_of(r: &ScsiResult) -> (u8, u8, u8) {
     assert_eq!(r.status, 2, "CHECK CONDITION expected: {r:02x?}");
-    (r.sense[2] & 0x0f, r.sense[12], r.sense[13])
+    r.sense_code()
+        .unwrap_or_else(|| panic!("no sense data: {r:02x?}"))
 }
 
 #[test]

@@ -22,7 +22,10 @@ const TARGET_COLD_RESET: u8 = 7;
 /// (key, ASC, ASCQ) — a reset shows as UNIT ATTENTION 06/29/xx.
 fn unit_attention(a: &mut Initiator) -> Option<(u8, u8, u8)> {
     let r = a.command(&[0u8; 6], &[], 0).unwrap();
-    (r.status != 0).then(|| (r.sense[2] & 0x0f, r.sense[12], r.sense[13]))
+    (r.status != 0).then(|| {
+        r.sense_code()
+            .unwrap_or_else(|| panic!("no sense data: {r:02x?}"))
+    })
 }
 
 #[test]

@@ -22,6 +22,18 @@ pub struct ScsiResult {
     pub data: Vec<u8>,
 }
 
+impl ScsiResult {
+    /// Sense key, ASC and ASCQ of the (fixed-format) sense data; `None`
+    /// when the target sent none or too little.
+    pub fn sense_code(&self) -> Option<(u8, u8, u8)> {
+        Some((
+            self.sense.get(2)? & 0x0f,
+            *self.sense.get(12)?,
+            *self.sense.get(13)?,
+        ))
+    }
+}
+
 /// One logged-in session on one connection.
 pub struct Initiator {
     sock: TcpStream,
